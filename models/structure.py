@@ -1,0 +1,288 @@
+"""CIF text → :class:`Crystal`, the minimal periodic description the voxelizer needs.
+
+Parsing follows pymatgen's interpretation of the CIF (symmetry expansion,
+occupancies, oxidation-state labels), exactly as the reference voxelizer does.
+Species are then reduced to elements: ``Zn2+`` → Zn, deuterium → H, and a
+disordered site keeps each species with its occupancy as a weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import (
+    DegenerateCellError,
+    EmptyStructureError,
+    InvalidCIFError,
+    OverlappingAtomsError,
+    StructureError,
+)
+
+#: Two fully occupied sites closer than this (Å) are the same atom written twice.
+OVERLAP_TOLERANCE = 0.3
+#: Smallest perpendicular width (Å) of a cell we accept.
+MIN_CELL_WIDTH = 0.5
+#: Decimals kept for the canonical serialisation behind :attr:`Crystal.sha256`.
+HASH_DECIMALS = 4
+
+_ISOTOPES = {"D": "H", "T": "H"}
+
+
+@dataclass(frozen=True)
+class Crystal:
+    """A periodic crystal reduced to what the energy grid needs.
+
+    Attributes
+    ----------
+    name : str
+        Structure name (file stem or CIF data block).
+    lattice : ndarray of shape (3, 3)
+        Lattice vectors a, b, c as rows, in Å.
+    frac_coords : ndarray of shape (n_sites, 3)
+        Fractional coordinates of the sites.
+    species : tuple of tuple of (str, float)
+        Per site, the (element, occupancy) pairs; an ordered site has one pair
+        with occupancy 1.
+    """
+
+    name: str
+    lattice: np.ndarray
+    frac_coords: np.ndarray
+    species: tuple[tuple[tuple[str, float], ...], ...]
+    _hash: str = field(default="", repr=False, compare=False)
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of sites in the unit cell."""
+        return len(self.species)
+
+    @property
+    def volume(self) -> float:
+        """Unit-cell volume in Å³."""
+        return float(abs(np.linalg.det(self.lattice)))
+
+    @property
+    def widths(self) -> np.ndarray:
+        """Perpendicular widths (w_a, w_b, w_c) in Å: the distances between opposite cell faces."""
+        a, b, c = self.lattice
+        v = self.volume
+        return np.array([v / np.linalg.norm(np.cross(b, c)),
+                         v / np.linalg.norm(np.cross(c, a)),
+                         v / np.linalg.norm(np.cross(a, b))])
+
+    @property
+    def formula(self) -> str:
+        """Reduced-free formula of the cell contents, elements in alphabetical order (e.g. ``C8H4O4Zn2``)."""
+        counts: dict[str, float] = {}
+        for site in self.species:
+            for element, occupancy in site:
+                counts[element] = counts.get(element, 0.0) + occupancy
+        parts = []
+        for element in sorted(counts):
+            n = counts[element]
+            text = f"{n:g}" if abs(n - round(n)) > 1e-6 else str(int(round(n)))
+            parts.append(element + ("" if text == "1" else text))
+        return "".join(parts)
+
+    @property
+    def elements(self) -> list[str]:
+        """Sorted distinct elements."""
+        return sorted({el for site in self.species for el, _ in site})
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of a canonical serialisation (lattice + sorted species/wrapped fractional coordinates).
+
+        Independent of the file name, the site order and formatting: the same
+        crystal uploaded twice hashes the same.
+        """
+        if self._hash:
+            return self._hash
+        lattice = np.round(self.lattice, HASH_DECIMALS) + 0.0
+        frac = np.round(np.mod(self.frac_coords, 1.0), HASH_DECIMALS) % 1.0 + 0.0
+        rows = sorted(
+            (";".join(f"{el}:{occ:.4f}" for el, occ in sorted(site)), tuple(xyz))
+            for site, xyz in zip(self.species, frac.tolist(), strict=True)
+        )
+        text = repr((lattice.tolist(), rows))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        object.__setattr__(self, "_hash", digest)
+        return digest
+
+
+def _element_of(specie: object) -> str:
+    symbol = getattr(specie, "symbol", None) or str(specie)
+    return _ISOTOPES.get(symbol, symbol)
+
+
+def crystal_from_pymatgen(structure: object, name: str = "structure") -> Crystal:
+    """Build a :class:`Crystal` from a ``pymatgen.core.Structure`` and validate it.
+
+    Raises
+    ------
+    EmptyStructureError, DegenerateCellError, OverlappingAtomsError
+    """
+    sites = list(structure)  # type: ignore[call-overload]
+    if not sites:
+        raise EmptyStructureError(f"{name}: the structure holds no atoms")
+    species = []
+    for site in sites:
+        merged: dict[str, float] = {}
+        for specie, occupancy in site.species.items():
+            element = _element_of(specie)
+            merged[element] = merged.get(element, 0.0) + float(occupancy)
+        species.append(tuple(sorted(merged.items())))
+    crystal = Crystal(
+        name=name,
+        lattice=np.array(structure.lattice.matrix, dtype=np.float64),  # type: ignore[attr-defined]
+        frac_coords=np.array(structure.frac_coords, dtype=np.float64),  # type: ignore[attr-defined]
+        species=tuple(species),
+    )
+    validate_crystal(crystal)
+    return crystal
+
+
+def validate_crystal(crystal: Crystal) -> None:
+    """Refuse cells that cannot be gridded meaningfully.
+
+    Raises
+    ------
+    EmptyStructureError
+        No sites.
+    DegenerateCellError
+        A perpendicular width below :data:`MIN_CELL_WIDTH` Å (near-zero volume).
+    OverlappingAtomsError
+        Two sites closer than :data:`OVERLAP_TOLERANCE` Å whose occupancies add
+        up to more than one atom.
+    """
+    if crystal.n_atoms == 0:
+        raise EmptyStructureError(f"{crystal.name}: the structure holds no atoms")
+    if not np.all(np.isfinite(crystal.lattice)):
+        raise DegenerateCellError(f"{crystal.name}: the cell parameters are not finite numbers")
+    volume = crystal.volume
+    widths = crystal.widths if volume > 0 else np.zeros(3)
+    if volume < 1e-6 or widths.min() < MIN_CELL_WIDTH:
+        raise DegenerateCellError(
+            f"{crystal.name}: degenerate unit cell (volume {volume:.3g} Å³, smallest perpendicular "
+            f"width {widths.min():.3g} Å; at least {MIN_CELL_WIDTH} Å is needed)"
+        )
+    _check_overlaps(crystal)
+
+
+def _check_overlaps(crystal: Crystal) -> None:
+    from scipy.spatial import cKDTree
+
+    # Cartesian positions of the sites and their 26 neighbouring images are enough:
+    # the tolerance is far below any cell width we accept.
+    frac = np.mod(crystal.frac_coords, 1.0)
+    shifts = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T
+    cart = frac @ crystal.lattice
+    images = (frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3) @ crystal.lattice
+    tree = cKDTree(images)
+    occupancy = np.array([sum(occ for _, occ in site) for site in crystal.species])
+    n = crystal.n_atoms
+    for i, neighbours in enumerate(tree.query_ball_point(cart, OVERLAP_TOLERANCE)):
+        for flat in neighbours:
+            j = flat % n
+            if flat == 13 * n + i:  # the site itself, unshifted
+                continue
+            if occupancy[i] + occupancy[j] > 1.0 + 1e-3:
+                d = float(np.linalg.norm(images[flat] - cart[i]))
+                raise OverlappingAtomsError(
+                    f"{crystal.name}: atoms {i + 1} ({_label(crystal, i)}) and {j + 1} ({_label(crystal, j)}) "
+                    f"overlap ({d:.3f} Å apart; below {OVERLAP_TOLERANCE} Å)"
+                )
+
+
+def _label(crystal: Crystal, i: int) -> str:
+    return ",".join(f"{el}:{occ:g}" if occ != 1 else el for el, occ in crystal.species[i])
+
+
+def _decode(data: bytes, name: str) -> str:
+    if b"\x00" in data[:4096]:
+        raise InvalidCIFError(f"{name}: not a CIF (binary content)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def parse_cif(data: bytes | str, name: str = "structure") -> Crystal:
+    """Parse CIF text into a validated :class:`Crystal` (pymatgen's interpretation).
+
+    Parameters
+    ----------
+    data : bytes or str
+        The CIF file contents.
+    name : str
+        Name used in messages and results (typically the file stem).
+
+    Raises
+    ------
+    InvalidCIFError
+        Not text, no ``data_`` block, no cell, or pymatgen cannot read it.
+    EmptyStructureError, DegenerateCellError, OverlappingAtomsError
+        See :func:`validate_crystal`.
+    """
+    text = _decode(data, name) if isinstance(data, bytes) else data
+    if not text.strip():
+        raise InvalidCIFError(f"{name}: the file is empty")
+    if "data_" not in text:
+        raise InvalidCIFError(f"{name}: not a CIF (no 'data_' block)")
+    if "_cell_length_a" not in text:
+        raise InvalidCIFError(f"{name}: the CIF has no unit cell (_cell_length_a missing)")
+    if "_atom_site_fract_x" not in text and "_atom_site_Cartn_x" not in text:
+        raise EmptyStructureError(f"{name}: the CIF has no atom sites")
+
+    from pymatgen.io.cif import CifParser
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            parser = CifParser(io.StringIO(text))
+            structures = parser.parse_structures(primitive=False)
+        except StructureError:
+            raise
+        except Exception as exc:  # pymatgen raises bare ValueError/KeyError/IndexError on bad CIFs
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "Invalid CIF file with no structures" in reason or "no structures" in reason.lower():
+                raise EmptyStructureError(f"{name}: the CIF holds no readable atom sites") from exc
+            raise InvalidCIFError(f"{name}: pymatgen cannot read this CIF ({reason})") from exc
+    if not structures:
+        raise EmptyStructureError(f"{name}: the CIF holds no readable structure")
+    return crystal_from_pymatgen(structures[0], name=name)
+
+
+def load_crystal(source: str | Path | bytes | object, name: str | None = None) -> Crystal:
+    """Load a :class:`Crystal` from a path, CIF bytes/text, a pymatgen Structure or a Crystal."""
+    if isinstance(source, Crystal):
+        return source
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(".cif")):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidCIFError(f"{path}: cannot read file ({exc.strerror})") from exc
+        return parse_cif(data, name=name or path.stem)
+    if isinstance(source, bytes | str):
+        return parse_cif(source, name=name or "structure")
+    if hasattr(source, "lattice") and hasattr(source, "frac_coords"):
+        return crystal_from_pymatgen(source, name=name or "structure")
+    raise TypeError(f"cannot load a crystal from {type(source).__name__}")
+
+
+__all__: Sequence[str] = [
+    "Crystal",
+    "StructureError",
+    "crystal_from_pymatgen",
+    "load_crystal",
+    "parse_cif",
+    "validate_crystal",
+]
