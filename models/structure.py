@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -243,6 +244,7 @@ def parse_cif(data: bytes | str, name: str = "structure") -> Crystal:
 
     from pymatgen.io.cif import CifParser
 
+    parser = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -251,20 +253,56 @@ def parse_cif(data: bytes | str, name: str = "structure") -> Crystal:
         except StructureError:
             raise
         except Exception as exc:  # pymatgen raises bare ValueError/KeyError/IndexError on bad CIFs
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "Invalid CIF file with no structures" in reason or "no structures" in reason.lower():
-                raise EmptyStructureError(f"{name}: the CIF holds no readable atom sites") from exc
-            raise InvalidCIFError(f"{name}: pymatgen cannot read this CIF ({reason})") from exc
+            raise _explain_pymatgen_failure(exc, getattr(parser, "warnings", []), name) from exc
     if not structures:
         raise EmptyStructureError(f"{name}: the CIF holds no readable structure")
     return crystal_from_pymatgen(structures[0], name=name)
+
+
+def _explain_pymatgen_failure(exc: Exception, parser_warnings: list[str], name: str) -> StructureError:
+    """Turn pymatgen's generic failure ("Invalid CIF file with no structures!") into a precise error.
+
+    pymatgen records why it dropped each data block in ``CifParser.warnings``;
+    the reasons we recognise map to their own error types.
+    """
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "no structures" not in reason.lower():
+        return InvalidCIFError(f"{name}: pymatgen cannot read this CIF ({reason})")
+    details = [w.split("\n", 1)[1].strip() for w in parser_warnings if w.startswith("No structure parsed") and "\n" in w]
+    for detail in details:
+        occupancy = re.search(r"Occupancy ([0-9.]+) exceeded tolerance", detail)
+        if occupancy:
+            return OverlappingAtomsError(
+                f"{name}: sites at the same position hold a total occupancy of {float(occupancy.group(1)):g} "
+                "(more than one atom; a site is probably written twice)"
+            )
+        if "thickness" in detail and "below threshold" in detail:
+            chunk = detail.split("]")[0].replace("np.float64", "").replace("float64", "")
+            widths = [float(x) for x in re.findall(r"\d+(?:\.\d*)?(?:[eE][-+]?\d+)?", chunk)]
+            smallest = f"{min(widths):.3g} Å" if widths else "near zero"
+            return DegenerateCellError(
+                f"{name}: degenerate unit cell (smallest perpendicular width {smallest}; at least "
+                f"{MIN_CELL_WIDTH} Å is needed): check the cell lengths and angles"
+            )
+    if any(re.search(r"'_atom_site_(label|type_symbol|fract_[xyz])'", d) for d in details):
+        return EmptyStructureError(f"{name}: the CIF has no readable atom sites")
+    if details:
+        return InvalidCIFError(f"{name}: pymatgen cannot read this CIF ({details[0].splitlines()[0]})")
+    return EmptyStructureError(f"{name}: the CIF holds no readable atom sites")
+
+
+def _looks_like_path(text: str) -> bool:
+    """A one-line string that names a ``.cif`` file or an existing file (CIF text always has newlines)."""
+    if "\n" in text or "\r" in text or len(text) > 4096:
+        return False
+    return text.lower().endswith(".cif") or Path(text).is_file()
 
 
 def load_crystal(source: str | Path | bytes | object, name: str | None = None) -> Crystal:
     """Load a :class:`Crystal` from a path, CIF bytes/text, a pymatgen Structure or a Crystal."""
     if isinstance(source, Crystal):
         return source
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(".cif")):
+    if isinstance(source, Path) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
             data = path.read_bytes()
