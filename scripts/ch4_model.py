@@ -1,0 +1,401 @@
+"""Reproduce the shipped CH4-uptake model: split, baselines, RetNet, transfer learning, model card.
+
+Stages (each resumable; results land in ``--runs`` as JSON, the shipped model in ``models/shipped/``)::
+
+    python scripts/voxelize_coremof.py --labelled            # grids for the 354 labelled structures
+    python scripts/voxelize_coremof.py --all                 # grids for all CoRE MOF 2019 (pre-training)
+    python scripts/ch4_model.py baselines                    # RF on geometric descriptors / energy histograms
+    python scripts/ch4_model.py scratch --sizes 50 100 200 all
+    python scripts/ch4_model.py pretrain --limit 4000 --epochs 10
+    python scripts/ch4_model.py finetune --sizes 50 100 200 all --freeze none conv
+    python scripts/ch4_model.py ship                          # best model → models/shipped/retnet-ch4
+    python scripts/ch4_model.py report                        # table + learning-curve plot
+
+Split (fixed, seed 0): 20 % of the labelled structures are the test set, never
+used for any choice; of the rest, 10 % is the validation set (early stopping,
+choosing between variants) and the remainder the training pool. Smaller training
+sizes are seeded subsets of the pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.datasets import (  # noqa: E402
+    GEOMETRIC_DESCRIPTORS,
+    coremof_properties,
+    default_cache_dir,
+    labels_sha256,
+    read_labels,
+)
+from models.params import VoxelParams  # noqa: E402
+
+LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2.csv"
+TARGET = "ch4_uptake_mol_kg"
+UNIT = "mol/kg"
+PROPERTY = "CH4 uptake, 298 K, 5.8 bar"
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+VAL_FRACTION = 0.1
+#: Pre-training targets: cheap geometric descriptors known for every CoRE MOF.
+PRETRAIN_TARGETS = ["LCD", "PLD", "LFPD", "cm3_g", "ASA_m2_cm3", "AV_VF", "AV_cm3_g"]
+#: Energy-histogram bin edges in K (Bucior et al. 2019 style), plus the mean Boltzmann factor.
+ENERGY_BINS = [-np.inf, -4000, -3000, -2500, -2000, -1500, -1250, -1000, -750, -500, -250, 0, 1000, np.inf]
+
+
+def grid_dir() -> Path:
+    return default_cache_dir() / "voxels" / VoxelParams().params_hash()
+
+
+def load_grids(names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Stack cached grids for the names that have one; returns (grids, names kept)."""
+    folder = grid_dir()
+    kept = [n for n in names if (folder / f"{n}.npy").exists()]
+    grids = np.stack([np.load(folder / f"{n}.npy") for n in kept]) if kept else np.zeros((0, 25, 25, 25), np.float32)
+    return grids.astype(np.float32), kept
+
+
+def dataset() -> dict[str, Any]:
+    """Labelled structures with grids, and the fixed split (indices into them)."""
+    table = read_labels(LABELS, TARGET)
+    grids, names = load_grids(table["name"].tolist())
+    table = table.set_index("name").loc[names].reset_index()
+    y = table[TARGET].to_numpy(dtype=np.float64)
+    rng = np.random.default_rng(SPLIT_SEED)
+    order = rng.permutation(len(names))
+    n_test = int(round(TEST_FRACTION * len(names)))
+    test, rest = order[:n_test], order[n_test:]
+    n_val = int(round(VAL_FRACTION * len(rest)))
+    val, pool = rest[:n_val], rest[n_val:]
+    return {"table": table, "grids": grids, "names": names, "y": y, "test": test, "val": val, "pool": pool,
+            "n_labelled": int((read_labels(LABELS, TARGET)).shape[0])}
+
+
+def train_subset(pool: np.ndarray, size: str | int, seed: int = SPLIT_SEED) -> np.ndarray:
+    if size == "all" or int(size) >= len(pool):
+        return pool
+    return np.random.default_rng(seed + 1).permutation(pool)[: int(size)]
+
+
+def save_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float))
+    tmp.rename(path)
+
+
+def metrics_dict(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    from models.metrics import regression_metrics
+
+    out = regression_metrics(y_true, y_pred, n_boot=10000, seed=0)
+    return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v.__dict__)) for k, v in out.items()}
+
+
+def energy_histogram(grids: np.ndarray, temperature: float = 298.0) -> np.ndarray:
+    """Fraction of voxels per energy bin (K) plus the mean Boltzmann factor; shape (N, 14)."""
+    with np.errstate(divide="ignore"):
+        energy = -temperature * np.log(grids.reshape(len(grids), -1).astype(np.float64))
+    edges = np.array(ENERGY_BINS)
+    counts = np.stack([np.histogram(e, bins=edges)[0] for e in energy]) / energy.shape[1]
+    return np.column_stack([counts, grids.reshape(len(grids), -1).mean(axis=1)])
+
+
+def cmd_baselines(args: argparse.Namespace) -> None:
+    from sklearn.ensemble import RandomForestRegressor
+
+    data = dataset()
+    props = coremof_properties()
+    features = {
+        "rf_geometric": props.loc[data["names"], GEOMETRIC_DESCRIPTORS].to_numpy(dtype=np.float64),
+        "rf_energy_histogram": energy_histogram(data["grids"]),
+    }
+    for model_name, x in features.items():
+        for size in args.sizes:
+            train = np.concatenate([train_subset(data["pool"], size), data["val"]]) if size == "all" else \
+                train_subset(data["pool"], size)
+            rf = RandomForestRegressor(n_estimators=500, random_state=0, n_jobs=args.jobs)
+            rf.fit(x[train], data["y"][train])
+            pred = rf.predict(x[data["test"]])
+            result = {"model": model_name, "size": len(train), "size_label": str(size),
+                      "test": metrics_dict(data["y"][data["test"]], pred)}
+            save_json(args.runs / f"{model_name}_{size}.json", result)
+            print(model_name, size, len(train), f"R2={result['test']['r2']['value']:.3f}", flush=True)
+
+
+def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, base: Any = None,
+           freeze: str | None = None, augment: bool = True) -> tuple[Any, list[dict[str, Any]]]:
+    from models.training import TrainConfig, train_retnet
+
+    config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None)
+    val = (data["grids"][data["val"]], data["y"][data["val"]][:, None])
+    started = time.time()
+
+    def progress(event: dict[str, Any]) -> None:
+        print(f"  epoch {event['epoch']}/{event['epochs']} loss {event['train_loss']:.4f} "
+              f"val R2 {event.get('val_r2')} ({time.time() - started:.0f}s)", flush=True)
+
+    result = train_retnet(data["grids"][train], data["y"][train][:, None], config, val=val,
+                          base_model=base, progress=progress)
+    return result, result.history
+
+
+def _evaluate(result: Any, data: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+    from models.training import predict_grids
+
+    pred = predict_grids(result.model, result.standardizer, data["grids"][data["test"]])[:, 0]
+    return metrics_dict(data["y"][data["test"]], pred), pred
+
+
+def _save_run(args: argparse.Namespace, tag: str, result: Any, data: dict[str, Any], train: np.ndarray,
+              extra: dict[str, Any]) -> None:
+    import torch
+
+    run_dir = args.runs / tag
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": result.model.state_dict(), "standardizer": result.standardizer.to_dict(),
+                "history": result.history}, run_dir / "checkpoint.pt")
+    test_metrics, pred = _evaluate(result, data)
+    save_json(args.runs / f"{tag}.json", {
+        "tag": tag, "size": len(train), "test": test_metrics, "history": result.history,
+        "test_names": [data["names"][i] for i in data["test"]], "test_pred": pred.tolist(), **extra,
+    })
+    print(tag, len(train), f"R2={test_metrics['r2']['value']:.3f} MAE={test_metrics['mae']['value']:.3f}", flush=True)
+
+
+def cmd_scratch(args: argparse.Namespace) -> None:
+    data = dataset()
+    for size in args.sizes:
+        tag = f"retnet_scratch_{size}"
+        if (args.runs / f"{tag}.json").exists():
+            continue
+        train = train_subset(data["pool"], size)
+        result, _ = _train(data, train, epochs=args.epochs, seed=args.seed)
+        _save_run(args, tag, result, data, train, {"variant": "scratch", "size_label": str(size)})
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    """Pre-train RetNet on geometric descriptors of CoRE MOFs (multi-output, standardized targets)."""
+    import torch
+
+    from models.training import TrainConfig, train_retnet
+
+    data = dataset()
+    excluded = {data["names"][i] for i in np.concatenate([data["test"], data["val"]])}
+    props = coremof_properties()[PRETRAIN_TARGETS].dropna()
+    available = sorted(p.stem for p in grid_dir().glob("*.npy") if not p.name.endswith(".tmp.npy"))
+    names = [n for n in available if n in props.index and n not in excluded]
+    rng = np.random.default_rng(SPLIT_SEED)
+    names = sorted(rng.permutation(names)[: args.limit].tolist())
+    grids, names = load_grids(names)
+    y = props.loc[names].to_numpy(dtype=np.float64)
+    mean, std = y.mean(axis=0), y.std(axis=0)
+    print(f"pre-training on {len(names)} structures, {len(PRETRAIN_TARGETS)} targets", flush=True)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, val_fraction=0.05, augment=True)
+    started = time.time()
+
+    def progress(event: dict[str, Any]) -> None:
+        print(f"  epoch {event['epoch']}/{event['epochs']} loss {event['train_loss']:.4f} "
+              f"val R2 {event.get('val_r2')} ({time.time() - started:.0f}s)", flush=True)
+
+    result = train_retnet(grids, (y - mean) / std, config, progress=progress)
+    out = args.runs / "pretrained"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": result.model.state_dict(), "standardizer": result.standardizer.to_dict(),
+                "targets": PRETRAIN_TARGETS, "target_mean": mean.tolist(), "target_std": std.tolist(),
+                "names": names}, out / "checkpoint.pt")
+    save_json(args.runs / "pretrained.json", {"size": len(names), "targets": PRETRAIN_TARGETS,
+                                               "history": result.history, "epochs": args.epochs})
+
+
+def _load_pretrained(args: argparse.Namespace) -> Any:
+    import torch
+
+    from models.retnet import RetNet
+
+    checkpoint = torch.load(args.runs / "pretrained" / "checkpoint.pt", weights_only=False)
+    model = RetNet(n_outputs=len(checkpoint["targets"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    data = dataset()
+    base = _load_pretrained(args)
+    for freeze in args.freeze:
+        for size in args.sizes:
+            tag = f"retnet_finetune_{freeze}_{size}"
+            if (args.runs / f"{tag}.json").exists():
+                continue
+            train = train_subset(data["pool"], size)
+            result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
+                               freeze=None if freeze == "none" else freeze)
+            _save_run(args, tag, result, data, train, {"variant": f"finetune_{freeze}", "size_label": str(size)})
+
+
+def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(args.runs.glob("*.json")) if p.stem != "pretrained"]
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from models.plots import learning_curve_plot
+
+    curves: dict[str, list[tuple[int, float, float, float]]] = {}
+    rows = []
+    for run in _runs(args):
+        name = run.get("variant") or run.get("model")
+        r2, mae = run["test"]["r2"], run["test"]["mae"]
+        curves.setdefault(name, []).append((run["size"], r2["value"], r2["ci_low"], r2["ci_high"]))
+        rows.append((name, run["size"], r2, mae))
+    for name in curves:
+        curves[name].sort()
+    learning_curve_plot(curves, args.runs / "learning_curves.png")
+    print("| model | training size | test R² [95% CI] | test MAE (mol/kg) [95% CI] |")
+    print("|---|---|---|---|")
+    for name, size, r2, mae in sorted(rows, key=lambda r: (r[0], r[1])):
+        print(f"| {name} | {size} | {r2['value']:.3f} [{r2['ci_low']:.3f}, {r2['ci_high']:.3f}] | "
+              f"{mae['value']:.3f} [{mae['ci_low']:.3f}, {mae['ci_high']:.3f}] |")
+
+
+def cmd_ship(args: argparse.Namespace) -> None:
+    """Copy the best RetNet run (by validation R² at full size) into models/shipped/ with its card and plots."""
+    import shutil
+
+    import torch
+
+    from models.artifacts import ModelCard, Target, save_model
+    from models.plots import history_plot, parity_plot
+    from models.retnet import RetNet
+    from models.transforms import Standardizer
+
+    data = dataset()
+    candidates = [r for r in _runs(args) if r.get("tag", "").startswith("retnet_") and r.get("size_label") == "all"]
+    if args.tag:
+        candidates = [r for r in candidates if r["tag"] == args.tag]
+    best = max(candidates, key=lambda r: max(h.get("val_r2") or -1e9 for h in r["history"]))
+    checkpoint = torch.load(args.runs / best["tag"] / "checkpoint.pt", weights_only=False)
+    model = RetNet(n_outputs=1)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    table = data["table"]
+    card = ModelCard(
+        name="retnet-ch4",
+        version=args.version,
+        n_outputs=1,
+        targets=[Target(name=TARGET, unit=UNIT, property=PROPERTY)],
+        voxel_params=VoxelParams(),
+        standardization=checkpoint["standardizer"],
+        training_data={
+            "source": "CoRE MOF 2019-ASR (core-mof package) structures; CH4 uptake labels from RASPA2 GCMC "
+                      "(models/data/ch4_coremof2019_raspa2.csv, DESIGN.md §6)",
+            "n_labelled": data["n_labelled"], "n_with_grids": len(data["names"]),
+            "n_train": best["size"], "n_val": len(data["val"]), "n_test": len(data["test"]),
+            "split": f"seed {SPLIT_SEED}: test {TEST_FRACTION:.0%} of labelled, validation {VAL_FRACTION:.0%} "
+                     "of the rest, training = remainder",
+            "split_seed": SPLIT_SEED, "label_sha256": labels_sha256(table, [TARGET]),
+            "test_names": best["test_names"],
+        },
+        metrics={"test": best["test"], "variant": best["variant"]},
+        training_config={"recipe": "thesis: MSE, Adam 1e-3, batch 64, StepLR(10, 0.5), augmentation",
+                         "epochs": len(best["history"]), "run": best["tag"]},
+        description=f"RetNet predicting {PROPERTY} in {UNIT} from 25³ UFF energy voxels "
+                    f"(probe ε=50 K, σ=2.5 Å, r_c=10 Å, T=298 K).",
+    )
+    out = ROOT / "models" / "shipped" / "retnet-ch4"
+    if out.exists():
+        shutil.rmtree(out)
+    test_y = data["y"][data["test"]]
+    pred = np.asarray(best["test_pred"])
+    plots = args.runs / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    parity_plot(test_y, pred, plots / "parity.png", title=f"RetNet, test set (n={len(test_y)})", unit=UNIT)
+    history_plot(best["history"], plots / "history.png")
+    extra = {"parity.png": plots / "parity.png", "history.png": plots / "history.png"}
+    if (args.runs / "learning_curves.png").exists():
+        extra["learning_curves.png"] = args.runs / "learning_curves.png"
+    save_model(out, {"model": model, "standardizer": Standardizer.from_dict(checkpoint["standardizer"])}, card,
+               extra_files=extra)
+    np.savetxt(out / "test_predictions.csv", np.column_stack([test_y, pred]), delimiter=",",
+               header="true_mol_kg,predicted_mol_kg", comments="", fmt="%.6f")
+    (out / "test_names.txt").write_text("\n".join(best["test_names"]) + "\n")
+    if (args.runs / "pretrained" / "checkpoint.pt").exists():
+        _ship_backbone(args)
+    print("shipped", best["tag"], "to", out)
+
+
+def _ship_backbone(args: argparse.Namespace) -> None:
+    import torch
+
+    from models.artifacts import ModelCard, Target, save_model
+    from models.transforms import Standardizer
+
+    checkpoint = torch.load(args.runs / "pretrained" / "checkpoint.pt", weights_only=False)
+    model = _load_pretrained(args)
+    info = json.loads((args.runs / "pretrained.json").read_text())
+    card = ModelCard(
+        name="retnet-coremof-geometry",
+        version=args.version,
+        n_outputs=len(checkpoint["targets"]),
+        targets=[Target(name=t, unit="standardized", property=f"{t} (z-score; mean {m:.4g}, std {s:.4g})")
+                 for t, m, s in zip(checkpoint["targets"], checkpoint["target_mean"], checkpoint["target_std"],
+                                    strict=True)],
+        voxel_params=VoxelParams(),
+        standardization=checkpoint["standardizer"],
+        training_data={"source": "CoRE MOF 2019-ASR geometric descriptors (core-mof CSV)", "n_train": info["size"],
+                       "excluded": "the CH4 test and validation structures"},
+        metrics={"final_val_r2": info["history"][-1].get("val_r2")},
+        training_config={"epochs": info["epochs"]},
+        description="Pre-trained RetNet backbone (multi-output geometric descriptors); a starting point for "
+                    "fine-tuning (base_model) on your own adsorption labels.",
+    )
+    out = ROOT / "models" / "shipped" / "retnet-coremof-geometry"
+    save_model(out, {"model": model, "standardizer": Standardizer.from_dict(checkpoint["standardizer"])}, card)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=Path.home() / "retnet-runs" / "ch4")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("baselines")
+    p.add_argument("--sizes", nargs="+", default=["50", "100", "200", "all"])
+    p.add_argument("--jobs", type=int, default=1)
+    p.set_defaults(func=cmd_baselines)
+    p = sub.add_parser("scratch")
+    p.add_argument("--sizes", nargs="+", default=["all"])
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_scratch)
+    p = sub.add_parser("pretrain")
+    p.add_argument("--limit", type=int, default=4000)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pretrain)
+    p = sub.add_parser("finetune")
+    p.add_argument("--sizes", nargs="+", default=["all"])
+    p.add_argument("--freeze", nargs="+", default=["none"], choices=["none", "conv", "all-but-output"])
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_finetune)
+    p = sub.add_parser("ship")
+    p.add_argument("--version", default="1")
+    p.add_argument("--tag", default=None, help="ship this run instead of the best by validation R²")
+    p.set_defaults(func=cmd_ship)
+    p = sub.add_parser("report")
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
