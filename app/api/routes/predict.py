@@ -1,0 +1,70 @@
+"""POST /predict: one CIF → 200 with the prediction when ready within ``wait`` s, else 202 with the job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.db.tables import FINAL
+from app.schemas import JobAccepted, PredictionResult
+from app.services import jobs as jobs_service
+from app.services.errors import BadRequestError, UnprocessableError
+from app.services.submit import Upload, submit_prediction
+from app.services.uploads import is_zip_name, read_limited
+
+router = APIRouter(tags=["predict"])
+
+MAX_WAIT_S = 600.0
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionResult,
+    responses={202: {"model": JobAccepted, "description": "not ready within `wait`: poll GET /jobs/{job_id}"},
+               400: {"description": "empty file"}, 413: {"description": "file over the size limit"},
+               422: {"description": "not a CIF, invalid structure or unknown model"},
+               503: {"description": "no model registered"}},
+)
+async def predict(
+    settings: SettingsDep,
+    session: SessionDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description="one CIF file")],
+    model: Annotated[str | None, Form(description="model name or name:version (default: the default model)")] = None,
+    wait: Annotated[float, Form(ge=0, le=MAX_WAIT_S, description="seconds to wait for the result")] = 30.0,
+) -> PredictionResult | JSONResponse:
+    """Predict the adsorption property of one structure."""
+    if is_zip_name(file.filename):
+        raise BadRequestError("POST /predict takes one CIF; send zips of CIFs to POST /screenings")
+    data = await read_limited(file, settings.upload.max_cif_bytes, what="CIF")
+    upload = Upload(filename=file.filename or "structure.cif", data=data)
+    job_id = await run_in_threadpool(submit_prediction, session, settings, store, upload, model)
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        job, item = await run_in_threadpool(_load, session, job_id)
+        if job.status in FINAL or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.1)
+    if job.status in FINAL and item is not None:
+        result = jobs_service.item_result(item)
+        if result.prediction is None and item.error_code == "structure":
+            raise UnprocessableError(result.error or "invalid structure")
+        return result
+    body = jobs_service.job_accepted(job)
+    return JSONResponse(status_code=202, content=body.model_dump(mode="json"), headers={"Location": f"/jobs/{job_id}"})
+
+
+def _load(session, job_id):  # type: ignore[no-untyped-def]
+    session.expire_all()
+    with session.begin():
+        job = jobs_service.get_job(session, job_id)
+        item = jobs_service.first_item(session, job_id) if job.status in FINAL else None
+        return job, item

@@ -1,0 +1,71 @@
+"""POST /training-jobs: a zip of CIFs + labels CSV → 202 with the job (progress via GET /jobs/{id})."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.schemas import JobAccepted
+from app.services import jobs as jobs_service
+from app.services.errors import BadRequestError
+from app.services.submit import TrainingRequest, Upload, submit_training
+from app.services.uploads import is_zip_name, read_limited
+
+router = APIRouter(tags=["training"])
+
+
+@router.post(
+    "/training-jobs", status_code=202, response_model=JobAccepted,
+    responses={400: {"description": "not a zip, empty file or unsafe zip path"},
+               413: {"description": "upload over the size limit"},
+               422: {"description": "no CIFs, missing labels/targets or unknown base model"}},
+)
+async def create_training_job(
+    settings: SettingsDep,
+    session: SessionDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description=".zip with CIFs and a labels CSV (name,<target>...)")],
+    labels: Annotated[UploadFile | None, File(description="labels CSV, when not inside the zip")] = None,
+    targets: Annotated[str, Form(description="target column(s), comma-separated")] = "",
+    target: Annotated[str | None, Form(description="alias of targets")] = None,
+    epochs: Annotated[int, Form(ge=1, le=10000)] = 50,
+    batch_size: Annotated[int, Form(ge=2, le=4096)] = 64,
+    learning_rate: Annotated[float, Form(gt=0, le=10)] = 1e-3,
+    augment: Annotated[bool, Form()] = True,
+    val_fraction: Annotated[float, Form(ge=0, lt=1)] = 0.2,
+    seed: Annotated[int, Form()] = 0,
+    base_model: Annotated[str | None, Form(description="fine-tune this model (name or name:version)")] = None,
+    freeze: Annotated[Literal["conv", "all-but-output"] | None, Form()] = None,
+    name: Annotated[str, Form(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="name of the new model")] = "retnet",
+    version: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_.-]{1,60}$")] = None,
+    unit: Annotated[str, Form(max_length=50)] = "mol/kg",
+    property: Annotated[str | None, Form(max_length=200, description="property description")] = None,
+) -> JSONResponse:
+    """Train (or fine-tune) a RetNet on labelled structures and register the model."""
+    if not is_zip_name(file.filename):
+        raise BadRequestError(f"'{file.filename}' is not a .zip: send the CIFs and the labels CSV as one zip")
+    data = await read_limited(file, settings.upload.max_zip_bytes, what="zip")
+    label_upload = None
+    if labels is not None and labels.filename:
+        label_upload = Upload(labels.filename, await read_limited(labels, settings.upload.max_cif_bytes,
+                                                                 what="labels CSV"))
+    target_list = [t.strip() for t in (targets or target or "").split(",") if t.strip()]
+    request = TrainingRequest(
+        targets=target_list, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
+        val_fraction=val_fraction, seed=seed, base_model=base_model, freeze=freeze, model_name=name,
+        model_version=version, unit=unit, property=property,
+    )
+    job_id = await run_in_threadpool(submit_training, session, settings, store, Upload(file.filename or "train.zip",
+                                                                                       data), label_upload, request)
+    job = await run_in_threadpool(_job, session, job_id)
+    body = jobs_service.job_accepted(job)
+    return JSONResponse(status_code=202, content=body.model_dump(mode="json"), headers={"Location": f"/jobs/{job_id}"})
+
+
+def _job(session, job_id):  # type: ignore[no-untyped-def]
+    with session.begin():
+        return jobs_service.get_job(session, job_id)

@@ -1,0 +1,55 @@
+"""Embedded mode: the Celery worker runs in threads of the API process, on the in-memory broker.
+
+The tasks are the same as in scaled mode (``worker.tasks``); only the transport and the pool differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from app.core.config import Settings
+from app.core.queue import QUEUES
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    """A Celery ``WorkController`` (threads pool) consuming every queue, started in a daemon thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.concurrency = settings.embedded_concurrency or max(2, os.cpu_count() or 1)
+        self._thread: threading.Thread | None = None
+        self._worker = None
+
+    def start(self) -> None:
+        """Start consuming; returns once the consumer is ready."""
+        from celery.worker import WorkController
+
+        from worker.celery_app import create_worker_app
+
+        app = create_worker_app(self.settings)
+        # celery-batches needs B messages in flight to fill a batch.
+        app.conf.worker_prefetch_multiplier = max(1, -(-self.settings.inference.batch_size // self.concurrency) + 1)
+        ready = threading.Event()
+        self._worker = WorkController(
+            app=app, pool="threads", concurrency=self.concurrency, queues=list(QUEUES), loglevel="WARNING",
+            without_heartbeat=True, without_mingle=True, without_gossip=True, hostname="embedded@retnet",
+            ready_callback=ready.set,
+        )
+        self._thread = threading.Thread(target=self._worker.start, name="retnet-embedded-worker", daemon=True)
+        self._thread.start()
+        if not ready.wait(60):
+            log.warning("embedded worker not ready after 60 s")
+        log.info("embedded worker started (%d threads)", self.concurrency)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop consuming and wait for the thread."""
+        if self._worker is not None:
+            self._worker.stop(in_sighandler=False, exitcode=0)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._worker = None
+        self._thread = None

@@ -1,0 +1,94 @@
+"""FastAPI application factory: routers, lifespan (migration check, model registration, embedded workers)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from app import __version__
+from app.api.routes import dashboard, health, jobs, models, predict, screenings, training
+from app.core.config import Settings, get_settings
+from app.core.metrics import LATENCY, REQUESTS, install_collector
+from app.db.migrate import check_migrated
+from app.db.session import session_scope
+from app.services.errors import ServiceError
+from app.storage import cached_store
+
+log = logging.getLogger(__name__)
+
+
+def startup(settings: Settings) -> None:
+    """Refuse an unmigrated database, register the shipped model, install the metrics collector."""
+    check_migrated(settings.db_url)
+    store = cached_store(settings.store_uri, settings.s3.endpoint_url, settings.s3.region)
+    if settings.register_shipped_model:
+        from app.services.registry import register_shipped_model
+
+        with session_scope(settings.db_url) as session:
+            row = register_shipped_model(session, store)
+            if row is not None:
+                log.info("shipped model %s registered", row.ref)
+    install_collector(settings)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; embedded mode starts the Celery worker threads in the lifespan."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(startup, settings)
+        embedded = None
+        if settings.embedded:
+            from app.embedded import EmbeddedWorker
+
+            embedded = EmbeddedWorker(settings)
+            await run_in_threadpool(embedded.start)
+        app.state.embedded_worker = embedded
+        try:
+            yield
+        finally:
+            if embedded is not None:
+                await run_in_threadpool(embedded.stop)
+
+    app = FastAPI(
+        title="RetNet Service",
+        version=__version__,
+        description="Predicts gas adsorption of metal-organic frameworks from CIF files (energy voxels + RetNet).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    from models.errors import StructureError
+
+    @app.exception_handler(StructureError)
+    async def structure_error(_request: Request, exc: StructureError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.middleware("http")
+    async def prometheus_middleware(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            REQUESTS.labels(request.method, path, str(status)).inc()
+            LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
+
+    for module in (predict, screenings, jobs, training, models, health, dashboard):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,155 @@
+"""Pydantic v2 I/O schemas (DB rows never leave the service)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.tables import JobKind, JobStatus
+
+
+class Progress(BaseModel):
+    """Items (or epochs, for training) finished so far."""
+
+    done: int
+    failed: int
+    total: int
+
+
+class JobPublic(BaseModel):
+    """``GET /jobs/{id}``."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    progress: Progress
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+    name: str | None = None
+    model: str | None = Field(None, description="model used (name:version)")
+    details: dict[str, Any] = Field(default_factory=dict, description="live details (training: epoch, losses, R²)")
+    result: dict[str, Any] | None = Field(None, description="final output (training: the registered model)")
+
+
+class JobAccepted(BaseModel):
+    """202 answer of a submission: poll ``GET /jobs/{job_id}``."""
+
+    job_id: str
+    status: JobStatus
+    job: JobPublic
+
+
+class PredictionValue(BaseModel):
+    """Model output for one structure."""
+
+    value: float
+    unit: str
+    property: str
+    model: str
+    values: dict[str, float] | None = Field(None, description="every output of a multi-target model")
+
+
+class StructureInfo(BaseModel):
+    """The parsed structure."""
+
+    name: str
+    sha256: str
+    formula: str
+    n_atoms: int
+
+
+class Timings(BaseModel):
+    """Where the time went (ms)."""
+
+    parse_ms: float | None = None
+    voxelize_ms: float | None = None
+    inference_ms: float | None = None
+    cache_hit: bool | None = None
+
+
+class PredictionResult(BaseModel):
+    """Body of a finished ``POST /predict`` and of each item of a screening's results."""
+
+    job_id: str
+    status: JobStatus
+    prediction: PredictionValue | None = None
+    structure: StructureInfo | None = None
+    timings: Timings
+    item_id: str | None = None
+    name: str | None = Field(None, description="uploaded file name")
+    error: str | None = None
+
+
+class ResultsPage(BaseModel):
+    """``GET /jobs/{id}/results``: items sorted by predicted value (descending by default)."""
+
+    job_id: str
+    status: JobStatus
+    total: int
+    limit: int
+    offset: int
+    items: list[PredictionResult]
+
+
+class Metric(BaseModel):
+    """A metric with its 95% bootstrap confidence interval."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class ModelPublic(BaseModel):
+    """A registered model version."""
+
+    name: str
+    version: str
+    ref: str
+    targets: list[dict[str, Any]]
+    voxel_params: dict[str, Any]
+    params_hash: str
+    training_data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    preliminary: bool = False
+    shipped: bool = False
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    """``GET /models``."""
+
+    data: list[ModelPublic]
+    count: int
+    default: str | None = None
+
+
+class ModelVersions(BaseModel):
+    """``GET /models/{name}``."""
+
+    name: str
+    versions: list[ModelPublic]
+    latest: ModelPublic
+
+
+class ComponentHealth(BaseModel):
+    """One dependency's state."""
+
+    status: str
+    detail: str | None = None
+
+
+class Health(BaseModel):
+    """``GET /health``: liveness and readiness."""
+
+    status: str
+    mode: str
+    database: ComponentHealth
+    broker: ComponentHealth
+    storage: ComponentHealth
+    model: ComponentHealth
+    version: str

@@ -1,0 +1,132 @@
+"""Reading jobs and their results."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload
+
+from app.db.tables import Job, JobItem, JobStatus, Prediction
+from app.schemas import (
+    JobAccepted,
+    JobPublic,
+    PredictionResult,
+    PredictionValue,
+    Progress,
+    ResultsPage,
+    StructureInfo,
+    Timings,
+)
+from app.services.errors import NotFoundError
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    """The job row or 404."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job with id '{job_id}'")
+    return job
+
+
+def job_public(job: Job) -> JobPublic:
+    """ORM → API."""
+    return JobPublic(
+        id=job.id, kind=job.kind, status=job.status,
+        progress=Progress(done=job.progress_done, failed=job.progress_failed, total=job.progress_total),
+        created_at=job.created_at, updated_at=job.updated_at, error=job.error, name=job.name,
+        model=job.model_ref, details=job.details or {}, result=job.result,
+    )
+
+
+def job_accepted(job: Job) -> JobAccepted:
+    """202 body."""
+    return JobAccepted(job_id=job.id, status=job.status, job=job_public(job))
+
+
+def item_result(item: JobItem) -> PredictionResult:
+    """One item with its prediction (the ``POST /predict`` body)."""
+    prediction = None
+    pred: Prediction | None = item.prediction
+    if pred is not None:
+        card = pred.model.card or {}
+        targets = card.get("targets") or [{}]
+        first = targets[0]
+        values = None
+        if len(pred.values) > 1:
+            values = {str(t.get("name", f"output_{i}")): float(v) for i, (t, v) in
+                      enumerate(zip(targets + [{}] * len(pred.values), pred.values, strict=False))}
+        prediction = PredictionValue(
+            value=pred.value, unit=str(first.get("unit", "")),
+            property=str(first.get("property") or first.get("name") or ""),
+            model=pred.model.ref, values=values,
+        )
+    structure = None
+    if item.structure is not None:
+        s = item.structure
+        structure = StructureInfo(name=item_name(item), sha256=s.sha256, formula=s.formula, n_atoms=s.n_atoms)
+    return PredictionResult(
+        job_id=item.job_id, status=item.status, prediction=prediction, structure=structure,
+        timings=Timings(parse_ms=item.parse_ms, voxelize_ms=item.voxelize_ms, inference_ms=item.inference_ms,
+                        cache_hit=item.cache_hit),
+        item_id=item.id, name=item.name, error=item.error,
+    )
+
+
+def item_name(item: JobItem) -> str:
+    """Structure name: the uploaded file's stem."""
+    name = item.name.rsplit("/", 1)[-1]
+    return name[:-4] if name.lower().endswith(".cif") else name
+
+
+def first_item(session: Session, job_id: str) -> JobItem | None:
+    """The single item of a predict job, with prediction and structure loaded."""
+    return session.scalars(
+        select(JobItem).where(JobItem.job_id == job_id)
+        .options(joinedload(JobItem.prediction).joinedload(Prediction.model), joinedload(JobItem.structure))
+        .order_by(JobItem.position)
+    ).first()
+
+
+def results_page(session: Session, job: Job, *, limit: int, offset: int,
+                 order: Literal["desc", "asc", "input"] = "desc") -> ResultsPage:
+    """Items with predictions, sorted by predicted value (failed items last), paginated."""
+    query = (
+        select(JobItem).outerjoin(Prediction, Prediction.item_id == JobItem.id).where(JobItem.job_id == job.id)
+        .options(joinedload(JobItem.prediction).joinedload(Prediction.model), joinedload(JobItem.structure))
+    )
+    if order == "input":
+        query = query.order_by(JobItem.position)
+    else:
+        value = Prediction.value.desc() if order == "desc" else Prediction.value.asc()
+        query = query.order_by(Prediction.value.is_(None), value, JobItem.position)
+    total = session.scalar(select(func.count()).select_from(JobItem).where(JobItem.job_id == job.id)) or 0
+    items = [item_result(i) for i in session.scalars(query.limit(limit).offset(offset)).unique()]
+    return ResultsPage(job_id=job.id, status=JobStatus(job.status), total=total, limit=limit, offset=offset,
+                       items=items)
+
+
+CSV_COLUMNS = ["rank", "name", "status", "value", "unit", "property", "model", "sha256", "formula", "n_atoms",
+               "cache_hit", "parse_ms", "voxelize_ms", "inference_ms", "error"]
+
+
+def results_csv(page: ResultsPage) -> str:
+    """CSV rendering of a results page."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for rank, r in enumerate(page.items, start=page.offset + 1):
+        p, s, t = r.prediction, r.structure, r.timings
+        writer.writerow([
+            rank, r.name, r.status.value, p.value if p else "", p.unit if p else "", p.property if p else "",
+            p.model if p else "", s.sha256 if s else "", s.formula if s else "", s.n_atoms if s else "",
+            "" if t.cache_hit is None else t.cache_hit, _fmt(t.parse_ms), _fmt(t.voxelize_ms),
+            _fmt(t.inference_ms), r.error or "",
+        ])
+    return out.getvalue()
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"

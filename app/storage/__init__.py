@@ -1,0 +1,98 @@
+"""Object storage: one :class:`ObjectStore` interface, a local folder and an S3-compatible implementation.
+
+``store_from_uri("file:///data/store")`` → :class:`LocalStore`; ``store_from_uri("s3://bucket/prefix",
+endpoint_url=...)`` → :class:`S3Store`. Keys are ``/``-separated relative paths.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from functools import lru_cache
+from typing import Protocol, runtime_checkable
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+
+class ObjectNotFoundError(KeyError):
+    """No object under this key."""
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Minimal blob store used by the service."""
+
+    uri: str
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` under ``key`` atomically (readers see the old or the new object)."""
+
+    def get(self, key: str) -> bytes:
+        """Read an object; raise :class:`ObjectNotFoundError` when missing."""
+
+    def exists(self, key: str) -> bool:
+        """True when an object is stored under ``key``."""
+
+    def delete(self, key: str) -> None:
+        """Remove an object (no error when missing)."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys starting with ``prefix``, sorted."""
+
+    def ping(self) -> None:
+        """Raise when the store cannot be reached."""
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape the store root."""
+    if not key or key.startswith("/") or "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+def store_from_uri(uri: str, *, endpoint_url: str | None = None, region: str | None = None) -> ObjectStore:
+    """Build the store for ``uri`` (``file://`` or a plain path → local folder, ``s3://`` → S3)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        from app.storage.local import LocalStore
+
+        path = unquote(parsed.path) if parsed.scheme == "file" else uri
+        return LocalStore(path)
+    if parsed.scheme == "s3":
+        from app.storage.s3 import S3Store
+
+        return S3Store(parsed.netloc, parsed.path.strip("/"), endpoint_url=endpoint_url, region=region)
+    raise ValueError(f"unsupported storage URI {uri!r}: use file:///path or s3://bucket/prefix")
+
+
+@lru_cache(maxsize=8)
+def cached_store(uri: str, endpoint_url: str | None = None, region: str | None = None) -> ObjectStore:
+    """Process-wide store instance per configuration."""
+    return store_from_uri(uri, endpoint_url=endpoint_url, region=region)
+
+
+# --- content-addressed keys --------------------------------------------------------------------------------------
+
+def raw_key(content_sha256: str, filename: str) -> str:
+    """Key of a raw upload (content-addressed; the suffix keeps the file type)."""
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    suffix = "".join(c for c in suffix if c.isalnum())[:8] or "bin"
+    return f"uploads/{content_sha256[:2]}/{content_sha256}.{suffix}"
+
+
+def voxel_key(structure_sha256: str, params_hash: str) -> str:
+    """Key of a cached voxel grid: structure hash + voxel-parameter hash."""
+    return f"voxels/{params_hash}/{structure_sha256[:2]}/{structure_sha256}_{params_hash}.npy.gz"
+
+
+def encode_grid(grid: np.ndarray) -> bytes:
+    """float32 ``.npy`` compressed with gzip."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(grid, dtype=np.float32), allow_pickle=False)
+    return gzip.compress(buffer.getvalue(), compresslevel=3)
+
+
+def decode_grid(data: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_grid`."""
+    return np.load(io.BytesIO(gzip.decompress(data)), allow_pickle=False)

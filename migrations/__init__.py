@@ -1,0 +1,1 @@
+"""Alembic migrations of the service database (``alembic -c migrations/alembic.ini upgrade head``)."""

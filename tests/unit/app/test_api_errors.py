@@ -1,0 +1,90 @@
+"""Precise 4xx answers, health and metrics without any model or worker."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+def test_health_reports_missing_model(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "degraded" and body["model"]["status"] == "missing"
+    assert body["database"]["status"] == "ok" and body["mode"] == "scaled"
+
+
+def test_predict_without_model_is_503(client, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    cif = (cif_dir / "KEGZOL04_clean.cif").read_bytes()
+    r = client.post("/predict", files={"file": ("KEGZOL04_clean.cif", cif)})
+    assert r.status_code == 503
+    assert "no model is registered" in r.json()["detail"]
+
+
+def test_empty_file_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.post("/predict", files={"file": ("empty.cif", b"")})
+    assert r.status_code == 400 and "empty" in r.json()["detail"]
+
+
+def test_too_large_is_413(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.post("/predict", files={"file": ("big.cif", b"x" * 60_000)})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+
+def test_zip_to_predict_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.post("/predict", files={"file": ("many.zip", b"PK")})
+    assert r.status_code == 400 and "/screenings" in r.json()["detail"]
+
+
+def test_screening_zip_without_cifs_is_422(client) -> None:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("notes.txt", "hello")
+    r = client.post("/screenings", files=[("files", ("set.zip", buf.getvalue()))])
+    assert r.status_code == 422 and "no .cif files" in r.json()["detail"]
+
+
+def test_screening_unsafe_zip_is_400(client) -> None:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../../etc/x.cif", "data_x")
+    r = client.post("/screenings", files=[("files", ("set.zip", buf.getvalue()))])
+    assert r.status_code == 400 and "unsafe path" in r.json()["detail"]
+
+
+def test_unknown_job_and_model_are_404(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/jobs/nope").status_code == 404
+    r = client.get("/models/nope")
+    assert r.status_code == 404 and "available models" in r.json()["detail"]
+
+
+def test_training_requires_zip(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.post("/training-jobs", files={"file": ("labels.csv", b"name,y\n")}, data={"targets": "y"})
+    assert r.status_code == 400
+
+
+def test_docs_metrics_dashboard(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/predict", "/screenings", "/jobs/{job_id}", "/jobs/{job_id}/results", "/training-jobs", "/models",
+              "/models/{name}", "/health", "/metrics"):
+        assert p in paths
+    m = client.get("/metrics")
+    assert m.status_code == 200 and "retnet_voxel_cache_hits" in m.text and "retnet_http_requests" in m.text
+    assert "RetNet Service" in client.get("/").text
+
+
+def test_unmigrated_database_refuses_to_start(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.db.migrate import DatabaseNotMigratedError
+    from app.main import create_app
+
+    s = Settings(data_dir=tmp_path, embedded_workers=False)
+    with pytest.raises(DatabaseNotMigratedError, match="retnet db upgrade"):
+        with TestClient(create_app(s)):
+            pass

@@ -1,0 +1,1 @@
+"""Celery workers: queues ``voxels`` (CPU pool), ``inference`` (batched, GPU when present), ``training``."""
