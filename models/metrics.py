@@ -1,0 +1,187 @@
+"""Regression metrics with 95% percentile-bootstrap confidence intervals.
+
+DESIGN.md §4: R² (primary), MAE, RMSE and Spearman ρ on the test set, each with
+a percentile-bootstrap interval over resampled test indices (10,000 resamples
+by default). The bootstrap is vectorised: resamples are drawn as an index matrix
+and processed in chunks, so 10,000 resamples of 100 points take well under a second.
+
+Point estimates follow scikit-learn / SciPy: R² = 1 − SS_res/SS_tot (1 for a perfect
+fit of constant labels, else 0 when SS_tot = 0); Spearman ρ is the Pearson
+correlation of average ranks. Resamples where a statistic is undefined (e.g.
+constant labels for ρ) are left out of the interval.
+
+Examples
+--------
+>>> m = regression_metrics([1.0, 2.0, 3.0, 4.0], [1.1, 1.9, 3.2, 3.9], n_boot=200)
+>>> sorted(m)
+['mae', 'r2', 'rmse', 'spearman']
+>>> round(m["mae"].value, 3), m["spearman"].value
+(0.125, 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy.stats import rankdata
+
+#: Metric names, in report order.
+METRIC_NAMES: tuple[str, ...] = ("r2", "mae", "rmse", "spearman")
+#: Bootstrap elements (resamples × points) processed per chunk.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+class Metric(BaseModel):
+    """One metric with its confidence interval (label units for MAE/RMSE, dimensionless otherwise).
+
+    Attributes
+    ----------
+    value : float
+        Point estimate on the full test set.
+    ci_low, ci_high : float
+        Bounds of the percentile-bootstrap interval (NaN when no resample defines the metric).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+def _r2(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Row-wise R² of (R, n) arrays; NaN where SS_tot = 0."""
+    ss_res = np.square(t - p).sum(axis=-1)
+    ss_tot = np.square(t - t.mean(axis=-1, keepdims=True)).sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
+
+
+def _mae(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.abs(t - p).mean(axis=-1)
+
+
+def _rmse(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.square(t - p).mean(axis=-1))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson correlation; NaN where either row is constant."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    denom = np.sqrt(np.square(a).sum(axis=-1) * np.square(b).sum(axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 0, (a * b).sum(axis=-1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _spearman(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return _pearson(rankdata(t, axis=-1), rankdata(p, axis=-1))
+
+
+_STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "r2": _r2,
+    "mae": _mae,
+    "rmse": _rmse,
+    "spearman": _spearman,
+}
+
+
+def _point_estimates(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    values = {name: float(stat(t[None], p[None])[0]) for name, stat in _STATISTICS.items()}
+    if np.isnan(values["r2"]):  # constant labels: scikit-learn's force_finite convention
+        values["r2"] = 1.0 if np.array_equal(t, p) else 0.0
+    return values
+
+
+def _bootstrap(t: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Each statistic on ``n_boot`` resamples (with replacement) of the test indices."""
+    rng = np.random.default_rng(seed)
+    n = len(t)
+    out = {name: np.empty(n_boot) for name in _STATISTICS}
+    chunk = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        index = rng.integers(0, n, size=(size, n))
+        bt, bp = t[index], p[index]
+        for name, stat in _STATISTICS.items():
+            out[name][start : start + size] = stat(bt, bp)
+    return out
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def _single_output(t: np.ndarray, p: np.ndarray, n_boot: int, seed: int, level: float) -> dict[str, Metric]:
+    values = _point_estimates(t, p)
+    samples = _bootstrap(t, p, n_boot, seed) if n_boot > 0 else {}
+    result = {}
+    for name in METRIC_NAMES:
+        low, high = _interval(samples[name], level) if n_boot > 0 else (float("nan"), float("nan"))
+        result[name] = Metric(value=values[name], ci_low=low, ci_high=high)
+    return result
+
+
+def _as_2d(values: np.ndarray | Sequence[float] | Sequence[Sequence[float]], what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(f"{what} must have shape (n,) or (n, k), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return array
+
+
+def regression_metrics(
+    y_true: np.ndarray | Sequence[float] | Sequence[Sequence[float]],
+    y_pred: np.ndarray | Sequence[float] | Sequence[Sequence[float]],
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+    level: float = 0.95,
+) -> dict[str, Metric] | dict[str, dict[str, Metric]]:
+    """R², MAE, RMSE and Spearman ρ with percentile-bootstrap confidence intervals.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like, shape (n,) or (n, k)
+        Test labels and predictions (same unit), n ≥ 2.
+    n_boot : int
+        Bootstrap resamples of the n test indices; 0 skips the intervals (NaN bounds).
+    seed : int
+        Seed of the resampling (the same seed gives the same intervals).
+    names : sequence of str, optional
+        Output names for k > 1 (default "output_0", "output_1", ...).
+    level : float
+        Confidence level of the interval (0.95: the 2.5th and 97.5th percentiles).
+
+    Returns
+    -------
+    dict
+        For one output: ``{"r2", "mae", "rmse", "spearman"} → Metric``.
+        For k > 1 outputs: ``{name: {metric: Metric}}``, each output bootstrapped separately
+        with the same seed.
+    """
+    t, p = _as_2d(y_true, "y_true"), _as_2d(y_pred, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred shapes differ: {t.shape} vs {p.shape}")
+    if t.shape[0] < 2:
+        raise ValueError(f"need at least 2 test points, got {t.shape[0]}")
+    if n_boot < 0 or not 0.0 < level < 1.0:
+        raise ValueError(f"need n_boot >= 0 and 0 < level < 1, got n_boot={n_boot}, level={level}")
+    k = t.shape[1]
+    if k == 1:
+        return _single_output(t[:, 0], p[:, 0], n_boot, seed, level)
+    labels = list(names) if names is not None else [f"output_{i}" for i in range(k)]
+    if len(labels) != k or len(set(labels)) != k:
+        raise ValueError(f"names must be {k} distinct strings, got {labels}")
+    return {label: _single_output(t[:, i], p[:, i], n_boot, seed, level) for i, label in enumerate(labels)}

@@ -1,0 +1,93 @@
+"""Unit tests for models.metrics against scikit-learn and SciPy."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from models.metrics import Metric, regression_metrics
+
+
+def _data(n: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.gamma(3.0, 1.0, size=n)
+    return y, y + rng.normal(0.0, 0.5, size=n)
+
+
+def test_point_estimates_match_sklearn_and_scipy() -> None:
+    y, p = _data()
+    m = regression_metrics(y, p, n_boot=500)
+    assert set(m) == {"r2", "mae", "rmse", "spearman"}
+    assert m["r2"].value == pytest.approx(r2_score(y, p), rel=1e-12)
+    assert m["mae"].value == pytest.approx(mean_absolute_error(y, p), rel=1e-12)
+    assert m["rmse"].value == pytest.approx(np.sqrt(mean_squared_error(y, p)), rel=1e-12)
+    assert m["spearman"].value == pytest.approx(spearmanr(y, p).statistic, rel=1e-12)
+
+
+def test_spearman_with_ties_matches_scipy() -> None:
+    y = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0])
+    p = np.array([1.0, 1.0, 2.5, 3.0, 3.0, 6.0, 5.0])
+    assert regression_metrics(y, p, n_boot=0)["spearman"].value == pytest.approx(spearmanr(y, p).statistic)
+
+
+def test_intervals_contain_estimates_and_are_reproducible() -> None:
+    y, p = _data()
+    a = regression_metrics(y, p, n_boot=2000, seed=1)
+    b = regression_metrics(y, p, n_boot=2000, seed=1)
+    c = regression_metrics(y, p, n_boot=2000, seed=2)
+    assert a == b and a != c
+    for metric in a.values():
+        assert metric.ci_low < metric.value < metric.ci_high
+
+
+def test_perfect_predictions() -> None:
+    y, _ = _data(50)
+    m = regression_metrics(y, y, n_boot=1000)
+    assert m["r2"] == Metric(value=1.0, ci_low=1.0, ci_high=1.0)
+    assert m["spearman"].value == 1.0
+    assert m["mae"].value == m["rmse"].value == m["mae"].ci_high == 0.0
+
+
+def test_default_bootstrap_is_fast() -> None:
+    y, p = _data(100)
+    start = time.perf_counter()
+    m = regression_metrics(y, p)  # 10,000 resamples
+    assert time.perf_counter() - start < 1.0
+    assert np.isfinite([v.ci_low for v in m.values()]).all()
+
+
+def test_json_serialisable() -> None:
+    y, p = _data(20)
+    m = regression_metrics(y, p, n_boot=100)
+    dumped = json.loads(json.dumps({k: v.model_dump() for k, v in m.items()}))
+    assert set(dumped["r2"]) == {"value", "ci_low", "ci_high"}
+
+
+def test_multi_output_per_column_and_flat_single_column() -> None:
+    y, p = _data(60)
+    y2, p2 = np.stack([y, 2 * y], axis=1), np.stack([p, 2 * p + 1], axis=1)
+    m = regression_metrics(y2, p2, n_boot=300, names=["1 bar", "5.8 bar"])
+    assert set(m) == {"1 bar", "5.8 bar"}
+    assert m["5.8 bar"]["mae"].value == pytest.approx(mean_absolute_error(2 * y, 2 * p + 1))
+    assert m["1 bar"] == regression_metrics(y, p, n_boot=300)
+    default = regression_metrics(y2, p2, n_boot=0)
+    assert set(default) == {"output_0", "output_1"}
+    flat = regression_metrics(y[:, None], p[:, None], n_boot=0)
+    assert set(flat) == {"r2", "mae", "rmse", "spearman"}
+    assert np.isnan(flat["r2"].ci_low)
+
+
+def test_input_errors() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        regression_metrics([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        regression_metrics([1.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        regression_metrics([1.0, np.nan], [1.0, 2.0])
+    with pytest.raises(ValueError, match="names"):
+        regression_metrics(np.ones((3, 2)), np.ones((3, 2)), names=["a"])
