@@ -37,7 +37,7 @@ class EmbeddedWorker:
         self._worker = WorkController(
             app=app, pool="threads", concurrency=self.concurrency, queues=list(QUEUES), loglevel="WARNING",
             without_heartbeat=True, without_mingle=True, without_gossip=True, hostname="embedded@retnet",
-            ready_callback=ready.set,
+            ready_callback=lambda *_: ready.set(),
         )
         self._thread = threading.Thread(target=self._worker.start, name="retnet-embedded-worker", daemon=True)
         self._thread.start()

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         """Broker URL with the embedded default filled in."""
-        return self.broker_url or "memory://"
+        return self.broker_url or "memory://localhost/"
 
     @property
     def store_uri(self) -> str:

@@ -7,10 +7,29 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, TypeDecorator, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
 
 def utcnow() -> datetime:
@@ -64,10 +83,10 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     input_key: Mapped[str | None] = mapped_column(String(400))
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     items: Mapped[list[JobItem]] = relationship(back_populates="job", cascade="all, delete-orphan")
 
@@ -82,7 +101,7 @@ class Structure(Base):
     formula: Mapped[str] = mapped_column(String(300))
     n_atoms: Mapped[int] = mapped_column(Integer)
     raw_key: Mapped[str] = mapped_column(String(400))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class JobItem(Base):
@@ -107,8 +126,8 @@ class JobItem(Base):
     cache_hit: Mapped[bool | None] = mapped_column(Boolean)
     batch_size: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="items")
     structure: Mapped[Structure | None] = relationship()
@@ -130,7 +149,7 @@ class ModelVersion(Base):
     storage_prefix: Mapped[str] = mapped_column(String(400))
     shipped: Mapped[bool] = mapped_column(Boolean, default=False)
     training_job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Prediction(Base):
@@ -145,7 +164,7 @@ class Prediction(Base):
     params_hash: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float, index=True)
     values: Mapped[list[float]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     item: Mapped[JobItem] = relationship(back_populates="prediction")
     model: Mapped[ModelVersion] = relationship()
