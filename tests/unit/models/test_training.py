@@ -91,7 +91,8 @@ def test_early_stopping_keeps_best_weights(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(training, "_build_model", build)
     grids, targets = _data(8)
     val = _data(4, seed=1)
-    result = train_retnet(grids, targets, _fast(epochs=6, patience=2, batch_size=4, freeze="conv"), val=val, progress=capture)
+    cfg = _fast(epochs=6, patience=2, batch_size=4, freeze="conv")
+    result = train_retnet(grids, targets, cfg, val=val, progress=capture)
     assert result.epochs_run == 4 and result.best_epoch == 2
     state = result.model.state_dict()
     assert all(torch.equal(state[k], snapshots[2][k]) for k in state)

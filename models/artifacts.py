@@ -1,0 +1,474 @@
+"""Model artifacts: a folder with ``weights.pt`` (a RetNet state_dict) and ``card.json``.
+
+DESIGN.md §5. The card records everything needed to use the weights safely:
+targets with units and conditions, the voxel parameters the model was trained on,
+the input standardization, the training data summary, metrics with confidence
+intervals, library versions and the sha256 of the weights file. Loading verifies
+that hash, loads with ``torch.load(weights_only=True)``, and refuses grids made with
+other voxel parameters (:meth:`LoadedModel.check_voxel_params`).
+
+A model may also be given as a ``.zip`` or ``.tar.gz`` of its folder (files at
+the archive root or inside one top-level folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+import pydantic
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.params import VoxelParams
+from models.retnet import INPUT_SIZE, RetNet
+from models.training import TrainResult, fingerprint_grids, predict_grids, resolve_device
+from models.transforms import Standardizer
+
+#: File names inside a model folder.
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "card.json"
+#: Name of the default model shipped inside the package (``models/shipped/<name>/``).
+DEFAULT_MODEL_NAME = "retnet-ch4"
+#: Distribution name of this project (for ``library_versions``).
+_DISTRIBUTION = "retnet-service"
+
+
+class ModelArtifactError(Exception):
+    """Base class for unusable model artifacts."""
+
+
+class CorruptModelError(ModelArtifactError):
+    """The artifact is damaged: missing or unreadable files, or a weights hash mismatch."""
+
+
+class IncompatibleModelError(ModelArtifactError, ValueError):
+    """The model cannot consume grids made with the given voxel parameters.
+
+    Attributes
+    ----------
+    differences : dict
+        ``{field: (model_value, given_value)}`` for every differing voxel parameter.
+    """
+
+    def __init__(self, model_ref: str, differences: Mapping[str, tuple[Any, Any]]) -> None:
+        self.differences = dict(differences)
+        listed = "; ".join(f"{k}: model {m!r}, grids {g!r}" for k, (m, g) in self.differences.items())
+        super().__init__(f"model {model_ref} was trained on other voxel parameters ({listed})")
+
+
+class Target(BaseModel):
+    """One predicted quantity.
+
+    Attributes
+    ----------
+    name : str
+        Label column name, e.g. "ch4_uptake".
+    unit : str
+        Unit of the value, e.g. "mol/kg".
+    property : str
+        Human description with conditions, e.g. "CH4 uptake, 298 K, 5.8 bar".
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    unit: str
+    property: str
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of torch, numpy, python and this project (``"unknown"`` when not installed)."""
+    try:
+        own = metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    return {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pydantic": pydantic.VERSION,
+        "python": platform.python_version(),
+        _DISTRIBUTION: own,
+    }
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ModelCard(BaseModel):
+    """Everything known about a trained model (``card.json``).
+
+    Attributes
+    ----------
+    name, version : str
+        Registry identity; the reference is ``"name:version"``.
+    architecture : "RetNet"
+    n_outputs : int
+        Number k of outputs; defaults to ``len(targets)``.
+    targets : list of Target
+        One per output, in output order.
+    voxel_params : VoxelParams
+        Parameters of the grids the model was trained on (grid_size must be 25).
+    standardization : dict or None
+        ``{"mean": float, "std": float}`` of the input; filled from a TrainResult by :func:`save_model`.
+    training_data : dict
+        Free summary: source, size, split seed, label sha256, ...
+    metrics : dict
+        Test metrics, e.g. ``regression_metrics`` output (values with CIs).
+    training_config : dict
+        The TrainConfig of the run; filled from a TrainResult by :func:`save_model` when empty.
+    library_versions : dict
+        Auto-filled at creation: torch, numpy, pydantic, python, retnet-service.
+    created_at : datetime
+        UTC creation time (ISO 8601 in JSON).
+    preliminary : bool
+        True for models trained on too little data to be trusted.
+    description : str
+    weights_sha256 : str or None
+        sha256 of ``weights.pt``, filled by :func:`save_model`.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    architecture: Literal["RetNet"] = "RetNet"
+    n_outputs: int = Field(0, ge=1)
+    targets: list[Target] = Field(min_length=1)
+    voxel_params: VoxelParams = Field(default_factory=VoxelParams)
+    standardization: dict[str, float] | None = None
+    training_data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    library_versions: dict[str, str] = Field(default_factory=library_versions)
+    created_at: datetime = Field(default_factory=_utc_now)
+    preliminary: bool = False
+    description: str = ""
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+    @field_validator("standardization")
+    @classmethod
+    def _mean_std(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            if set(value) != {"mean", "std"}:
+                raise ValueError(f"standardization needs exactly the keys mean and std, got {sorted(value)}")
+            Standardizer.from_dict(value)  # finite mean, std > 0
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_n_outputs(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and not data.get("n_outputs") and isinstance(data.get("targets"), list):
+            data = {**data, "n_outputs": len(data["targets"])}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        if self.n_outputs != len(self.targets):
+            raise ValueError(f"n_outputs={self.n_outputs} but {len(self.targets)} target(s) are described")
+        if self.voxel_params.grid_size != INPUT_SIZE:
+            raise ValueError(f"RetNet needs grid_size={INPUT_SIZE}, card has {self.voxel_params.grid_size}")
+        return self
+
+    @property
+    def ref(self) -> str:
+        """``"name:version"``."""
+        return f"{self.name}:{self.version}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _complete_card(card: ModelCard, model: RetNet, result: TrainResult | None) -> ModelCard:
+    """Fill standardization / training_config from a TrainResult and check consistency."""
+    update: dict[str, Any] = {}
+    if result is not None:
+        std = result.standardizer.to_dict()
+        if card.standardization is not None and card.standardization != std:
+            raise ValueError(f"card standardization {card.standardization} differs from the training run's {std}")
+        update["standardization"] = std
+        if not card.training_config:
+            update["training_config"] = result.config.model_dump(mode="json")
+    elif card.standardization is None:
+        raise ValueError("card.standardization is required when saving a bare RetNet (no TrainResult)")
+    if model.n_outputs != card.n_outputs:
+        raise ValueError(f"model has {model.n_outputs} output(s), card describes {card.n_outputs}")
+    return card.model_copy(update=update)
+
+
+def _check_extra_name(name: str) -> str:
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or ".." in parts or "\\" in name or name in (WEIGHTS_FILE, CARD_FILE):
+        raise ValueError(f"extra file name {name!r} must be a relative path other than {WEIGHTS_FILE}/{CARD_FILE}")
+    return name
+
+
+def save_model(
+    directory: str | Path,
+    model_or_result: RetNet | TrainResult,
+    card: ModelCard,
+    *,
+    extra_files: Mapping[str, str | Path] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model folder: ``weights.pt``, ``card.json`` and any extra files.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The model folder to create (e.g. ``store/models/retnet-ch4/1``).
+    model_or_result : RetNet or TrainResult
+        A TrainResult also provides the standardization and training config of the card.
+    card : ModelCard
+        Description; ``weights_sha256`` (and, from a TrainResult, ``standardization`` and an
+        empty ``training_config``) are filled in.
+    extra_files : mapping of str to path, optional
+        ``{name in folder: source file}`` copied along, e.g. ``{"parity.png": ...}``.
+    overwrite : bool
+        Replace an existing model in ``directory``; otherwise FileExistsError.
+
+    Returns
+    -------
+    Path
+        The model folder.
+    """
+    result = model_or_result if isinstance(model_or_result, TrainResult) else None
+    model = result.model if result is not None else model_or_result
+    if not isinstance(model, RetNet):
+        raise TypeError(f"expected a RetNet or a TrainResult, got {type(model_or_result).__name__}")
+    card = _complete_card(card, model, result)
+    extras = {_check_extra_name(k): Path(v) for k, v in (extra_files or {}).items()}
+    missing = [str(p) for p in extras.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"extra file(s) not found: {', '.join(missing)}")
+    folder = Path(directory)
+    if (folder / CARD_FILE).exists() and not overwrite:
+        raise FileExistsError(f"a model already exists in {folder}; pass overwrite=True to replace it")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    torch.save(state, folder / WEIGHTS_FILE)
+    card = card.model_copy(update={"weights_sha256": _sha256(folder / WEIGHTS_FILE)})
+    for name, source in extras.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / name)
+    (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+class LoadedModel:
+    """A verified model ready for inference.
+
+    Attributes
+    ----------
+    card : ModelCard
+    model : RetNet
+        In eval mode on ``device``.
+    standardizer : Standardizer
+    device : torch.device
+    path : Path
+        Where it was loaded from (folder or archive).
+    """
+
+    def __init__(self, card: ModelCard, model: RetNet, standardizer: Standardizer, device: torch.device,
+                 path: Path) -> None:
+        self.card = card
+        self.model = model
+        self.standardizer = standardizer
+        self.device = device
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.ref!r}, device={str(self.device)!r}, path={str(self.path)!r})"
+
+    @property
+    def ref(self) -> str:
+        """``"name:version"``."""
+        return self.card.ref
+
+    @property
+    def unit(self) -> str:
+        """Unit of the outputs (distinct units joined with ", " if they differ)."""
+        return ", ".join(dict.fromkeys(t.unit for t in self.card.targets))
+
+    @property
+    def n_outputs(self) -> int:
+        """Number k of outputs."""
+        return self.card.n_outputs
+
+    @property
+    def voxel_params(self) -> VoxelParams:
+        """Voxel parameters the model was trained on."""
+        return self.card.voxel_params
+
+    @staticmethod
+    def _grids(grids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        return grids[None] if grids.ndim == 3 else grids
+
+    def predict(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+        """Predict from raw grids (N, 25, 25, 25) (or one (25, 25, 25) grid) → float64 (N, k), in :attr:`unit`."""
+        return predict_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size)
+
+    def fingerprints(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+        """20-dimensional fingerprints of raw grids → float64 (N, 20)."""
+        return fingerprint_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size)
+
+    def check_voxel_params(self, params: VoxelParams | Mapping[str, Any]) -> None:
+        """Raise :class:`IncompatibleModelError` unless ``params`` equal the training voxel parameters."""
+        given = params if isinstance(params, VoxelParams) else VoxelParams(**params)
+        ours, theirs = self.card.voxel_params.model_dump(), given.model_dump()
+        differences = {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
+        if differences:
+            raise IncompatibleModelError(self.ref, differences)
+
+    # Defined last: inside the class body the name ``property`` then shadows the builtin.
+    @property
+    def property(self) -> str:
+        """Property description (joined with "; " for several outputs)."""
+        return "; ".join(t.property for t in self.card.targets)
+
+
+def _safe_members(names: list[str], archive: Path) -> None:
+    for name in names:
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or ".." in parts:
+            raise CorruptModelError(f"archive {archive} holds an unsafe path {name!r}")
+
+
+def _extract(archive: Path, target: Path) -> None:
+    """Unpack a .zip or .tar.gz model archive into ``target``."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _safe_members(zf.namelist(), archive)
+                zf.extractall(target)
+            return
+        with tarfile.open(archive, "r:*") as tf:
+            _safe_members(tf.getnames(), archive)
+            tf.extractall(target, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as err:
+        raise CorruptModelError(f"cannot unpack model archive {archive}: {err}") from err
+
+
+def _model_folder(root: Path) -> Path:
+    """The folder holding card.json: ``root`` itself or its single subfolder."""
+    if (root / CARD_FILE).is_file():
+        return root
+    subfolders = [p for p in root.iterdir() if p.is_dir() and (p / CARD_FILE).is_file()]
+    if len(subfolders) != 1:
+        raise CorruptModelError(f"no {CARD_FILE} at the top of the model (or in exactly one subfolder)")
+    return subfolders[0]
+
+
+def _read_card(folder: Path) -> ModelCard:
+    try:
+        return ModelCard.model_validate_json((folder / CARD_FILE).read_text(encoding="utf-8"))
+    except (pydantic.ValidationError, OSError, UnicodeDecodeError) as err:
+        raise CorruptModelError(f"unreadable model card {folder / CARD_FILE}: {err}") from err
+
+
+def _read_weights(folder: Path, card: ModelCard) -> dict[str, torch.Tensor]:
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CorruptModelError(f"missing {WEIGHTS_FILE} in {folder}")
+    data = weights.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if card.weights_sha256 is None or actual != card.weights_sha256:
+        raise CorruptModelError(
+            f"{weights}: sha256 {actual} does not match the card's weights_sha256 {card.weights_sha256}"
+        )
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged pickles
+        raise CorruptModelError(f"cannot load {weights}: {err}") from err
+
+
+def _load_folder(folder: Path, source: Path, device: torch.device) -> LoadedModel:
+    card = _read_card(folder)
+    state = _read_weights(folder, card)
+    if card.standardization is None:
+        raise CorruptModelError(f"model card {folder / CARD_FILE} has no standardization")
+    model = RetNet(card.n_outputs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as err:
+        message = f"weights in {folder} do not fit a RetNet with {card.n_outputs} output(s): {err}"
+        raise CorruptModelError(message) from err
+    model.to(device).eval()
+    return LoadedModel(card, model, Standardizer.from_dict(card.standardization), device, source)
+
+
+def load_model(path: str | Path, *, device: torch.device | str | None = None) -> LoadedModel:
+    """Load and verify a model folder, ``.zip`` or ``.tar.gz``.
+
+    Parameters
+    ----------
+    path : str or Path
+        Model folder (with card.json and weights.pt) or an archive of it.
+    device : torch.device or str, optional
+        Default: CUDA when available, else CPU.
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    CorruptModelError
+        Missing/unreadable files, or the weights' sha256 differs from the card.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"no model at {source}")
+    target = resolve_device(device)
+    if source.is_dir():
+        return _load_folder(_model_folder(source), source, target)
+    with tempfile.TemporaryDirectory(prefix="retnet-model-") as tmp:
+        _extract(source, Path(tmp))
+        return _load_folder(_model_folder(Path(tmp)), source, target)
+
+
+def shipped_model_dir(name: str | None = None) -> Path:
+    """Folder of a model shipped inside the package: ``models/shipped/<name>/``.
+
+    Parameters
+    ----------
+    name : str, optional
+        Model name; default ``"retnet-ch4"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder does not exist (the weights are not shipped in this installation).
+    """
+    folder = Path(__file__).resolve().parent / "shipped" / (name or DEFAULT_MODEL_NAME)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"shipped model {name or DEFAULT_MODEL_NAME!r} not found at {folder}: "
+            "train one and save it there with models.artifacts.save_model"
+        )
+    return folder
