@@ -206,7 +206,7 @@ def _save(folder: Path, result: Any, fields: dict[str, Any], metrics: dict[str, 
         name=fields["name"], version=fields["version"], targets=targets, voxel_params=fields["voxel_params"],
         training_data=fields["training"], metrics=metrics,
     )
-    save_model(folder, result, card)
+    save_model(folder, result, card, overwrite=True)
 
 
 def _plots(folder: Path, y_true: np.ndarray, y_pred: np.ndarray, targets: list[str], unit: str,
