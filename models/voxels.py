@@ -60,7 +60,9 @@ def _mixed_lj(crystal: Crystal, params: VoxelParams) -> tuple[np.ndarray, np.nda
     table = uff_table()
     unknown = [el for el in crystal.elements if el not in table]
     if unknown:
-        raise UnknownElementError(unknown, params.force_field)
+        error = UnknownElementError(unknown, params.force_field)
+        error.args = (f"{crystal.name}: {error.args[0]}",)  # name the structure, like every StructureError
+        raise error
     frac, eps4, sig2, weight = [], [], [], []
     for xyz, site in zip(crystal.frac_coords, crystal.species, strict=True):
         for element, occupancy in site:
