@@ -1,0 +1,293 @@
+"""The ``retnet`` command line (app.cli) and the CIF → grid pipeline behind it (models.pipeline)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+CIFS = ROOT / "tests" / "data" / "cifs"
+BAD = ROOT / "tests" / "data" / "bad"
+
+SMALL = [CIFS / "FIGXAU_clean.cif", CIFS / "SAYTUJ_clean.cif"]
+TRAIN_SET = ["BUKRUW01_clean", "EDUWAB_clean", "FIGXAU_clean", "KEGZOL04_clean", "SAYTUJ_clean",
+             "c5cc04223b_c5cc04223b2_clean", "FIGXAU_deuterated", "KEGZOL04_oxidation_states"]
+
+
+def test_help_is_fast_and_lists_every_command() -> None:
+    # A fresh interpreter: --help must not import numpy, torch or pymatgen.
+    code = ("import sys; from app.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numpy', 'torch', 'pymatgen', 'pandas') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout
+    for command in ("voxelize", "train", "predict", "evaluate", "serve", "worker"):
+        assert command in done.stdout
+
+
+@pytest.mark.parametrize("command", ["voxelize", "train", "predict", "evaluate", "serve", "worker"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage: retnet " + command in capsys.readouterr().out
+
+
+def test_voxel_options_state_units() -> None:
+    text = build_parser()._subparsers._group_actions[0].choices["voxelize"].format_help()  # type: ignore[union-attr]
+    for unit_text in ("in Å", "ε in K", "σ in Å", "T in K", "side L Å"):
+        assert unit_text in text
+
+
+def test_voxelize_writes_grids_and_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "grids"
+    code = main(["voxelize", *map(str, SMALL), str(BAD / "unknown_element_Tc.cif"), str(BAD / "empty.cif"),
+                 "--out", str(out), "--grid-size", "8"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["FIGXAU_clean.npy", "SAYTUJ_clean.npy"]
+    grid = np.load(out / "FIGXAU_clean.npy")
+    assert grid.shape == (8, 8, 8) and grid.dtype == np.float32
+    assert "FAILED unknown_element_Tc: no UFF Lennard-Jones parameters for element(s) Tc" in err
+    assert "FAILED empty: the file is empty" in err
+    assert "voxelized 2 of 4 CIF(s)" in err and "2 failed" in err
+
+
+def test_voxelize_options_reach_the_grid(tmp_path: Path) -> None:
+    from models.params import VoxelParams
+    from models.structure import load_crystal
+    from models.voxels import compute_voxels
+
+    assert main(["voxelize", str(SMALL[1]), "--out", str(tmp_path), "--grid-size", "6", "--energy",
+                 "--cutoff", "12", "--probe-epsilon", "148", "--probe-sigma", "3.73", "--temperature", "77",
+                 "--cubic-box", "20"]) == 0
+    expected = compute_voxels(load_crystal(SMALL[1]), VoxelParams(
+        grid_size=6, boltzmann=False, cutoff=12, probe_epsilon=148, probe_sigma=3.73, temperature=77, cubic_box=20))
+    np.testing.assert_array_equal(np.load(tmp_path / "SAYTUJ_clean.npy"), expected)
+
+
+def test_voxelize_rejects_bad_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["voxelize", str(SMALL[0]), "--out", str(tmp_path), "--grid-size", "1"]) == 1
+    assert "--grid-size" in capsys.readouterr().err
+
+
+def test_voxelize_through_the_cache(tmp_path: Path) -> None:
+    args = ["voxelize", str(SMALL[0]), "--grid-size", "6", "--cache", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    cached = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(cached) == 1
+    np.save(cached[0], np.full((6, 6, 6), 7.0, dtype=np.float32))  # prove the second run reads the cache
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert (np.load(tmp_path / "b" / "FIGXAU_clean.npy") == 7.0).all()
+    assert main([*args, "--out", str(tmp_path / "c"), "--energy"]) == 0  # other parameters: other cache entry
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2
+
+
+def test_console_script_voxelize(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "app.cli", "voxelize", str(SMALL[0]), "--out", str(tmp_path),
+                           "--grid-size", "5"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "voxelized 1 of 1" in done.stderr
+    assert (tmp_path / "FIGXAU_clean.npy").exists()
+
+
+# --- models.pipeline -----------------------------------------------------------------------------
+
+
+def test_cif_sources_from_folder_zip_and_list(tmp_path: Path) -> None:
+    from models.pipeline import cif_sources
+
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(SMALL[0], "sub/FIGXAU_clean.cif")
+        z.write(SMALL[1], "SAYTUJ_clean.CIF")
+        z.writestr("__MACOSX/._FIGXAU_clean.cif", b"junk")
+        z.writestr("notes.txt", b"not a cif")
+    names = [s.name for s in cif_sources(archive)]
+    assert names == ["SAYTUJ_clean", "FIGXAU_clean"]
+    assert cif_sources(archive)[0].read() == SMALL[1].read_bytes()
+    assert len(cif_sources(CIFS)) == len(list(CIFS.glob("*.cif")))
+    assert [s.name for s in cif_sources(SMALL)] == ["FIGXAU_clean", "SAYTUJ_clean"]
+    with pytest.raises(ValueError, match="share the name"):
+        cif_sources([SMALL[0], SMALL[0]])
+    with pytest.raises(FileNotFoundError):
+        cif_sources(tmp_path / "nothing")
+
+
+def test_voxelize_paths_collects_failures() -> None:
+    from models.errors import InvalidCIFError, UnknownElementError
+    from models.params import VoxelParams
+    from models.pipeline import voxelize_paths
+
+    failures: dict[str, Exception] = {}
+    seen: list[tuple[str, str | None]] = []
+    grids = voxelize_paths([SMALL[0], BAD / "unknown_element_Tc.cif", BAD / "not_a_cif.png"], VoxelParams(grid_size=5),
+                           on_error=lambda name, exc: failures.__setitem__(name, exc),
+                           progress=lambda name, error: seen.append((name, error)))
+    assert list(grids) == ["FIGXAU_clean"]
+    assert isinstance(failures["unknown_element_Tc"], UnknownElementError)
+    assert isinstance(failures["not_a_cif"], InvalidCIFError)
+    assert [name for name, _ in seen] == ["FIGXAU_clean", "unknown_element_Tc", "not_a_cif"]
+    assert seen[0][1] is None and "Tc" in str(seen[1][1])
+    with pytest.raises(UnknownElementError):
+        voxelize_paths([BAD / "unknown_element_Tc.cif"], VoxelParams(grid_size=5))
+
+
+def _labels(path: Path, names: list[str]) -> Path:
+    rng = np.random.default_rng(1)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "ch4_uptake_mol_kg", "status"])
+        for name in names:
+            writer.writerow([name, f"{rng.uniform(0.5, 4.0):.3f}", "ok"])
+        writer.writerow(["not_in_the_data", "1.0", "ok"])
+        writer.writerow(["FIGXAU_disordered", "", "skipped_large"])
+    return path
+
+
+def test_load_training_set_pairs_grids_and_labels(tmp_path: Path) -> None:
+    from models.params import VoxelParams
+    from models.pipeline import load_training_set
+
+    labels = _labels(tmp_path / "labels.csv", ["SAYTUJ_clean", "FIGXAU_clean"])
+    data = load_training_set(CIFS, labels, "ch4_uptake_mol_kg", VoxelParams(grid_size=5), tmp_path / "cache")
+    assert data.names == ["SAYTUJ_clean", "FIGXAU_clean"]
+    assert data.grids.shape == (2, 5, 5, 5) and data.targets.shape == (2, 1)
+    assert data.failures == {"not_in_the_data": "no CIF with this name in the data"}
+    assert len(data.labels_sha256) == 64
+    assert data.unlabelled == len(list(CIFS.glob("*.cif"))) - 2
+    with pytest.raises(KeyError, match="no_such_column"):
+        load_training_set(CIFS, labels, "no_such_column", VoxelParams(grid_size=5))
+
+
+# --- train / predict / evaluate ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train once (1 epoch on the fixture CIFs, fake labels) through the CLI; returns the work folder."""
+    pytest.importorskip("models.artifacts")
+    pytest.importorskip("models.training")
+    work = tmp_path_factory.mktemp("train")
+    archive = work / "cifs.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in TRAIN_SET:
+            z.write(CIFS / f"{name}.cif", f"{name}.cif")
+    _labels(work / "labels.csv", TRAIN_SET)
+    code = main(["train", "--data", str(archive), "--labels", str(work / "labels.csv"),
+                 "--target", "ch4_uptake_mol_kg", "--out", str(work / "model"), "--epochs", "1",
+                 "--val-fraction", "0.25", "--bootstrap", "100", "--cache", str(work / "cache"),
+                 "--name", "cli-test", "--version", "3", "--device", "cpu", "--threads", "2"])
+    assert code == 0
+    return work
+
+
+def test_train_saves_a_model_with_metrics_and_parity_plot(trained: Path) -> None:
+    folder = trained / "model"
+    assert (folder / "weights.pt").exists() and (folder / "parity.png").exists()
+    card = json.loads((folder / "card.json").read_text())
+    assert card["name"] == "cli-test" and card["version"] == "3"
+    assert card["targets"] == [{"name": "ch4_uptake_mol_kg", "unit": "mol/kg",
+                                "property": "CH4 uptake, 298 K, 5.8 bar"}]
+    assert set(card["metrics"]) == {"r2", "mae", "rmse", "spearman"}
+    assert set(card["metrics"]["mae"]) == {"value", "ci_low", "ci_high"}
+    assert card["training_data"]["n_train"] == 6 and card["training_data"]["n_val"] == 2
+    assert card["training_data"]["left_out"] == 1  # the label row without a CIF
+    assert card["preliminary"] is True
+    assert len(list((trained / "cache").rglob("*.npy"))) == len(TRAIN_SET)
+
+
+def test_predict_csv_with_a_bad_cif(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", "--model", str(trained / "model"), str(SMALL[0]), str(BAD / "empty.cif"),
+                 str(SMALL[1]), "--format", "csv", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert captured.out.splitlines()[0].startswith("name,value,unit,")
+    assert list(rows[0]) == ["name", "value", "unit", "property", "model", "sha256", "error"]
+    assert [r["name"] for r in rows] == ["FIGXAU_clean", "empty", "SAYTUJ_clean"]
+    assert rows[1]["value"] == "" and rows[1]["error"] == "empty: the file is empty"
+    for row in (rows[0], rows[2]):
+        assert np.isfinite(float(row["value"])) and row["error"] == "" and len(row["sha256"]) == 64
+        assert row["unit"] == "mol/kg" and row["model"] == "cli-test:3"
+    assert "1 failed" in captured.err
+
+
+def test_predict_table(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "--model", str(trained / "model"), str(SMALL[0]), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["name", "value", "unit", "property", "error"]
+    assert out[2].startswith("FIGXAU_clean")
+
+
+def test_predict_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "--model", "no-such-model", str(SMALL[0])]) == 1
+    assert "no-such-model" in capsys.readouterr().err
+
+
+def test_evaluate_prints_metrics_with_intervals(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = trained / "eval.png"
+    code = main(["evaluate", "--model", str(trained / "model"), "--data", str(trained / "cifs.zip"),
+                 "--labels", str(trained / "labels.csv"), "--plot", str(plot), "--bootstrap", "200",
+                 "--cache", str(trained / "cache"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for label in ("R²", "MAE", "RMSE", "Spearman ρ"):
+        assert label in out
+    assert out.count("95% CI [") == 4 and "mol/kg" in out
+    assert plot.exists()
+
+
+def test_fine_tune_from_base_model(trained: Path) -> None:
+    out = trained / "tuned"
+    code = main(["train", "--data", str(trained / "cifs.zip"), "--labels", str(trained / "labels.csv"),
+                 "--target", "ch4_uptake_mol_kg", "--out", str(out), "--epochs", "1", "--val-fraction", "0",
+                 "--base-model", str(trained / "model"), "--freeze", "conv", "--cache", str(trained / "cache"),
+                 "--device", "cpu", "--no-augment"])
+    assert code == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["training_data"]["base_model"] == "cli-test:3"
+    assert card["metrics"] == {}
+
+
+# --- serve / worker / simulate wiring ------------------------------------------------------------
+
+
+def test_serve_and_worker_delegate(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    calls: list[tuple[object, ...]] = []
+    server = types.ModuleType("app.server")
+    server.serve = lambda host, port, data_dir: calls.append(("serve", host, port, data_dir))  # type: ignore[attr-defined]
+    worker_main = types.ModuleType("worker.main")
+    worker_main.run_worker = lambda queues, concurrency: calls.append(("worker", queues, concurrency))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.server", server)
+    monkeypatch.setitem(sys.modules, "worker.main", worker_main)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "9000", "--data-dir", "/tmp/x"]) == 0
+    assert main(["worker", "-Q", "voxels,inference", "-c", "3"]) == 0
+    assert main(["worker", "-Q", "gpu"]) == 1
+    assert calls == [("serve", "0.0.0.0", 9000, "/tmp/x"), ("worker", ["voxels", "inference"], 3)]
+
+
+def test_simulate_is_registered_when_available() -> None:
+    try:
+        import app.cli_simulate  # noqa: F401
+    except ImportError:
+        pytest.skip("app.cli_simulate not available")
+    choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert "simulate" in choices
