@@ -130,7 +130,9 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
 
     val = (x[val_idx], y[val_idx]) if n_val else None
     result = train_retnet(x[train_idx], y[train_idx], config, val=val, base_model=base, progress=on_epoch)
-    _details(ctx, job_id, {"phase": "evaluating", "history": history[-1:] if history else []})
+    last = history[-1] if history else {}
+    _details(ctx, job_id, {"phase": "evaluating", **last, "n_train": int(len(train_idx)), "n_val": int(n_val),
+                           "skipped": skipped[-20:]})
 
     from models.artifacts import load_model
 
@@ -156,6 +158,8 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
         with session_scope(ctx.db_url) as session:
             row = register_model_dir(session, store, folder, training_job_id=job_id)
             ref = row.ref
+            progress.set_job_details(session, job_id, {"phase": "done", **last, "n_train": int(len(train_idx)),
+                                                       "n_val": int(n_val), "skipped": skipped[-20:]})
             progress.succeed_job(session, job_id, {"model": ref, "metrics": metrics, "evaluated_on": metrics_note,
                                                    "n_train": int(len(train_idx)), "n_val": int(n_val),
                                                    "skipped": skipped, "best_epoch": int(result.best_epoch)})

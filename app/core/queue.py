@@ -5,7 +5,7 @@ The API never imports ``worker`` (no torch in the API process): it sends tasks b
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 from typing import Any
 
 from celery import Celery
@@ -65,15 +65,19 @@ def make_celery(settings: Settings, main: str = "retnet") -> Celery:
     return app
 
 
-@lru_cache(maxsize=4)
-def _client(broker: str, visibility_timeout_s: int) -> Celery:
-    return make_celery(get_settings(), main="retnet-client")
+_clients: dict[tuple[str, int], Celery] = {}
+_clients_lock = threading.Lock()
 
 
 def client(settings: Settings | None = None) -> Celery:
-    """Process-wide Celery client for sending tasks."""
+    """Process-wide Celery client for sending tasks (one per broker configuration)."""
     settings = settings or get_settings()
-    return _client(settings.broker, settings.visibility_timeout_s)
+    key = (settings.broker, settings.visibility_timeout_s)
+    with _clients_lock:
+        app = _clients.get(key)
+        if app is None:
+            app = _clients[key] = make_celery(settings, main="retnet-client")
+        return app
 
 
 def send(task: str, *args: Any, settings: Settings | None = None) -> None:
