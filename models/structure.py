@@ -370,7 +370,8 @@ def _explain_pymatgen_failure(exc: Exception, parser_warnings: list[str], name: 
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "no structures" not in reason.lower():
         return InvalidCIFError(f"{name}: pymatgen cannot read this CIF ({reason})")
-    details = [w.split("\n", 1)[1].strip() for w in parser_warnings if w.startswith("No structure parsed") and "\n" in w]
+    details = [w.split("\n", 1)[1].strip() for w in parser_warnings
+               if w.startswith("No structure parsed") and "\n" in w]
     for detail in details:
         occupancy = re.search(r"Occupancy ([0-9.]+) exceeded tolerance", detail)
         if occupancy:

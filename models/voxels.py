@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ BAD = DATA / "bad"
 PARITY = ["c5cc04223b_c5cc04223b2_clean", "FIGXAU_clean", "BUKRUW01_clean", "SAYTUJ_clean"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _moxel(name: str, grid_size: int = 25, cubic_box: float | None = None) -> np.ndarray:
     """Raw energies (K) from the reference package (slow: ~3 s for 25³ with one process)."""
     moxel_utils = pytest.importorskip("moxel.utils")
