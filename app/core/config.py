@@ -25,7 +25,7 @@ class InferenceSettings(BaseModel):
     """Batching of the ``inference`` queue (celery-batches): up to B grids or T ms."""
 
     batch_size: int = Field(32, ge=1, le=4096)
-    batch_timeout_ms: int = Field(50, ge=1)
+    batch_timeout_ms: int = Field(20, ge=1)
 
 
 class S3Settings(BaseModel):

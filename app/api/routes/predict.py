@@ -52,7 +52,7 @@ async def predict(
         if job.status in FINAL or time.monotonic() >= deadline:
             break
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.1)
+        delay = min(delay * 1.5, 0.02)
     if job.status in FINAL and item is not None:
         result = jobs_service.item_result(item)
         if result.prediction is None and item.error_code == "structure":
