@@ -100,7 +100,7 @@ class Structure(Base):
     name: Mapped[str] = mapped_column(String(300))
     formula: Mapped[str] = mapped_column(String(300))
     n_atoms: Mapped[int] = mapped_column(Integer)
-    raw_key: Mapped[str] = mapped_column(String(400))
+    raw_key: Mapped[str] = mapped_column(String(400), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core import queue
@@ -53,19 +54,25 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model)
         model_ref_resolved, params_hash = model.ref, model.params_hash
+    key = raw_key(hashlib.sha256(upload.data).hexdigest(), upload.filename)
+    with session.begin():  # the very same bytes were parsed before: reuse the structure hash
+        known = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
     t0 = time.perf_counter()
-    crystal = parse_cif(upload.data, name=stem(upload.filename))
+    crystal = None if known else parse_cif(upload.data, name=stem(upload.filename))
     parse_ms = (time.perf_counter() - t0) * 1e3
-    key = store_raw(store, upload)
-    cache_hit = store.exists(voxel_key(crystal.sha256, params_hash))
+    sha = known or crystal.sha256  # type: ignore[union-attr]
+    if not store.exists(key):
+        store.put(key, upload.data)
+    cache_hit = store.exists(voxel_key(sha, params_hash))
     with session.begin():
-        upsert_structure(session, sha256=crystal.sha256, name=crystal.name, formula=crystal.formula,
-                         n_atoms=crystal.n_atoms, raw=key)
+        if crystal is not None:
+            upsert_structure(session, sha256=crystal.sha256, name=crystal.name, formula=crystal.formula,
+                             n_atoms=crystal.n_atoms, raw=key)
         job = Job(kind=JobKind.predict, status=JobStatus.queued, model_ref=model_ref_resolved, progress_total=1,
                   input_key=key, params={})
         session.add(job)
         session.flush()
-        item = JobItem(job_id=job.id, position=0, name=upload.filename, raw_key=key, structure_sha256=crystal.sha256,
+        item = JobItem(job_id=job.id, position=0, name=upload.filename, raw_key=key, structure_sha256=sha,
                        parse_ms=parse_ms, cache_hit=True if cache_hit else None,
                        voxelize_ms=0.0 if cache_hit else None)
         session.add(item)

@@ -54,6 +54,9 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('sha256', name=op.f('pk_structure'))
     )
+    with op.batch_alter_table('structure', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_structure_raw_key'), ['raw_key'], unique=False)
+
     op.create_table('job_item',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('job_id', sa.String(length=36), nullable=False),
@@ -143,6 +146,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_job_item_job_id'))
 
     op.drop_table('job_item')
+    with op.batch_alter_table('structure', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_structure_raw_key'))
+
     op.drop_table('structure')
     with op.batch_alter_table('job', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_job_status'))

@@ -25,9 +25,23 @@ def transient_errors() -> tuple[type[BaseException], ...]:
             botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError, ConnectionError)
 
 
+_CTX: WorkerContext | None = None
+
+
+def current_context() -> WorkerContext:
+    """The worker context of this process (set by :func:`register`)."""
+    if _CTX is None:
+        raise RuntimeError("worker tasks used before worker.tasks.register()")
+    return _CTX
+
+
 def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) -> WorkerContext:
     """Register the three tasks on ``app``; they share one :class:`WorkerContext` per process."""
+    global _CTX
     ctx = ctx or WorkerContext(settings)
+    # Celery shares task definitions between the apps of a process (embedded servers created one after the other
+    # in tests): the task bodies read the latest context instead of closing over their own.
+    _CTX = ctx
     transient = transient_errors()
     common: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 
@@ -37,7 +51,7 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
         """Parse and voxelize one job item (cache-aware), then enqueue its inference."""
         from worker.pipeline import voxelize_item
 
-        voxelize_item(ctx, item_id)
+        voxelize_item(current_context(), item_id)
 
     @app.task(name=TASK_PREDICT, queue=INFERENCE, base=Batches, flush_every=settings.inference.batch_size,
               flush_interval=settings.inference.batch_timeout_ms / 1000.0, **common)
@@ -47,10 +61,10 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
 
         item_ids = [r.args[0] for r in requests if r.args]
         try:
-            predict_items(ctx, item_ids)
+            predict_items(current_context(), item_ids)
         except transient as exc:
             log.warning("inference batch hit a transient error (%s); re-enqueueing %d items", exc, len(item_ids))
-            c = client(settings)
+            c = client(current_context().settings)
             for item_id in item_ids:
                 c.send_task(TASK_PREDICT, args=(item_id,), queue=INFERENCE, countdown=2)
 
@@ -60,6 +74,6 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
         """Train, evaluate, save and register a model."""
         from worker.training import run_training
 
-        run_training(ctx, job_id)
+        run_training(current_context(), job_id)
 
     return ctx

@@ -52,3 +52,15 @@ def test_settings_defaults_are_embedded(tmp_path: Path, monkeypatch: pytest.Monk
 def test_unknown_storage_scheme() -> None:
     with pytest.raises(ValueError, match="unsupported storage URI"):
         store_from_uri("ftp://x/y")
+
+
+def test_migrations_upgrade_downgrade_roundtrip(tmp_path: Path) -> None:
+    from app.db.migrate import current_revision, downgrade, head_revision, upgrade
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    assert current_revision(url) == head_revision()
+    downgrade(url, "base")
+    assert current_revision(url) is None
+    upgrade(url)
+    assert current_revision(url) == head_revision()
