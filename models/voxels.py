@@ -99,6 +99,8 @@ def energy_grid(
         The supercell exceeds :data:`MAX_SUPERCELL_ATOMS` atoms.
     """
     params = params or VoxelParams()
+    if engine not in ("auto", "torch"):
+        raise ValueError(f"unknown engine {engine!r}; use 'auto' or 'torch'")
     dev = torch.device(device) if device is not None else default_device()
     frac, eps4, sig2, weight = _mixed_lj(crystal, params)
     scale = supercell_scale(crystal, params.cutoff)
@@ -118,8 +120,6 @@ def energy_grid(
     if params.cubic_box is None:
         widths = Crystal(crystal.name, supercell, crystal.frac_coords, crystal.species).widths
         offsets = _box_offsets(widths, n, params.cutoff)
-        if engine not in ("auto", "torch"):
-            raise ValueError(f"unknown engine {engine!r}; use 'auto' or 'torch'")
         if dev.type == "cpu" and engine == "auto":
             return _scatter_cpu(atoms, per_atom, metric, offsets, n, params.cutoff, threads)
         energy = _supercell_grid(*_tensors(dev, atoms, *per_atom, metric), offsets, n, params.cutoff)

@@ -93,6 +93,8 @@ def test_torch_engine_equals_numba_engine(name: str) -> None:
 def test_unknown_engine_is_refused() -> None:
     with pytest.raises(ValueError, match="engine"):
         energy_grid(_argon(8.0), VoxelParams(grid_size=5), device="cpu", engine="fortran")
+    with pytest.raises(ValueError, match="engine"):
+        energy_grid(_argon(8.0), VoxelParams(grid_size=5, cubic_box=10.0), device="cpu", engine="fortran")
 
 
 def test_boltzmann_false_returns_raw_energies() -> None:
