@@ -49,6 +49,7 @@ TEST_FRACTION = 0.2
 VAL_FRACTION = 0.1
 #: Pre-training targets: cheap geometric descriptors known for every CoRE MOF.
 PRETRAIN_TARGETS = ["LCD", "PLD", "LFPD", "cm3_g", "ASA_m2_cm3", "AV_VF", "AV_cm3_g"]
+HEAVY_TAILED = {"LCD", "PLD", "LFPD", "cm3_g", "AV_cm3_g"}
 #: Energy-histogram bin edges in K (Bucior et al. 2019 style), plus the mean Boltzmann factor.
 ENERGY_BINS = [-np.inf, -4000, -3000, -2500, -2000, -1500, -1250, -1000, -750, -500, -250, 0, 1000, np.inf]
 
@@ -198,8 +199,21 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     names = sorted(rng.permutation(names)[: args.limit].tolist())
     grids, names = load_grids(names)
     y = props.loc[names].to_numpy(dtype=np.float64)
+    targets = list(PRETRAIN_TARGETS)
+    if args.log_targets:
+        # Pore sizes, density and pore volume are heavy-tailed (LCD up to 72 Å, 99th percentile 22 Å).
+        for j, column in enumerate(targets):
+            if column in HEAVY_TAILED:
+                y[:, j] = np.log1p(y[:, j])
+                targets[j] = f"log1p_{column}"
+    if args.targets == "geometric+energy":
+        # Energy-histogram statistics of the structure's own grid: free for every structure.
+        hist = energy_histogram(grids)
+        y = np.column_stack([y, hist[:, :-1], np.log(hist[:, -1])])
+        targets += [f"energy_bin_{i}" for i in range(hist.shape[1] - 1)] + ["log_mean_boltzmann"]
     mean, std = y.mean(axis=0), y.std(axis=0)
-    print(f"pre-training on {len(names)} structures, {len(PRETRAIN_TARGETS)} targets", flush=True)
+    std[std == 0] = 1.0
+    print(f"pre-training on {len(names)} structures, {len(targets)} targets", flush=True)
     config = TrainConfig(epochs=args.epochs, seed=args.seed, val_fraction=0.05, augment=True)
     started = time.time()
 
@@ -208,21 +222,21 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
               f"val R2 {event.get('val_r2')} ({time.time() - started:.0f}s)", flush=True)
 
     result = train_retnet(grids, (y - mean) / std, config, progress=progress)
-    out = args.runs / "pretrained"
+    out = args.runs / args.name
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": result.model.state_dict(), "standardizer": result.standardizer.to_dict(),
-                "targets": PRETRAIN_TARGETS, "target_mean": mean.tolist(), "target_std": std.tolist(),
+                "targets": targets, "target_mean": mean.tolist(), "target_std": std.tolist(),
                 "names": names}, out / "checkpoint.pt")
-    save_json(args.runs / "pretrained.json", {"size": len(names), "targets": PRETRAIN_TARGETS,
-                                               "history": result.history, "epochs": args.epochs})
+    save_json(args.runs / "pretrain" / f"{args.name}.json", {"size": len(names), "targets": targets,
+                                                             "history": result.history, "epochs": args.epochs})
 
 
-def _load_pretrained(args: argparse.Namespace) -> Any:
+def _load_pretrained(args: argparse.Namespace, name: str) -> Any:
     import torch
 
     from models.retnet import RetNet
 
-    checkpoint = torch.load(args.runs / "pretrained" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(args.runs / name / "checkpoint.pt", weights_only=False)
     model = RetNet(n_outputs=len(checkpoint["targets"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model
@@ -230,20 +244,23 @@ def _load_pretrained(args: argparse.Namespace) -> Any:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     data = dataset()
-    base = _load_pretrained(args)
+    base = _load_pretrained(args, args.base)
+    suffix = "" if args.base == "pretrained" else f"_{args.base}"
     for freeze in args.freeze:
         for size in args.sizes:
-            tag = f"retnet_finetune_{freeze}_{size}"
+            tag = f"retnet_finetune{suffix}_{freeze}_{size}"
             if (args.runs / f"{tag}.json").exists():
                 continue
             train = train_subset(data["pool"], size)
             result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
                                freeze=None if freeze == "none" else freeze)
-            _save_run(args, tag, result, data, train, {"variant": f"finetune_{freeze}", "size_label": str(size)})
+            _save_run(args, tag, result, data, train, {"variant": f"finetune{suffix}_{freeze}",
+                                                       "size_label": str(size), "base": args.base})
 
 
 def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(args.runs.glob("*.json")) if p.stem != "pretrained"]
+    runs = [json.loads(p.read_text()) for p in sorted(args.runs.glob("*.json"))]
+    return [r for r in runs if "test" in r]
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -327,20 +344,21 @@ def cmd_ship(args: argparse.Namespace) -> None:
     np.savetxt(out / "test_predictions.csv", np.column_stack([test_y, pred]), delimiter=",",
                header="true_mol_kg,predicted_mol_kg", comments="", fmt="%.6f")
     (out / "test_names.txt").write_text("\n".join(best["test_names"]) + "\n")
-    if (args.runs / "pretrained" / "checkpoint.pt").exists():
-        _ship_backbone(args)
+    base = best.get("base", "pretrained")
+    if (args.runs / base / "checkpoint.pt").exists():
+        _ship_backbone(args, base)
     print("shipped", best["tag"], "to", out)
 
 
-def _ship_backbone(args: argparse.Namespace) -> None:
+def _ship_backbone(args: argparse.Namespace, base: str) -> None:
     import torch
 
     from models.artifacts import ModelCard, Target, save_model
     from models.transforms import Standardizer
 
-    checkpoint = torch.load(args.runs / "pretrained" / "checkpoint.pt", weights_only=False)
-    model = _load_pretrained(args)
-    info = json.loads((args.runs / "pretrained.json").read_text())
+    checkpoint = torch.load(args.runs / base / "checkpoint.pt", weights_only=False)
+    model = _load_pretrained(args, base)
+    info = json.loads((args.runs / "pretrain" / f"{base}.json").read_text())
     card = ModelCard(
         name="retnet-coremof-geometry",
         version=args.version,
@@ -350,7 +368,9 @@ def _ship_backbone(args: argparse.Namespace) -> None:
                                     strict=True)],
         voxel_params=VoxelParams(),
         standardization=checkpoint["standardizer"],
-        training_data={"source": "CoRE MOF 2019-ASR geometric descriptors (core-mof CSV)", "n_train": info["size"],
+        training_data={"source": "CoRE MOF 2019-ASR: geometric descriptors of the core-mof CSV"
+                                  + (" and energy-histogram statistics of each grid" if "energy" in base else ""),
+                       "n_train": info["size"],
                        "excluded": "the CH4 test and validation structures"},
         metrics={"final_val_r2": info["history"][-1].get("val_r2")},
         training_config={"epochs": info["epochs"]},
@@ -377,11 +397,15 @@ def main() -> int:
     p = sub.add_parser("pretrain")
     p.add_argument("--limit", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--targets", choices=["geometric", "geometric+energy"], default="geometric")
+    p.add_argument("--log-targets", action="store_true", help="log1p of the heavy-tailed descriptors")
+    p.add_argument("--name", default="pretrained", help="run folder of the backbone")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("finetune")
     p.add_argument("--sizes", nargs="+", default=["all"])
     p.add_argument("--freeze", nargs="+", default=["none"], choices=["none", "conv", "all-but-output"])
+    p.add_argument("--base", default="pretrained", help="backbone run folder (from `pretrain --name`)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_finetune)
