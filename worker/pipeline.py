@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.core import queue
 from app.db.session import session_scope
-from app.db.tables import FINAL, Job, JobItem, ModelVersion, Prediction, new_id
+from app.db.tables import FINAL, Job, JobItem, ModelVersion, Prediction, Structure, new_id
 from app.services import progress
 from app.services.submit import upsert_structure
 from app.services.uploads import stem
@@ -75,6 +75,8 @@ def voxelize_item(ctx: WorkerContext, item_id: str) -> None:
         progress.start_job(session, job.id)
         progress.start_item(session, item_id)
         job_id, raw, name, sha = job.id, item.raw_key, item.name, item.structure_sha256
+        if sha is None:  # these exact bytes were parsed before: reuse their structure hash (skips pymatgen)
+            sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == raw)).first()
         if model is None:
             progress.finish_item(session, item_id, job_id, ok=False, error=f"model {job.model_ref} is not registered",
                                  error_code="internal")
