@@ -146,7 +146,8 @@ def run(url: str | None, n_structures: int, n_latency: int) -> dict[str, object]
         return {
             "mode": health["mode"], "model": ref or health["model"]["detail"], "cpu_count": os.cpu_count(),
             "predict_cached_ms": {"n": n_latency, "p50": round(statistics.median(latencies), 1),
-                                  "p99": round(percentile(latencies, 99), 1), "mean": round(statistics.mean(latencies), 1)},
+                                  "p99": round(percentile(latencies, 99), 1),
+                                  "mean": round(statistics.mean(latencies), 1)},
             "screening_cold": cold, "screening_warm": warm,
             "cache_hits": next((ln.split()[-1] for ln in metrics.splitlines()
                                 if ln.startswith("retnet_voxel_cache_hits_total")), None),

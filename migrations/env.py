@@ -5,6 +5,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+
 import app.db.tables  # noqa: F401  (registers the tables on the metadata)
 from app.db.base import Base
 from app.db.session import make_engine

@@ -139,13 +139,13 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
     eval_x, eval_y = (x[val_idx], y[val_idx]) if n_val else (x[train_idx], y[train_idx])
     with tempfile.TemporaryDirectory(prefix="retnet-train-") as tmp:
         version = params.get("model_version") or datetime.now(UTC).strftime("%Y%m%d%H%M%S") + f"-{job_id[:8]}"
-        card_fields = dict(
-            name=params["model_name"], version=version, voxel_params=voxel_params, targets=targets,
-            unit=params.get("unit") or "", property=params.get("property"),
-            training=dict(source=f"training job {job_id}", size=int(len(train_idx)), n_val=int(n_val),
-                          split_seed=seed, label_hash=_label_hash(names, y), structures=n,
-                          skipped=len(skipped), epochs=epochs, base_model=base_ref),
-        )
+        card_fields = {
+            "name": params["model_name"], "version": version, "voxel_params": voxel_params, "targets": targets,
+            "unit": params.get("unit") or "", "property": params.get("property"),
+            "training": {"source": f"training job {job_id}", "size": int(len(train_idx)), "n_val": int(n_val),
+                          "split_seed": seed, "label_hash": _label_hash(names, y), "structures": n,
+                          "skipped": len(skipped), "epochs": epochs, "base_model": base_ref},
+        }
         folder = Path(tmp) / "model"
         _save(folder, result, card_fields, metrics={})
         loaded = load_model(folder, device="cpu")

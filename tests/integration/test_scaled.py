@@ -86,7 +86,7 @@ def test_training_job_registers_a_model(scaled_client, worker, cif_dir: Path) ->
     cifs = sorted(p for p in cif_dir.glob("*_clean.cif"))[:6]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        for i, p in enumerate(cifs):
+        for p in cifs:
             z.write(p, p.name)
         z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(cifs)))
     r = scaled_client.post(
