@@ -1,4 +1,4 @@
-"""The ``retnet`` command line: voxelize, train, predict, evaluate, serve, worker (and simulate).
+"""The ``retnet`` command line: voxelize, train, predict, evaluate, serve, worker, db, sweep (and simulate).
 
 A thin adapter over library functions (``models.pipeline``, ``models.training``,
 ``models.artifacts``, ``app.server``, ``worker.main``). Heavy modules (numpy,
@@ -169,6 +169,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from models.training import TrainConfig, predict_grids, train_retnet
 
     targets: list[str] = args.target
+    if args.freeze and not args.base_model:
+        raise CommandError(f"--freeze {args.freeze} keeps layers of a base model fixed: give --base-model too")
     units = args.unit or [_default_unit(t) for t in targets]
     properties = args.property or [_default_property(t) for t in targets]
     if len(units) != len(targets) or len(properties) != len(targets):
@@ -390,6 +392,34 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return int(result) if isinstance(result, int) else EXIT_OK
 
 
+def _cmd_db(args: argparse.Namespace) -> int:
+    from app.core.config import get_settings
+    from app.db.migrate import current_revision, upgrade
+
+    url = get_settings().db_url
+    safe_url = url.split("@")[-1] if "@" in url else url
+    if args.db_command == "upgrade":
+        upgrade(url, args.revision)
+        _err(f"database {safe_url} upgraded to {current_revision(url)}")
+    else:
+        print(current_revision(url) or "(no schema)")
+    return EXIT_OK
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from app.core.config import get_settings
+    from app.db.migrate import check_migrated
+    from app.services.sweeper import sweep
+
+    settings = get_settings()
+    check_migrated(settings.db_url)
+    older_than_s = args.older_than * 60 if args.older_than is not None else settings.sweep_after_s
+    report = sweep(settings, older_than_s=older_than_s)
+    _err(f"re-enqueued {len(report.items)} item(s) and {len(report.training_jobs)} training job(s) "
+         f"queued for over {older_than_s / 60:g} min")
+    return EXIT_OK
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 
@@ -504,6 +534,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: Celery's choice)")
     p.set_defaults(func=_cmd_worker)
 
+    p = sub.add_parser("db", help="database migrations (scaled mode)",
+                       description="Alembic migrations of the database named by RETNET_DATABASE_URL (default: the "
+                       "embedded SQLite file in RETNET_DATA_DIR). Run 'retnet db upgrade' once before starting the API "
+                       "and workers on a new or older database.")
+    db_sub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    q = db_sub.add_parser("upgrade", help="migrate the database to the newest schema (or --revision)")
+    q.add_argument("--revision", default="head", help="target revision (default: %(default)s)")
+    q.set_defaults(func=_cmd_db)
+    q = db_sub.add_parser("current", help="print the revision the database is at")
+    q.set_defaults(func=_cmd_db)
+
+    p = sub.add_parser("sweep", help="re-enqueue jobs stuck in 'queued' (lost task messages)",
+                       description="Send again the tasks of items and training jobs still 'queued' after the given "
+                       "time, for scaled deployments (the API process also sweeps every RETNET_SWEEP_INTERVAL_S s). "
+                       "Safe to repeat or run from cron: tasks are idempotent.")
+    p.add_argument("--older-than", type=float, default=None, metavar="MIN",
+                   help="minutes in 'queued' without progress (default: RETNET_SWEEP_AFTER_S, 10 min)")
+    p.set_defaults(func=_cmd_sweep)
+
     try:
         from app.cli_simulate import register_simulate
     except ImportError:
@@ -525,6 +574,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         _err(f"retnet {args.command}: error: {message}")
+        return EXIT_FAILURES
+    except RuntimeError as exc:
+        from app.db.migrate import DatabaseNotMigratedError
+
+        if not isinstance(exc, DatabaseNotMigratedError):
+            raise
+        _err(f"retnet {args.command}: error: {exc}")
         return EXIT_FAILURES
     except KeyboardInterrupt:
         _err("interrupted")

@@ -14,9 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Progress and messages go to stderr; stdout stays free.
-_ERR = sys.stderr
-
 
 def register_simulate(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``simulate`` subcommand to an argparse ``subparsers`` object."""
@@ -54,8 +51,9 @@ def register_simulate(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _say(message: str) -> None:
-    _ERR.write(message + "\n")
-    _ERR.flush()
+    """Progress and messages go to stderr (looked up at call time: it may be redirected); stdout stays free."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def _read_name_list(path: Path) -> list[str]:

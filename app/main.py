@@ -51,9 +51,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             embedded = EmbeddedWorker(settings)
             await run_in_threadpool(embedded.start)
         app.state.embedded_worker = embedded
+        from app.services.sweeper import PeriodicSweeper, sweep
+
+        if settings.embedded and settings.broker.startswith("memory://"):
+            # The in-memory queue died with the previous process: its unfinished work is orphaned, send it again.
+            await run_in_threadpool(lambda: sweep(settings, older_than_s=0, include_running=True))
+        sweeper = PeriodicSweeper(settings)
+        sweeper.start()
         try:
             yield
         finally:
+            await run_in_threadpool(sweeper.stop)
             if embedded is not None:
                 await run_in_threadpool(embedded.stop)
 

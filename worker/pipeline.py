@@ -175,9 +175,10 @@ def _predict_group(ctx: WorkerContext, ref: str, items: list[Any]) -> None:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         for (r, sha), values in zip(ready, out, strict=True):
             vals = [float(v) for v in values]
+            if not progress.finish_item(session, r.id, r.job_id, ok=True, structure_sha256=sha, inference_ms=dt_ms,
+                                        batch_size=len(ready)):
+                continue  # cancelled (or finished by a duplicate delivery) meanwhile: no prediction row
             session.execute(insert(Prediction).values(
                 id=new_id(), item_id=r.id, structure_sha256=sha, model_id=row["id"],
                 params_hash=ph, value=vals[0], values=vals,
             ).on_conflict_do_nothing(index_elements=["item_id"]))
-            progress.finish_item(session, r.id, r.job_id, ok=True, structure_sha256=sha, inference_ms=dt_ms,
-                                 batch_size=len(ready))

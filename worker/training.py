@@ -24,9 +24,14 @@ from worker.runtime import WorkerContext
 log = logging.getLogger(__name__)
 
 
+class JobNoLongerActiveError(Exception):
+    """The training job was cancelled (or finished elsewhere) while it ran: stop without registering."""
+
+
 def _details(ctx: WorkerContext, job_id: str, details: dict[str, Any], **values: Any) -> None:
     with session_scope(ctx.db_url) as session:
-        progress.set_job_details(session, job_id, details, **values)
+        if not progress.set_job_details(session, job_id, details, **values):
+            raise JobNoLongerActiveError(job_id)
 
 
 def run_training(ctx: WorkerContext, job_id: str) -> None:
@@ -39,6 +44,8 @@ def run_training(ctx: WorkerContext, job_id: str) -> None:
         params, zip_key = dict(job.params), job.input_key
     try:
         _run(ctx, job_id, params, zip_key or "")
+    except JobNoLongerActiveError:
+        log.info("training job %s is no longer active (cancelled): stopped", job_id)
     except Exception as exc:
         from worker.tasks import transient_errors
 
@@ -156,6 +163,8 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
                                                      "n_eval": int(len(eval_x))})
         _plots(folder, eval_y, pred, targets, params.get("unit") or "", history)
         with session_scope(ctx.db_url) as session:
+            if progress.is_final(session, job_id):  # cancelled during the last epoch: register nothing
+                raise JobNoLongerActiveError(job_id)
             row = register_model_dir(session, store, folder, training_job_id=job_id)
             ref = row.ref
             progress.set_job_details(session, job_id, {"phase": "done", **last, "n_train": int(len(train_idx)),

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     embedded_concurrency: int | None = None
     #: Redis visibility timeout in s: an unacknowledged task of a lost worker is redelivered after it.
     visibility_timeout_s: int = Field(3600, ge=1)
+    #: A job or item still ``queued`` (and its job without progress) this long, in s, lost its task message:
+    #: the sweeper sends it again.
+    sweep_after_s: float = Field(600, gt=0)
+    #: How often the API process runs the sweeper, in s (0: never; then run ``retnet sweep`` from cron).
+    sweep_interval_s: float = Field(60, ge=0)
     #: Register the shipped default model at start-up.
     register_shipped_model: bool = True
 

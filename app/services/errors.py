@@ -25,6 +25,12 @@ class NotFoundError(ServiceError):
     status_code = 404
 
 
+class ConflictError(ServiceError):
+    """The request conflicts with the resource's state (cancelling a finished job)."""
+
+    status_code = 409
+
+
 class PayloadTooLargeError(ServiceError):
     """Upload above the configured size limit."""
 

@@ -20,7 +20,8 @@ from app.schemas import (
     StructureInfo,
     Timings,
 )
-from app.services.errors import NotFoundError
+from app.services import progress
+from app.services.errors import ConflictError, NotFoundError
 
 
 def get_job(session: Session, job_id: str) -> Job:
@@ -39,6 +40,18 @@ def job_public(job: Job) -> JobPublic:
         created_at=job.created_at, updated_at=job.updated_at, error=job.error, name=job.name,
         model=job.model_ref, details=job.details or {}, result=job.result,
     )
+
+
+def cancel(session: Session, job_id: str) -> Job:
+    """Cancel a queued or running job and its unfinished items (one transaction); 409 when already final."""
+    with session.begin():
+        job = get_job(session, job_id)
+        moved = progress.cancel_job(session, job_id)
+        session.refresh(job)
+        if not moved:
+            raise ConflictError(f"job '{job_id}' is already {job.status}; only queued or running jobs can be "
+                                "cancelled")
+        return job
 
 
 def job_accepted(job: Job) -> JobAccepted:

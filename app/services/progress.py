@@ -98,12 +98,33 @@ def succeed_job(session: Session, job_id: str, result: dict[str, Any] | None = N
     return bool(res.rowcount)
 
 
-def set_job_details(session: Session, job_id: str, details: dict[str, Any], **values: Any) -> None:
-    """Replace the live details (training epoch, losses) of an active job."""
-    session.execute(
+def set_job_details(session: Session, job_id: str, details: dict[str, Any], **values: Any) -> bool:
+    """Replace the live details (training epoch, losses) of an active job; False when it is no longer active."""
+    result = session.execute(
         update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE)).values(details=details, updated_at=utcnow(),
                                                                             **values)
     )
+    return bool(result.rowcount)
+
+
+def cancel_job(session: Session, job_id: str) -> bool:
+    """queued|running → cancelled, with every unfinished item; True when this call moved the job.
+
+    Guarded like every transition: a job that finished meanwhile stays finished (False), and workers skip
+    cancelled items (their updates only touch active rows).
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
+        .values(status=JobStatus.cancelled, error="cancelled by the user", finished_at=now, updated_at=now)
+    )
+    if not result.rowcount:
+        return False
+    session.execute(
+        update(JobItem).where(JobItem.job_id == job_id, JobItem.status.in_(ACTIVE))
+        .values(status=JobStatus.cancelled, error="cancelled", updated_at=now)
+    )
+    return True
 
 
 def is_final(session: Session, job_id: str) -> bool:

@@ -160,6 +160,9 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         labels = Upload(csvs[0].name, csvs[0].data)
     if not request.targets:
         raise UnprocessableError("give at least one target column")
+    if request.freeze and not request.base_model:
+        raise UnprocessableError(f"freeze={request.freeze} keeps layers of a base model fixed: give base_model too "
+                                 "(or leave freeze out to train from scratch)")
     table = _labels_table(labels.data, request.targets)
     names = {stem(c.name) for c in cifs}
     labelled = names & {str(n) for n in table["name"]}

@@ -21,8 +21,11 @@ def human(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-async def read_limited(upload: UploadFile, limit: int, *, what: str = "file") -> bytes:
-    """Read an upload, refusing it with 413 as soon as it exceeds ``limit`` bytes and with 400 when empty."""
+async def read_limited(upload: UploadFile, limit: int, *, what: str = "file", allow_empty: bool = False) -> bytes:
+    """Read an upload, refusing it with 413 as soon as it exceeds ``limit`` bytes and with 400 when empty.
+
+    ``allow_empty`` returns ``b""`` instead (a screening fails that one item, as it does for an empty zip member).
+    """
     chunks: list[bytes] = []
     size = 0
     while chunk := await upload.read(CHUNK):
@@ -32,7 +35,7 @@ async def read_limited(upload: UploadFile, limit: int, *, what: str = "file") ->
                 f"{what} '{upload.filename}' is larger than the limit of {human(limit)} ({limit} bytes)"
             )
         chunks.append(chunk)
-    if size == 0:
+    if size == 0 and not allow_empty:
         raise BadRequestError(f"{what} '{upload.filename or 'upload'}' is empty")
     return b"".join(chunks)
 

@@ -39,12 +39,38 @@ def dashboard(session: SessionDep) -> HTMLResponse:
         jobs = list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(25)))
         model_rows = "".join(
             f"<tr><td>{e(m.ref)}</td><td>{e(', '.join(str(t.get('name')) for t in m.card.get('targets', [])))}</td>"
-            f"<td>{e(str((m.card.get('metrics') or {}).get('r2', {}).get('value', '')))}</td>"
-            f"<td>{m.created_at:%Y-%m-%d %H:%M}</td></tr>" for m in models
+            f"<td>{e(_r2(m.card))}</td><td>{m.created_at:%Y-%m-%d %H:%M}</td></tr>" for m in models
         ) or "<tr><td colspan=4>no model registered</td></tr>"
         job_rows = "".join(
-            f"<tr><td><a href='/jobs/{j.id}'>{j.id[:8]}</a> (<a href='/jobs/{j.id}/results?format=csv'>csv</a>)</td>"
-            f"<td>{e(j.kind)}</td><td>{e(j.status)}</td><td>{j.progress_done}+{j.progress_failed}/"
-            f"{j.progress_total}</td><td>{j.created_at:%Y-%m-%d %H:%M:%S}</td></tr>" for j in jobs
-        )
+            f"<tr><td><a href='/jobs/{j.id}'>{j.id[:8]}</a>{_results_links(j)}</td>"
+            f"<td>{e(j.kind)}</td><td>{e(j.status)}</td><td>{_progress(j)}</td>"
+            f"<td>{j.created_at:%Y-%m-%d %H:%M:%S}</td></tr>" for j in jobs
+        ) or "<tr><td colspan=5>no jobs yet</td></tr>"
     return HTMLResponse(PAGE.format(models=model_rows, jobs=job_rows))
+
+
+def _r2(card: dict) -> str:  # type: ignore[type-arg]
+    """R² with its 95 % CI, 3 decimals: ``metrics.r2`` (trained here) or ``metrics.test.r2`` (shipped model)."""
+    metrics = card.get("metrics") or {}
+    r2 = metrics.get("r2") or (metrics.get("test") or {}).get("r2") or {}
+    value = r2.get("value")
+    if not isinstance(value, int | float):
+        return ""
+    low, high = r2.get("ci_low"), r2.get("ci_high")
+    if isinstance(low, int | float) and isinstance(high, int | float) and low != high:
+        return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{value:.3f}"
+
+
+def _results_links(job: Job) -> str:
+    """Result links of jobs that have items (training jobs report through GET /jobs/{id})."""
+    if job.kind == "training":
+        return ""
+    return f" (<a href='/jobs/{job.id}/results'>results</a>, <a href='/jobs/{job.id}/results?format=csv'>csv</a>)"
+
+
+def _progress(job: Job) -> str:
+    if job.kind == "training":
+        return f"epoch {job.progress_done}/{job.progress_total}"
+    failed = f", {job.progress_failed} failed" if job.progress_failed else ""
+    return f"{job.progress_done}/{job.progress_total} done{failed}"

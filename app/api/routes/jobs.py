@@ -20,6 +20,13 @@ def read_job(job: JobDep) -> JobPublic:
     return jobs_service.job_public(job)
 
 
+@router.post("/{job_id}/cancel", response_model=JobPublic,
+             responses={404: {"description": "unknown job"}, 409: {"description": "the job already finished"}})
+def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+    """Cancel a queued or running job: it and its unfinished items become `cancelled` (409 when already final)."""
+    return jobs_service.job_public(jobs_service.cancel(session, job_id))
+
+
 @router.get("/{job_id}/results", response_model=ResultsPage,
             responses={200: {"content": {"text/csv": {}}}, 404: {"description": "unknown job"}})
 def read_results(

@@ -20,7 +20,7 @@ router = APIRouter(tags=["screenings"])
 
 @router.post(
     "/screenings", status_code=202, response_model=JobAccepted,
-    responses={400: {"description": "empty file, corrupt zip or unsafe zip path"},
+    responses={400: {"description": "empty zip, corrupt zip or unsafe zip path"},
                413: {"description": "upload over the size limit"},
                422: {"description": "zip without CIFs or unknown model"}, 503: {"description": "no model registered"}},
 )
@@ -42,7 +42,8 @@ async def create_screening(
             members = await run_in_threadpool(cifs_from_zip, data, settings)
             uploads.extend(Upload(m.name, m.data) for m in members)
         else:
-            data = await read_limited(f, settings.upload.max_cif_bytes, what="CIF")
+            # an empty CIF fails its own item (like an empty member of a zip), not the whole screening
+            data = await read_limited(f, settings.upload.max_cif_bytes, what="CIF", allow_empty=True)
             uploads.append(Upload(f.filename or f"structure_{len(uploads)}.cif", data))
     if len(uploads) > settings.upload.max_files:
         raise PayloadTooLargeError(f"{len(uploads)} structures in one screening; the limit is "

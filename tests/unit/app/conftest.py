@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,30 @@ def client(settings) -> Iterator:  # type: ignore[no-untyped-def]
 
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture()
+def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Record what is enqueued instead of sending it."""
+    from app.core import queue
+
+    calls: dict[str, list[str]] = {"voxelize": [], "predict": [], "training": []}
+    monkeypatch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: calls["voxelize"].extend(ids))
+    monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None: calls["predict"].extend(ids))
+    monkeypatch.setattr(queue, "enqueue_training", lambda job_id, settings=None: calls["training"].append(job_id))
+    return calls
+
+
+@pytest.fixture()
+def model_row(settings) -> str:  # type: ignore[no-untyped-def]
+    """A registry row (no files: nothing here loads the model)."""
+    from app.db.session import session_scope
+    from app.db.tables import ModelVersion
+    from app.services.registry import params_hash_of
+
+    card: dict[str, Any] = {"name": "m", "version": "1", "voxel_params": {},
+                            "targets": [{"name": "ch4", "unit": "mol/kg", "property": "CH4 uptake"}]}
+    with session_scope(settings.db_url) as session:
+        session.add(ModelVersion(name="m", version="1", ref="m:1", params_hash=params_hash_of(card), card=card,
+                                 storage_prefix="models/m/1/"))
+    return "m:1"

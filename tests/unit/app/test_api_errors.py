@@ -88,3 +88,40 @@ def test_unmigrated_database_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(DatabaseNotMigratedError, match="retnet db upgrade"):
         with TestClient(create_app(s)):
             pass
+
+
+def test_empty_cif_in_a_screening_fails_only_its_item(client, settings, model_row, sent,  # type: ignore[no-untyped-def]
+                                                      cif_dir: Path) -> None:
+    """Regression: one empty file among the screening's files used to reject the whole screening with 400."""
+    from worker.pipeline import voxelize_item
+    from worker.runtime import WorkerContext
+
+    cif = (cif_dir / "KEGZOL04_clean.cif").read_bytes()
+    r = client.post("/screenings", files=[("files", ("KEGZOL04_clean.cif", cif)), ("files", ("empty.cif", b""))])
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert r.json()["job"]["progress"]["total"] == 2 and len(sent["voxelize"]) == 2
+    voxelize_item(WorkerContext(settings), sent["voxelize"][1])  # the empty one: fails at parse, no grid needed
+    items = client.get(f"/jobs/{job_id}/results", params={"order": "input"}).json()["items"]
+    assert items[1]["status"] == "failed" and "empty" in items[1]["error"]
+    assert items[0]["status"] == "queued"
+    # an empty zip is still refused outright
+    r = client.post("/screenings", files=[("files", ("set.zip", b""))])
+    assert r.status_code == 400 and "empty" in r.json()["detail"]
+
+
+def test_training_freeze_without_base_model_is_422(client, model_row, sent) -> None:  # type: ignore[no-untyped-def]
+    """Regression: freeze=conv without base_model trained a net with frozen random convolutions."""
+    buf = io.BytesIO()
+    cifs = Path(__file__).resolve().parents[2] / "data" / "cifs"
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in ("KEGZOL04_clean", "SAYTUJ_clean"):
+            z.write(cifs / f"{name}.cif", f"{name}.cif")
+        z.writestr("labels.csv", "name,y\nKEGZOL04_clean,1.0\nSAYTUJ_clean,2.0\n")
+    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+                    data={"targets": "y", "freeze": "conv", "epochs": "1"})
+    assert r.status_code == 422 and "base_model" in r.json()["detail"]
+    assert sent["training"] == []
+    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+                    data={"targets": "y", "freeze": "conv", "base_model": model_row, "epochs": "1"})
+    assert r.status_code == 202 and len(sent["training"]) == 1
