@@ -78,8 +78,9 @@ def sweep(settings: Settings, *, older_than_s: float, include_running: bool = Fa
     for job_id in report.training_jobs:
         queue.enqueue_training(job_id, settings)
     if report.total:
-        log.warning("sweeper re-enqueued %d item(s) and %d training job(s) stuck for over %.0f s",
-                    len(report.items), len(report.training_jobs), older_than_s)
+        why = "left unfinished by the previous process" if include_running else f"queued for over {older_than_s:.0f} s"
+        log.warning("sweeper re-enqueued %d item(s) and %d training job(s) %s", len(report.items),
+                    len(report.training_jobs), why)
     return report
 
 
