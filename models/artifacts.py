@@ -167,8 +167,9 @@ class ModelCard(BaseModel):
     @classmethod
     def _mean_std(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         if value is not None:
-            if set(value) != {"mean", "std"}:
-                raise ValueError(f"standardization needs exactly the keys mean and std, got {sorted(value)}")
+            if not {"mean", "std"} <= set(value) <= {"mean", "std", "clip"}:
+                raise ValueError(f"standardization needs the keys mean and std (and optionally clip), "
+                                 f"got {sorted(value)}")
             Standardizer.from_dict(value)  # finite mean, std > 0
         return value
 

@@ -39,6 +39,11 @@ EpochEvent = dict[str, Any]
 ProgressCallback = Callable[[EpochEvent], None]
 
 
+#: Default upper bound of input Boltzmann factors (exp(−V/T) = 100 ⇔ V ≈ −1372 K at 298 K): above it lie
+#: 0.002 % of the voxels of CoRE MOF 2019, but a single structure can reach 10⁶ and swamp the statistics.
+DEFAULT_INPUT_CLIP = 100.0
+
+
 class TrainConfig(BaseModel):
     """Hyper-parameters of one RetNet training run (thesis defaults).
 
@@ -74,6 +79,9 @@ class TrainConfig(BaseModel):
         Parts kept fixed while fine-tuning (see :func:`models.retnet.freeze`).
     threads : int or None
         ``torch.set_num_threads`` during the run (restored afterwards); None: unchanged.
+    input_clip : float or None
+        Voxel values are clipped at this bound before standardization (see
+        :class:`models.transforms.Standardizer`); None: no clipping.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,6 +100,7 @@ class TrainConfig(BaseModel):
     device: str | None = None
     freeze: Literal["conv", "all-but-output"] | None = None
     threads: int | None = Field(None, ge=1)
+    input_clip: float | None = Field(DEFAULT_INPUT_CLIP, gt=0.0)
 
     @model_validator(mode="after")
     def _valid_betas(self) -> TrainConfig:
@@ -326,7 +335,7 @@ def train_retnet(
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         if standardizer is None:
-            standardizer = getattr(base_model, "standardizer", None) or Standardizer.fit(x_train)
+            standardizer = getattr(base_model, "standardizer", None) or Standardizer.fit(x_train, config.input_clip)
         model, output_is_new = _build_model(y_train.shape[1], base_model, config.freeze)
         if output_is_new:
             model.init_output_bias(y_train.to(torch.float64).mean(dim=0).numpy())

@@ -134,7 +134,8 @@ def cmd_baselines(args: argparse.Namespace) -> None:
 
 
 def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, base: Any = None,
-           freeze: str | None = None, augment: bool = True) -> tuple[Any, list[dict[str, Any]]]:
+           freeze: str | None = None, augment: bool = True,
+           standardizer: Any = None) -> tuple[Any, list[dict[str, Any]]]:
     from models.training import TrainConfig, train_retnet
 
     config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None)
@@ -146,7 +147,7 @@ def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, b
               f"val R2 {event.get('val_r2')} ({time.time() - started:.0f}s)", flush=True)
 
     result = train_retnet(data["grids"][train], data["y"][train][:, None], config, val=val,
-                          base_model=base, progress=progress)
+                          base_model=base, progress=progress, standardizer=standardizer)
     return result, result.history
 
 
@@ -235,16 +236,17 @@ def _load_pretrained(args: argparse.Namespace, name: str) -> Any:
     import torch
 
     from models.retnet import RetNet
+    from models.transforms import Standardizer
 
     checkpoint = torch.load(args.runs / name / "checkpoint.pt", weights_only=False)
     model = RetNet(n_outputs=len(checkpoint["targets"]))
     model.load_state_dict(checkpoint["state_dict"])
-    return model
+    return model, Standardizer.from_dict(checkpoint["standardizer"])
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     data = dataset()
-    base = _load_pretrained(args, args.base)
+    base, base_standardizer = _load_pretrained(args, args.base)
     suffix = "" if args.base == "pretrained" else f"_{args.base}"
     for freeze in args.freeze:
         for size in args.sizes:
@@ -252,8 +254,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             if (args.runs / f"{tag}.json").exists():
                 continue
             train = train_subset(data["pool"], size)
+            # The backbone's input standardization travels with it.
             result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
-                               freeze=None if freeze == "none" else freeze)
+                               freeze=None if freeze == "none" else freeze, standardizer=base_standardizer)
             _save_run(args, tag, result, data, train, {"variant": f"finetune{suffix}_{freeze}",
                                                        "size_label": str(size), "base": args.base})
 
@@ -357,7 +360,7 @@ def _ship_backbone(args: argparse.Namespace, base: str) -> None:
     from models.transforms import Standardizer
 
     checkpoint = torch.load(args.runs / base / "checkpoint.pt", weights_only=False)
-    model = _load_pretrained(args, base)
+    model, _ = _load_pretrained(args, base)
     info = json.loads((args.runs / "pretrain" / f"{base}.json").read_text())
     card = ModelCard(
         name="retnet-coremof-geometry",

@@ -93,3 +93,16 @@ def test_random_symmetry_is_deterministic_for_a_seed() -> None:
 def test_random_symmetry_rejects_bad_shapes(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=str(shape).replace("(", r"\(").replace(")", r"\)")):
         random_symmetry(torch.zeros(shape), torch.Generator().manual_seed(0))
+
+
+def test_standardizer_clips_before_standardizing() -> None:
+    grids = np.ones((2, 5, 5, 5), dtype=np.float32)
+    grids[0, 0, 0, 0] = 1e6  # one strongly binding pocket
+    clipped = Standardizer.fit(grids, clip=10.0)
+    unclipped = Standardizer.fit(grids)
+    assert clipped.std < unclipped.std / 100
+    out = clipped(grids)
+    assert out.max() == pytest.approx((10.0 - clipped.mean) / clipped.std, rel=1e-6)
+    assert torch.allclose(clipped(torch.from_numpy(grids)), torch.from_numpy(out), rtol=1e-5)
+    assert Standardizer.from_dict(clipped.to_dict()) == clipped
+    assert "clip" not in unclipped.to_dict()
