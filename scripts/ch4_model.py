@@ -134,11 +134,12 @@ def cmd_baselines(args: argparse.Namespace) -> None:
 
 
 def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, base: Any = None,
-           freeze: str | None = None, augment: bool = True,
-           standardizer: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+           freeze: str | None = None, augment: bool = True, standardizer: Any = None,
+           learning_rate: float = 1e-3) -> tuple[Any, list[dict[str, Any]]]:
     from models.training import TrainConfig, train_retnet
 
-    config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None)
+    config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None,
+                         learning_rate=learning_rate)
     val = (data["grids"][data["val"]], data["y"][data["val"]][:, None])
     started = time.time()
 
@@ -247,7 +248,7 @@ def _load_pretrained(args: argparse.Namespace, name: str) -> Any:
 def cmd_finetune(args: argparse.Namespace) -> None:
     data = dataset()
     base, base_standardizer = _load_pretrained(args, args.base)
-    suffix = "" if args.base == "pretrained" else f"_{args.base}"
+    suffix = ("" if args.base == "pretrained" else f"_{args.base}") + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}")
     for freeze in args.freeze:
         for size in args.sizes:
             tag = f"retnet_finetune{suffix}_{freeze}_{size}"
@@ -256,7 +257,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             train = train_subset(data["pool"], size)
             # The backbone's input standardization travels with it.
             result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
-                               freeze=None if freeze == "none" else freeze, standardizer=base_standardizer)
+                               freeze=None if freeze == "none" else freeze, standardizer=base_standardizer,
+                               learning_rate=args.lr)
             _save_run(args, tag, result, data, train, {"variant": f"finetune{suffix}_{freeze}",
                                                        "size_label": str(size), "base": args.base})
 
@@ -409,6 +411,7 @@ def main() -> int:
     p.add_argument("--sizes", nargs="+", default=["all"])
     p.add_argument("--freeze", nargs="+", default=["none"], choices=["none", "conv", "all-but-output"])
     p.add_argument("--base", default="pretrained", help="backbone run folder (from `pretrain --name`)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (thesis: 1e-3)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_finetune)

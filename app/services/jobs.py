@@ -59,6 +59,12 @@ def job_accepted(job: Job) -> JobAccepted:
     return JobAccepted(job_id=job.id, status=job.status, job=job_public(job))
 
 
+def accepted(session: Session, job_id: str) -> JobAccepted:
+    """The 202 body of a job just submitted (reads it in its own transaction)."""
+    with session.begin():
+        return job_accepted(get_job(session, job_id))
+
+
 def item_result(item: JobItem) -> PredictionResult:
     """One item with its prediction (the ``POST /predict`` body)."""
     prediction = None

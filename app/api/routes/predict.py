@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.api.responses import accepted_response
 from app.db.tables import FINAL
 from app.schemas import JobAccepted, PredictionResult
 from app.services import jobs as jobs_service
@@ -58,8 +59,7 @@ async def predict(
         if result.prediction is None and item.error_code == "structure":
             raise UnprocessableError(result.error or "invalid structure")
         return result
-    body = jobs_service.job_accepted(job)
-    return JSONResponse(status_code=202, content=body.model_dump(mode="json"), headers={"Location": f"/jobs/{job_id}"})
+    return accepted_response(jobs_service.job_accepted(job))
 
 
 def _load(session, job_id):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.api.responses import accepted_response
 from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
 from app.services.errors import BadRequestError, PayloadTooLargeError
@@ -49,11 +50,4 @@ async def create_screening(
         raise PayloadTooLargeError(f"{len(uploads)} structures in one screening; the limit is "
                                    f"{settings.upload.max_files}")
     job_id = await run_in_threadpool(submit_screening, session, settings, store, uploads, model, name)
-    job = await run_in_threadpool(_job, session, job_id)
-    body = jobs_service.job_accepted(job)
-    return JSONResponse(status_code=202, content=body.model_dump(mode="json"), headers={"Location": f"/jobs/{job_id}"})
-
-
-def _job(session, job_id):  # type: ignore[no-untyped-def]
-    with session.begin():
-        return jobs_service.get_job(session, job_id)
+    return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))
