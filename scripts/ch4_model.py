@@ -289,7 +289,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_ship(args: argparse.Namespace) -> None:
-    """Copy the best RetNet run (by validation R² at full size) into models/shipped/ with its card and plots."""
+    """Copy the best RetNet run (by the final weights' validation R², full training pool) into models/shipped/."""
     import shutil
 
     import torch
@@ -297,13 +297,12 @@ def cmd_ship(args: argparse.Namespace) -> None:
     from models.artifacts import ModelCard, Target, save_model
     from models.plots import history_plot, parity_plot
     from models.retnet import RetNet
-    from models.transforms import Standardizer
 
     data = dataset()
     candidates = [r for r in _runs(args) if r.get("tag", "").startswith("retnet_") and r.get("size_label") == "all"]
     if args.tag:
         candidates = [r for r in candidates if r["tag"] == args.tag]
-    best = max(candidates, key=lambda r: max(h.get("val_r2") or -1e9 for h in r["history"]))
+    best = max(candidates, key=lambda r: r["history"][-1].get("val_r2") or -1e9)
     checkpoint = torch.load(args.runs / best["tag"] / "checkpoint.pt", weights_only=False)
     model = RetNet(n_outputs=1)
     model.load_state_dict(checkpoint["state_dict"])
@@ -326,7 +325,10 @@ def cmd_ship(args: argparse.Namespace) -> None:
             "split_seed": SPLIT_SEED, "label_sha256": labels_sha256(table, [TARGET]),
             "test_names": best["test_names"],
         },
-        metrics={"test": best["test"], "variant": best["variant"]},
+        metrics={"test": best["test"], "variant": best["variant"],
+                 "validation_r2": best["history"][-1].get("val_r2"),
+                 "selection": "highest validation R² of the final weights among the full-size RetNet runs; "
+                              "the test set was used for nothing but this report"},
         training_config={"recipe": "thesis: MSE, Adam 1e-3, batch 64, StepLR(10, 0.5), augmentation",
                          "epochs": len(best["history"]), "run": best["tag"]},
         description=f"RetNet predicting {PROPERTY} in {UNIT} from 25³ UFF energy voxels "
@@ -339,13 +341,13 @@ def cmd_ship(args: argparse.Namespace) -> None:
     pred = np.asarray(best["test_pred"])
     plots = args.runs / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    parity_plot(test_y, pred, plots / "parity.png", title=f"RetNet, test set (n={len(test_y)})", unit=UNIT)
+    parity_plot(test_y, pred, plots / "parity.png", title=f"RetNet, test set (n={len(test_y)})", unit=UNIT,
+                metrics=best["test"])
     history_plot(best["history"], plots / "history.png")
     extra = {"parity.png": plots / "parity.png", "history.png": plots / "history.png"}
     if (args.runs / "learning_curves.png").exists():
         extra["learning_curves.png"] = args.runs / "learning_curves.png"
-    save_model(out, {"model": model, "standardizer": Standardizer.from_dict(checkpoint["standardizer"])}, card,
-               extra_files=extra)
+    save_model(out, model, card, extra_files=extra)
     np.savetxt(out / "test_predictions.csv", np.column_stack([test_y, pred]), delimiter=",",
                header="true_mol_kg,predicted_mol_kg", comments="", fmt="%.6f")
     (out / "test_names.txt").write_text("\n".join(best["test_names"]) + "\n")
@@ -359,7 +361,6 @@ def _ship_backbone(args: argparse.Namespace, base: str) -> None:
     import torch
 
     from models.artifacts import ModelCard, Target, save_model
-    from models.transforms import Standardizer
 
     checkpoint = torch.load(args.runs / base / "checkpoint.pt", weights_only=False)
     model, _ = _load_pretrained(args, base)
@@ -383,7 +384,7 @@ def _ship_backbone(args: argparse.Namespace, base: str) -> None:
                     "fine-tuning (base_model) on your own adsorption labels.",
     )
     out = ROOT / "models" / "shipped" / "retnet-coremof-geometry"
-    save_model(out, {"model": model, "standardizer": Standardizer.from_dict(checkpoint["standardizer"])}, card)
+    save_model(out, model, card, overwrite=True)
 
 
 def main() -> int:
