@@ -8,7 +8,7 @@ import torch
 
 from models import training
 from models.retnet import RetNet
-from models.training import TrainConfig, fingerprint_grids, predict_grids, train_retnet
+from models.training import DEFAULT_INPUT_CLIP, TrainConfig, fingerprint_grids, predict_grids, train_retnet
 from models.transforms import Standardizer
 
 
@@ -46,7 +46,14 @@ def test_training_reduces_loss_and_reports_progress() -> None:
     assert result.history == events and result.best_epoch == 4 and result.epochs_run == 4
     assert events[-1]["train_loss"] < events[0]["train_loss"]
     assert not result.model.training
+    assert result.standardizer == Standardizer.fit(grids, clip=DEFAULT_INPUT_CLIP)
+
+
+def test_input_clip_is_configurable() -> None:
+    grids, targets = _data(16)
+    result = train_retnet(grids, targets, _fast(epochs=1, batch_size=8, input_clip=None))
     assert result.standardizer == Standardizer.fit(grids)
+    assert result.standardizer.clip is None
 
 
 def test_same_seed_gives_identical_weights() -> None:
