@@ -264,3 +264,10 @@ def compute_voxels_batch(
     grids: Sequence[np.ndarray] = [compute_voxels(c, params, device=device, threads=threads) for c in crystals]
     n = params.grid_size
     return np.stack(grids) if grids else np.zeros((0, n, n, n), dtype=np.float32)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the CPU kernel on a one-atom crystal, so the first real
+    structure does not pay the ~1 s JIT compilation."""
+    argon = Crystal("warm-up", np.eye(3) * 4.0, np.zeros((1, 3)), ((("Ar", 1.0),),))
+    energy_grid(argon, VoxelParams(grid_size=4), device="cpu", threads=1)

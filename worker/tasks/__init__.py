@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from celery import Celery
@@ -42,6 +43,10 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
     # Celery shares task definitions between the apps of a process (embedded servers created one after the other
     # in tests): the task bodies read the latest context instead of closing over their own.
     _CTX = ctx
+    # Compile the voxel kernel in the background now rather than on the first structure (~1 s of JIT).
+    from models.voxels import warm_up
+
+    threading.Thread(target=warm_up, name="voxel-kernel-warm-up", daemon=True).start()
     transient = transient_errors()
     common: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 

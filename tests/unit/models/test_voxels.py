@@ -292,3 +292,11 @@ def test_params_are_validated() -> None:
     for bad in ({"grid_size": 1}, {"cutoff": 0.0}, {"temperature": -1.0}, {"cubic_box": 0.0}, {"nonsense": 1}):
         with pytest.raises(ValueError):
             VoxelParams(**bad)
+
+
+def test_warm_up_compiles_the_kernel() -> None:
+    from models._lj_kernel import scatter_lj
+    from models.voxels import warm_up
+
+    warm_up()
+    assert scatter_lj.signatures, "the numba kernel has no compiled signature after warm_up()"
