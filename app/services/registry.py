@@ -74,7 +74,11 @@ def register_model_dir(session: Session, store: ObjectStore, directory: Path, *,
 
 
 def register_shipped_model(session: Session, store: ObjectStore) -> ModelVersion | None:
-    """Register ``models.artifacts.shipped_model_dir()`` when it exists (None when there is no shipped model)."""
+    """Register the shipped models: ``models.artifacts.shipped_model_dir()`` as the default, and the other folders
+    beside it (pre-trained backbones, usable as ``base_model``) as ordinary entries.
+
+    Returns the default's row (None when there is no shipped default model).
+    """
     try:
         from models.artifacts import shipped_model_dir
 
@@ -85,6 +89,12 @@ def register_shipped_model(session: Session, store: ObjectStore) -> ModelVersion
     if not directory.is_dir():
         log.warning("no shipped model at %s", directory)
         return None
+    for other in sorted(p for p in directory.parent.iterdir() if p.is_dir() and p != directory):
+        try:
+            find_card_file(other)
+        except FileNotFoundError:
+            continue
+        register_model_dir(session, store, other, shipped=False)
     try:
         find_card_file(directory)
     except FileNotFoundError as exc:

@@ -31,6 +31,11 @@ def test_default_model_is_the_shipped_one(default_client) -> None:  # type: igno
     assert "mol/kg" in text and "CH4" in text
 
 
+def test_shipped_backbone_is_registered_for_fine_tuning(default_client) -> None:  # type: ignore[no-untyped-def]
+    refs = [m["ref"] for m in default_client.get("/models").json()["data"]]
+    assert "retnet-coremof-geometry:1" in refs and "retnet-ch4:1" in refs
+
+
 def test_served_predictions_equal_the_training_script(default_client) -> None:  # type: ignore[no-untyped-def]
     from models.datasets import coremof_cif
 
