@@ -5,14 +5,15 @@
 #   bench/extend_labels.sh status     progress of the labels file and whether a run is alive
 #   bench/extend_labels.sh stop       stop the background run (rows written so far are kept)
 #
-# Environment: JOBS (parallel simulations, default 1), OUT (default data/labels/ch4_extra.csv),
-# LIST (default data/labels/ch4_extra_names.txt), CYCLES / INIT_CYCLES (default 700 / 300: the reference protocol).
+# Environment: JOBS (parallel simulations, default 1), OUT (default models/data/ch4_coremof2019_raspa2_extra.csv,
+# committed so the next session resumes it), LIST (default data/labels/ch4_extra_names.txt, re-made identically
+# when missing), CYCLES / INIT_CYCLES (default 700 / 300: the reference protocol).
 # Needs RASPA2 in the venv: pip install '.[gcmc]' (see docs/gcmc.md for the build steps).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-OUT="${OUT:-data/labels/ch4_extra.csv}"
+OUT="${OUT:-models/data/ch4_coremof2019_raspa2_extra.csv}"
 LIST="${LIST:-data/labels/ch4_extra_names.txt}"
 LOG="${OUT%.csv}.log"
 PIDFILE="${OUT%.csv}.pid"
