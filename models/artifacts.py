@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.params import VoxelParams
-from models.retnet import INPUT_SIZE, RetNet
+from models.retnet import INPUT_SIZE, RetNet, RetNetEnsemble
 from models.training import TrainResult, fingerprint_grids, predict_grids, resolve_device
 from models.transforms import Standardizer
 
@@ -138,6 +138,9 @@ class ModelCard(BaseModel):
     description : str
     weights_sha256 : str or None
         sha256 of ``weights.pt``, filled by :func:`save_model`.
+    ensemble_size : int
+        1 for one RetNet; n > 1 for a :class:`models.retnet.RetNetEnsemble` of n members whose
+        predictions are averaged (filled by :func:`save_model`).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -157,6 +160,7 @@ class ModelCard(BaseModel):
     preliminary: bool = False
     description: str = ""
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    ensemble_size: int = Field(1, ge=1)
 
     @field_validator("created_at")
     @classmethod
@@ -202,7 +206,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _complete_card(card: ModelCard, model: RetNet, result: TrainResult | None) -> ModelCard:
+def _complete_card(card: ModelCard, model: RetNet | RetNetEnsemble, result: TrainResult | None) -> ModelCard:
     """Fill standardization / training_config from a TrainResult and check consistency."""
     update: dict[str, Any] = {}
     if result is not None:
@@ -216,6 +220,7 @@ def _complete_card(card: ModelCard, model: RetNet, result: TrainResult | None) -
         raise ValueError("card.standardization is required when saving a bare RetNet (no TrainResult)")
     if model.n_outputs != card.n_outputs:
         raise ValueError(f"model has {model.n_outputs} output(s), card describes {card.n_outputs}")
+    update["ensemble_size"] = len(model.members) if isinstance(model, RetNetEnsemble) else 1
     return card.model_copy(update=update)
 
 
@@ -257,8 +262,8 @@ def save_model(
     """
     result = model_or_result if isinstance(model_or_result, TrainResult) else None
     model = result.model if result is not None else model_or_result
-    if not isinstance(model, RetNet):
-        raise TypeError(f"expected a RetNet or a TrainResult, got {type(model_or_result).__name__}")
+    if not isinstance(model, RetNet | RetNetEnsemble):
+        raise TypeError(f"expected a RetNet, a RetNetEnsemble or a TrainResult, got {type(model_or_result).__name__}")
     card = _complete_card(card, model, result)
     extras = {_check_extra_name(k): Path(v) for k, v in (extra_files or {}).items()}
     missing = [str(p) for p in extras.values() if not p.is_file()]
@@ -284,7 +289,7 @@ class LoadedModel:
     Attributes
     ----------
     card : ModelCard
-    model : RetNet
+    model : RetNet or RetNetEnsemble
         In eval mode on ``device``.
     standardizer : Standardizer
     device : torch.device
@@ -292,8 +297,8 @@ class LoadedModel:
         Where it was loaded from (folder or archive).
     """
 
-    def __init__(self, card: ModelCard, model: RetNet, standardizer: Standardizer, device: torch.device,
-                 path: Path) -> None:
+    def __init__(self, card: ModelCard, model: RetNet | RetNetEnsemble, standardizer: Standardizer,
+                 device: torch.device, path: Path) -> None:
         self.card = card
         self.model = model
         self.standardizer = standardizer
@@ -410,7 +415,9 @@ def _load_folder(folder: Path, source: Path, device: torch.device) -> LoadedMode
     state = _read_weights(folder, card)
     if card.standardization is None:
         raise CorruptModelError(f"model card {folder / CARD_FILE} has no standardization")
-    model = RetNet(card.n_outputs)
+    model: RetNet | RetNetEnsemble = RetNet(card.n_outputs)
+    if card.ensemble_size > 1:
+        model = RetNetEnsemble([RetNet(card.n_outputs) for _ in range(card.ensemble_size)])
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as err:

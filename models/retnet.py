@@ -169,6 +169,46 @@ class RetNet(nn.Module):
         return self
 
 
+class RetNetEnsemble(nn.Module):
+    """The average of several RetNets sharing one input standardization (e.g. training seeds).
+
+    Parameters
+    ----------
+    members : sequence of RetNet
+        Models with the same number of outputs.
+
+    Attributes
+    ----------
+    members : nn.ModuleList
+    n_outputs : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> ensemble = RetNetEnsemble([RetNet(), RetNet()]).eval()
+    >>> ensemble(torch.rand(2, 1, 25, 25, 25)).shape
+    torch.Size([2, 1])
+    """
+
+    def __init__(self, members: Sequence[RetNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        outputs = {m.n_outputs for m in members}
+        if len(outputs) != 1:
+            raise ValueError(f"ensemble members disagree on the number of outputs: {sorted(outputs)}")
+        self.members = nn.ModuleList(members)
+        self.n_outputs = members[0].n_outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of the members' predictions: (B, 1, 25, 25, 25) → (B, k)."""
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+        """The first member's 20-dimensional fingerprint (members' fingerprint spaces differ)."""
+        return self.members[0].fingerprint(x)
+
+
 def freeze(model: RetNet, mode: FreezeMode) -> RetNet:
     """Freeze parts of a RetNet for fine-tuning (in place; returns the model).
 

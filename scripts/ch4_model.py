@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -249,6 +250,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     data = dataset()
     base, base_standardizer = _load_pretrained(args, args.base)
     suffix = ("" if args.base == "pretrained" else f"_{args.base}") + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}")
+    suffix += "" if args.seed == 0 else f"_seed{args.seed}"
     for freeze in args.freeze:
         for size in args.sizes:
             tag = f"retnet_finetune{suffix}_{freeze}_{size}"
@@ -299,7 +301,9 @@ def cmd_ship(args: argparse.Namespace) -> None:
     from models.retnet import RetNet
 
     data = dataset()
-    candidates = [r for r in _runs(args) if r.get("tag", "").startswith("retnet_") and r.get("size_label") == "all"]
+    # Configurations compete by their seed-0 run; other seeds only join an --ensemble.
+    candidates = [r for r in _runs(args) if r.get("tag", "").startswith("retnet_") and r.get("size_label") == "all"
+                  and "_seed" not in r["tag"]]
     if args.tag:
         candidates = [r for r in candidates if r["tag"] == args.tag]
     best = max(candidates, key=lambda r: r["history"][-1].get("val_r2") or -1e9)
@@ -307,6 +311,9 @@ def cmd_ship(args: argparse.Namespace) -> None:
     model = RetNet(n_outputs=1)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
+    best = dict(best, validation_r2=best["history"][-1].get("val_r2"))
+    if args.ensemble:
+        model, best = _seed_ensemble(args, data, best, checkpoint)
     table = data["table"]
     card = ModelCard(
         name="retnet-ch4",
@@ -326,7 +333,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
             "test_names": best["test_names"],
         },
         metrics={"test": best["test"], "variant": best["variant"],
-                 "validation_r2": best["history"][-1].get("val_r2"),
+                 "validation_r2": best["validation_r2"],
                  "selection": "highest validation R² of the final weights among the full-size RetNet runs; "
                               "the test set was used for nothing but this report"},
         training_config={"recipe": "thesis: MSE, Adam 1e-3, batch 64, StepLR(10, 0.5), augmentation",
@@ -355,6 +362,38 @@ def cmd_ship(args: argparse.Namespace) -> None:
     if (args.runs / base / "checkpoint.pt").exists():
         _ship_backbone(args, base)
     print("shipped", best["tag"], "to", out)
+
+
+def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[str, Any],
+                   checkpoint: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The selected run plus its re-runs with other seeds (same backbone, same input standardization), averaged."""
+    import torch
+
+    from models.retnet import RetNet, RetNetEnsemble
+    from models.training import predict_grids
+    from models.transforms import Standardizer
+
+    runs = {r["tag"]: r for r in _runs(args)}
+    tags = [best["tag"]] + sorted(t for t in runs if t != best["tag"] and re.sub(r"_seed\d+", "", t) == best["tag"])
+    members = []
+    for tag in tags:
+        member_checkpoint = torch.load(args.runs / tag / "checkpoint.pt", weights_only=False)
+        if member_checkpoint["standardizer"] != checkpoint["standardizer"]:
+            raise ValueError(f"{tag} used another input standardization than {best['tag']}")
+        member = RetNet(n_outputs=1)
+        member.load_state_dict(member_checkpoint["state_dict"])
+        members.append(member.eval())
+    ensemble = RetNetEnsemble(members)
+    standardizer = Standardizer.from_dict(checkpoint["standardizer"])
+    val_pred = predict_grids(ensemble, standardizer, data["grids"][data["val"]])[:, 0]
+    test_pred = predict_grids(ensemble, standardizer, data["grids"][data["test"]])[:, 0]
+    val_r2 = metrics_dict(data["y"][data["val"]], val_pred)["r2"]["value"]
+    print(f"ensemble of {len(tags)} ({', '.join(tags)}): validation R2 {val_r2:.3f} "
+          f"(single run {best['validation_r2']:.3f})", flush=True)
+    run = dict(best, tag="+".join(tags), variant=f"{best['variant']} (ensemble of {len(tags)} seeds)",
+               validation_r2=val_r2, test=metrics_dict(data["y"][data["test"]], test_pred),
+               test_pred=test_pred.tolist(), members=tags)
+    return ensemble, run
 
 
 def _ship_backbone(args: argparse.Namespace, base: str) -> None:
@@ -419,6 +458,8 @@ def main() -> int:
     p = sub.add_parser("ship")
     p.add_argument("--version", default="1")
     p.add_argument("--tag", default=None, help="ship this run instead of the best by validation R²")
+    p.add_argument("--ensemble", action="store_true",
+                   help="average the selected run with its re-runs under other seeds (finetune --seed N)")
     p.set_defaults(func=cmd_ship)
     p = sub.add_parser("report")
     p.set_defaults(func=cmd_report)

@@ -174,3 +174,21 @@ def test_shipped_model_dir() -> None:
         assert folder.name == "retnet-ch4" and folder.parent.name == "shipped"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         shipped_model_dir("no-such-model")
+
+
+def test_ensemble_round_trip_averages_its_members(tmp_path) -> None:
+    from models.retnet import RetNetEnsemble
+
+    torch.manual_seed(0)
+    members = [RetNet().eval(), RetNet().eval()]
+    ensemble = RetNetEnsemble(members)
+    card = ModelCard(name="ens", version="1", targets=[Target(name="y", unit="mol/kg", property="y")],
+                     standardization={"mean": 1.0, "std": 2.0, "clip": 100.0})
+    folder = save_model(tmp_path / "ens", ensemble, card)
+    loaded = load_model(folder, device="cpu")
+    assert loaded.card.ensemble_size == 2
+    grids = np.random.default_rng(0).random((3, 25, 25, 25)).astype(np.float32)
+    standardizer = Standardizer.from_dict(card.standardization)
+    expected = np.mean([predict_grids(m, standardizer, grids) for m in members], axis=0)
+    np.testing.assert_allclose(loaded.predict(grids), expected, rtol=1e-5, atol=1e-6)
+    assert loaded.fingerprints(grids).shape == (3, 20)
