@@ -373,7 +373,7 @@ def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[st
     from models.training import predict_grids
     from models.transforms import Standardizer
 
-    runs = {r["tag"]: r for r in _runs(args)}
+    runs = {r["tag"]: r for r in _runs(args) if "tag" in r}
     tags = [best["tag"]] + sorted(t for t in runs if t != best["tag"] and re.sub(r"_seed\d+", "", t) == best["tag"])
     members = []
     for tag in tags:
