@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from celery import Celery
@@ -43,10 +42,12 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
     # Celery shares task definitions between the apps of a process (embedded servers created one after the other
     # in tests): the task bodies read the latest context instead of closing over their own.
     _CTX = ctx
-    # Compile the voxel kernel in the background now rather than on the first structure (~1 s of JIT).
+    # Compile (or load from numba's cache) the voxel kernel now rather than on the first structure (~1 s of JIT).
+    # Synchronously: prefork children are forked from this process, and a thread compiling at fork time would
+    # leave them a held compiler lock.
     from models.voxels import warm_up
 
-    threading.Thread(target=warm_up, name="voxel-kernel-warm-up", daemon=True).start()
+    warm_up()
     transient = transient_errors()
     common: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
 
