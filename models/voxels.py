@@ -118,7 +118,7 @@ def energy_grid(
     metric = supercell @ supercell.T
     n = params.grid_size
     if params.cubic_box is None:
-        widths = Crystal(crystal.name, supercell, crystal.frac_coords, crystal.species).widths
+        widths = crystal.widths * scale  # perpendicular widths of the supercell
         offsets = _box_offsets(widths, n, params.cutoff)
         if dev.type == "cpu" and engine == "auto":
             return _scatter_cpu(atoms, per_atom, metric, offsets, n, params.cutoff, threads)

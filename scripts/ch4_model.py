@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,17 @@ def cmd_baselines(args: argparse.Namespace) -> None:
             print(model_name, size, len(train), f"R2={result['test']['r2']['value']:.3f}", flush=True)
 
 
+def epoch_printer() -> Callable[[dict[str, Any]], None]:
+    """A training progress callback printing one line per epoch with the time since its creation."""
+    started = time.time()
+
+    def progress(event: dict[str, Any]) -> None:
+        print(f"  epoch {event['epoch']}/{event['epochs']} loss {event['train_loss']:.4f} "
+              f"val R2 {event.get('val_r2')} ({time.time() - started:.0f}s)", flush=True)
+
+    return progress
+
+
 def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, base: Any = None,
            freeze: str | None = None, augment: bool = True, standardizer: Any = None,
            learning_rate: float = 1e-3) -> tuple[Any, list[dict[str, Any]]]:
@@ -142,12 +154,7 @@ def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, b
     config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None,
                          learning_rate=learning_rate)
     val = (data["grids"][data["val"]], data["y"][data["val"]][:, None])
-    started = time.time()
-
-    def progress(event: dict[str, Any]) -> None:
-        print(f"  epoch {event['epoch']}/{event['epochs']} loss {event['train_loss']:.4f} "
-              f"val R2 {event.get('val_r2')} ({time.time() - started:.0f}s)", flush=True)
-
+    progress = epoch_printer()
     result = train_retnet(data["grids"][train], data["y"][train][:, None], config, val=val,
                           base_model=base, progress=progress, standardizer=standardizer)
     return result, result.history
@@ -218,12 +225,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     std[std == 0] = 1.0
     print(f"pre-training on {len(names)} structures, {len(targets)} targets", flush=True)
     config = TrainConfig(epochs=args.epochs, seed=args.seed, val_fraction=0.05, augment=True)
-    started = time.time()
-
-    def progress(event: dict[str, Any]) -> None:
-        print(f"  epoch {event['epoch']}/{event['epochs']} loss {event['train_loss']:.4f} "
-              f"val R2 {event.get('val_r2')} ({time.time() - started:.0f}s)", flush=True)
-
+    progress = epoch_printer()
     result = train_retnet(grids, (y - mean) / std, config, progress=progress)
     out = args.runs / args.name
     out.mkdir(parents=True, exist_ok=True)
