@@ -81,17 +81,18 @@ def coremof_properties(dataset: str = DEFAULT_DATASET) -> pd.DataFrame:
     return table.set_index("filename")
 
 
-def read_labels(csv: Path | str, target: str | list[str]) -> pd.DataFrame:
+def read_labels(csv: Path | str, target: str | list[str], rows: int | None = None) -> pd.DataFrame:
     """Read a labels CSV (``name,<target>...``) keeping rows with finite targets.
 
     A ``status`` column, when present (the reference GCMC table), keeps only ``ok`` rows.
+    ``rows`` reads only the file's first data rows (before that filtering); None reads all.
 
     Raises
     ------
     KeyError
         A requested target column (or the ``name`` column) is missing.
     """
-    table = pd.read_csv(csv)
+    table = pd.read_csv(csv, nrows=rows)
     targets = [target] if isinstance(target, str) else list(target)
     missing = [c for c in ["name", *targets] if c not in table.columns]
     if missing:

@@ -20,6 +20,7 @@ sizes are seeded subsets of the pool.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,6 +45,8 @@ from models.datasets import (  # noqa: E402
 from models.params import VoxelParams  # noqa: E402
 
 LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2.csv"
+#: CH4 labels added with ``retnet simulate`` under the same protocol (bench/extend_labels.sh); training pool only.
+EXTRA_LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2_extra.csv"
 TARGET = "ch4_uptake_mol_kg"
 UNIT = "mol/kg"
 PROPERTY = "CH4 uptake, 298 K, 5.8 bar"
@@ -68,20 +72,52 @@ def load_grids(names: list[str]) -> tuple[np.ndarray, list[str]]:
     return grids.astype(np.float32), kept
 
 
-def dataset() -> dict[str, Any]:
-    """Labelled structures with grids, and the fixed split (indices into them)."""
-    table = read_labels(LABELS, TARGET)
-    grids, names = load_grids(table["name"].tolist())
-    table = table.set_index("name").loc[names].reset_index()
-    y = table[TARGET].to_numpy(dtype=np.float64)
+def dataset(extended: bool = True, extra_rows: int | None = None) -> dict[str, Any]:
+    """Labelled structures with grids, and the fixed split (indices into them).
+
+    The reference labels are split by a seeded permutation (as in the first release); labels added
+    later with ``retnet simulate`` (:data:`EXTRA_LABELS`) are split with the same fractions (test
+    rounded up, so it stays ≥ 20 % of all labels) in the order of a seeded hash of their names, so
+    that growing the labels moves few structures across the split.
+    """
+    reference = read_labels(LABELS, TARGET)
+    grids, names = load_grids(reference["name"].tolist())
+    table = reference.set_index("name").loc[names].reset_index()
     rng = np.random.default_rng(SPLIT_SEED)
     order = rng.permutation(len(names))
     n_test = int(round(TEST_FRACTION * len(names)))
     test, rest = order[:n_test], order[n_test:]
     n_val = int(round(VAL_FRACTION * len(rest)))
     val, pool = rest[:n_val], rest[n_val:]
+    n_labelled = len(reference)
+    label_files = [LABELS.name]
+    extra_label_rows = 0
+    if extended and EXTRA_LABELS.exists():
+        extra = read_labels(EXTRA_LABELS, TARGET, rows=extra_rows)
+        extra = extra[~extra["name"].isin(reference["name"])].drop_duplicates("name")
+        extra_grids, extra_names = load_grids(extra["name"].tolist())
+        extra = extra.set_index("name").loc[extra_names].reset_index()
+        new = len(names) + _hash_order(extra_names)
+        n_test = int(np.ceil(TEST_FRACTION * len(new)))
+        n_val = int(round(VAL_FRACTION * (len(new) - n_test)))
+        test = np.concatenate([test, new[:n_test]])
+        val = np.concatenate([val, new[n_test:n_test + n_val]])
+        pool = np.concatenate([pool, new[n_test + n_val:]])
+        table = pd.concat([table, extra[table.columns.intersection(extra.columns)]], ignore_index=True)
+        grids = np.concatenate([grids, extra_grids])
+        names = names + extra_names
+        n_labelled += len(extra)
+        label_files.append(EXTRA_LABELS.name)
+        extra_label_rows = extra_rows if extra_rows is not None else len(pd.read_csv(EXTRA_LABELS))
+    y = table[TARGET].to_numpy(dtype=np.float64)
     return {"table": table, "grids": grids, "names": names, "y": y, "test": test, "val": val, "pool": pool,
-            "n_labelled": int((read_labels(LABELS, TARGET)).shape[0])}
+            "n_labelled": n_labelled, "label_files": label_files, "extra_label_rows": extra_label_rows}
+
+
+def _hash_order(names: list[str]) -> np.ndarray:
+    """Indices of ``names`` sorted by a seeded hash of each name: a fixed order that new names only interleave."""
+    keys = [hashlib.sha256(f"{SPLIT_SEED}:{n}".encode()).hexdigest() for n in names]
+    return np.argsort(keys, kind="stable")
 
 
 def train_subset(pool: np.ndarray, size: str | int, seed: int = SPLIT_SEED) -> np.ndarray:
@@ -116,7 +152,7 @@ def energy_histogram(grids: np.ndarray, temperature: float = 298.0) -> np.ndarra
 def cmd_baselines(args: argparse.Namespace) -> None:
     from sklearn.ensemble import RandomForestRegressor
 
-    data = dataset()
+    data = dataset(extra_rows=args.extra_rows)
     props = coremof_properties()
     features = {
         "rf_geometric": props.loc[data["names"], GEOMETRIC_DESCRIPTORS].to_numpy(dtype=np.float64),
@@ -184,7 +220,7 @@ def _save_run(args: argparse.Namespace, tag: str, result: Any, data: dict[str, A
 
 
 def cmd_scratch(args: argparse.Namespace) -> None:
-    data = dataset()
+    data = dataset(extra_rows=args.extra_rows)
     for size in args.sizes:
         tag = f"retnet_scratch_{size}"
         if (args.runs / f"{tag}.json").exists():
@@ -200,7 +236,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     from models.training import TrainConfig, train_retnet
 
-    data = dataset()
+    data = dataset(extra_rows=args.extra_rows)
     excluded = {data["names"][i] for i in np.concatenate([data["test"], data["val"]])}
     props = coremof_properties()[PRETRAIN_TARGETS].dropna()
     available = sorted(p.stem for p in grid_dir().glob("*.npy") if not p.name.endswith(".tmp.npy"))
@@ -249,7 +285,7 @@ def _load_pretrained(args: argparse.Namespace, name: str) -> Any:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    data = dataset()
+    data = dataset(extra_rows=args.extra_rows)
     base, base_standardizer = _load_pretrained(args, args.base)
     suffix = ("" if args.base == "pretrained" else f"_{args.base}") + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}")
     suffix += "" if args.seed == 0 else f"_seed{args.seed}"
@@ -302,7 +338,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
     from models.plots import history_plot, parity_plot
     from models.retnet import RetNet
 
-    data = dataset()
+    data = dataset(extra_rows=args.extra_rows)
     # Configurations compete by their seed-0 run; other seeds only join an --ensemble.
     candidates = [r for r in _runs(args) if r.get("tag", "").startswith("retnet_") and r.get("size_label") == "all"
                   and "_seed" not in r["tag"]]
@@ -325,12 +361,15 @@ def cmd_ship(args: argparse.Namespace) -> None:
         voxel_params=VoxelParams(),
         standardization=checkpoint["standardizer"],
         training_data={
-            "source": "CoRE MOF 2019-ASR (core-mof package) structures; CH4 uptake labels from RASPA2 GCMC "
-                      "(models/data/ch4_coremof2019_raspa2.csv, DESIGN.md §6)",
+            "source": "CoRE MOF 2019-ASR (core-mof package) structures; CH4 uptake labels from RASPA2 GCMC, "
+                      "DESIGN.md §6 (models/data/: " + " + ".join(data["label_files"]) + ")",
+            "label_files": data["label_files"],
+            "extra_label_rows": data["extra_label_rows"],  # rows of the extra file read (--extra-rows)
             "n_labelled": data["n_labelled"], "n_with_grids": len(data["names"]),
             "n_train": best["size"], "n_val": len(data["val"]), "n_test": len(data["test"]),
             "split": f"seed {SPLIT_SEED}: test {TEST_FRACTION:.0%} of labelled, validation {VAL_FRACTION:.0%} "
-                     "of the rest, training = remainder",
+                     "of the rest, training = remainder; reference labels by a seeded permutation, extra labels "
+                     "in the order of a seeded hash of their names",
             "split_seed": SPLIT_SEED, "label_sha256": labels_sha256(table, [TARGET]),
             "test_names": best["test_names"],
         },
@@ -431,6 +470,11 @@ def _ship_backbone(args: argparse.Namespace, base: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path.home() / "retnet-runs" / "ch4")
+    parser.add_argument("--extra-rows", type=int, default=None,
+                        help="use only the first N rows of the extra labels file (default: all)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); two 1-thread stages side by side "
+                             "use a 2-core machine better than one 2-thread stage")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("baselines")
     p.add_argument("--sizes", nargs="+", default=["50", "100", "200", "all"])
@@ -467,6 +511,10 @@ def main() -> int:
     p.set_defaults(func=cmd_report)
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     args.func(args)
     return 0
 

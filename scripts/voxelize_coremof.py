@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/voxelize_coremof.py --labelled          # the 354 structures with CH4 labels
+    python scripts/voxelize_coremof.py --labelled          # the structures with CH4 labels (reference + extra)
     python scripts/voxelize_coremof.py --all --jobs 2      # every structure (pre-training set)
 
 Grids land in ``<cache>/voxels/<params_hash>/<name>.npy`` (float32, Boltzmann
@@ -27,7 +27,9 @@ from models.datasets import coremof_cif_dir, default_cache_dir, read_labels  # n
 from models.errors import StructureError  # noqa: E402
 from models.params import VoxelParams  # noqa: E402
 
-LABELS = Path(__file__).resolve().parents[1] / "models" / "data" / "ch4_coremof2019_raspa2.csv"
+DATA = Path(__file__).resolve().parents[1] / "models" / "data"
+#: The reference CH4 labels and the ones extended with ``retnet simulate`` (bench/extend_labels.sh).
+LABEL_FILES = [DATA / "ch4_coremof2019_raspa2.csv", DATA / "ch4_coremof2019_raspa2_extra.csv"]
 
 
 def voxel_cache_dir(params: VoxelParams, cache_dir: Path | None = None) -> Path:
@@ -59,7 +61,7 @@ def _one(task: tuple[str, str, str]) -> tuple[str, str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--labelled", action="store_true", help="structures with status ok in the CH4 labels")
+    group.add_argument("--labelled", action="store_true", help="structures with status ok in the CH4 label files")
     group.add_argument("--all", action="store_true", help="every CoRE MOF 2019-ASR structure")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--cache", type=Path, default=None, help="cache root (default ~/.cache/retnet)")
@@ -67,7 +69,7 @@ def main() -> int:
 
     cif_dir = coremof_cif_dir(cache_dir=args.cache)
     if args.labelled:
-        names = read_labels(LABELS, "ch4_uptake_mol_kg")["name"].tolist()
+        names = [n for f in LABEL_FILES if f.exists() for n in read_labels(f, "ch4_uptake_mol_kg")["name"]]
     else:
         names = sorted(p.stem for p in cif_dir.glob("*.cif"))
     out_dir = voxel_cache_dir(VoxelParams(), args.cache)
