@@ -132,11 +132,18 @@ def learning_curve_plot(
         errors = np.vstack([values - lows, highs - values]).clip(min=0.0)
         ax.errorbar(sizes, values, yerr=errors, marker="o", markersize=4, capsize=3, label=label)
     ax.set_xscale("log")
+    ticks: list[int] = []
+    for size in sorted({int(p[0]) for points in curves.values() for p in points}):
+        if not ticks or size > 1.2 * ticks[-1]:  # labelled sizes, none crowding the previous one
+            ticks.append(size)
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
     ax.set_xlabel("training-set size")
     ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, alpha=0.3)
     if curves:
-        ax.legend()
+        ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
 
 
