@@ -13,6 +13,7 @@ import tarfile
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 #: CoRE MOF 2019, all-solvent-removed subset (the labels' source).
@@ -107,3 +108,25 @@ def labels_sha256(table: pd.DataFrame, columns: list[str]) -> str:
     """sha256 of the (name, targets) rows, recorded in model cards to identify training labels."""
     payload = table[["name", *columns]].sort_values("name").to_csv(index=False, float_format="%.8g")
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def hash_split(names: list[str], test_fraction: float, val_fraction: float,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split structures into test / validation / training by a seeded hash of their names.
+
+    The names are ordered by ``sha256(f"{seed}:{name}")``; the first ``ceil(test_fraction · n)``
+    are the test set (rounded up, so it never falls below the fraction), the next
+    ``round(val_fraction · rest)`` the validation set, the remainder training. Because a
+    structure's place in that order does not depend on the other names, a label table that
+    grows moves few structures across the split.
+
+    Returns
+    -------
+    test, val, train : np.ndarray of int
+        Indices into ``names``.
+    """
+    keys = [hashlib.sha256(f"{seed}:{name}".encode()).hexdigest() for name in names]
+    order = np.argsort(keys, kind="stable").astype(np.int64)
+    n_test = int(np.ceil(test_fraction * len(order)))
+    n_val = int(round(val_fraction * (len(order) - n_test)))
+    return order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]

@@ -1,26 +1,27 @@
 """Reproduce the shipped CH4-uptake model: split, baselines, RetNet, transfer learning, model card.
 
-Stages (each resumable; results land in ``--runs`` as JSON, the shipped model in ``models/shipped/``)::
+Stages (each resumable; results land in ``--runs`` as JSON, the shipped model in ``models/shipped/``;
+the README's "Model" section has the exact commands behind the shipped model)::
 
-    python scripts/voxelize_coremof.py --labelled            # grids for the 354 labelled structures
+    python scripts/voxelize_coremof.py --labelled            # grids for the labelled structures
     python scripts/voxelize_coremof.py --all                 # grids for all CoRE MOF 2019 (pre-training)
     python scripts/ch4_model.py baselines                    # RF on geometric descriptors / energy histograms
     python scripts/ch4_model.py scratch --sizes 50 100 200 all
-    python scripts/ch4_model.py pretrain --limit 4000 --epochs 10
+    python scripts/ch4_model.py pretrain --limit 20000 --epochs 5 --log-targets
     python scripts/ch4_model.py finetune --sizes 50 100 200 all --freeze none conv
-    python scripts/ch4_model.py ship                          # best model → models/shipped/retnet-ch4
+    python scripts/ch4_model.py finetune --sizes all --seed 1  # re-runs for a seed ensemble
     python scripts/ch4_model.py report                        # table + learning-curve plot
+    python scripts/ch4_model.py ship --ensemble --version N   # best model → models/shipped/retnet-ch4
 
-Split (fixed, seed 0): 20 % of the labelled structures are the test set, never
-used for any choice; of the rest, 10 % is the validation set (early stopping,
-choosing between variants) and the remainder the training pool. Smaller training
-sizes are seeded subsets of the pool.
+Labels: the reference table plus the extra GCMC labels (``--extra-rows N`` pins the first N rows of
+that growing file). Split (fixed, seed 0): 20 % of the labelled structures are the test set, never
+used for any choice; of the rest, 10 % is the validation set (choosing between variants) and the
+remainder the training pool (see :func:`dataset`). Smaller training sizes are seeded subsets of the pool.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -39,13 +40,14 @@ from models.datasets import (  # noqa: E402
     GEOMETRIC_DESCRIPTORS,
     coremof_properties,
     default_cache_dir,
+    hash_split,
     labels_sha256,
     read_labels,
 )
 from models.params import VoxelParams  # noqa: E402
 
 LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2.csv"
-#: CH4 labels added with ``retnet simulate`` under the same protocol (bench/extend_labels.sh); training pool only.
+#: CH4 labels added with ``retnet simulate`` under the same protocol (bench/extend_labels.sh); split like the rest.
 EXTRA_LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2_extra.csv"
 TARGET = "ch4_uptake_mol_kg"
 UNIT = "mol/kg"
@@ -76,9 +78,9 @@ def dataset(extended: bool = True, extra_rows: int | None = None) -> dict[str, A
     """Labelled structures with grids, and the fixed split (indices into them).
 
     The reference labels are split by a seeded permutation (as in the first release); labels added
-    later with ``retnet simulate`` (:data:`EXTRA_LABELS`) are split with the same fractions (test
-    rounded up, so it stays ≥ 20 % of all labels) in the order of a seeded hash of their names, so
-    that growing the labels moves few structures across the split.
+    later with ``retnet simulate`` (:data:`EXTRA_LABELS`) are split with the same fractions by
+    :func:`models.datasets.hash_split` (test rounded up, so it stays ≥ 20 % of all labels; growing
+    the labels moves few structures across the split).
     """
     reference = read_labels(LABELS, TARGET)
     grids, names = load_grids(reference["name"].tolist())
@@ -97,12 +99,10 @@ def dataset(extended: bool = True, extra_rows: int | None = None) -> dict[str, A
         extra = extra[~extra["name"].isin(reference["name"])].drop_duplicates("name")
         extra_grids, extra_names = load_grids(extra["name"].tolist())
         extra = extra.set_index("name").loc[extra_names].reset_index()
-        new = len(names) + _hash_order(extra_names)
-        n_test = int(np.ceil(TEST_FRACTION * len(new)))
-        n_val = int(round(VAL_FRACTION * (len(new) - n_test)))
-        test = np.concatenate([test, new[:n_test]])
-        val = np.concatenate([val, new[n_test:n_test + n_val]])
-        pool = np.concatenate([pool, new[n_test + n_val:]])
+        extra_test, extra_val, extra_train = hash_split(extra_names, TEST_FRACTION, VAL_FRACTION, SPLIT_SEED)
+        test = np.concatenate([test, len(names) + extra_test])
+        val = np.concatenate([val, len(names) + extra_val])
+        pool = np.concatenate([pool, len(names) + extra_train])
         table = pd.concat([table, extra[table.columns.intersection(extra.columns)]], ignore_index=True)
         grids = np.concatenate([grids, extra_grids])
         names = names + extra_names
@@ -112,12 +112,6 @@ def dataset(extended: bool = True, extra_rows: int | None = None) -> dict[str, A
     y = table[TARGET].to_numpy(dtype=np.float64)
     return {"table": table, "grids": grids, "names": names, "y": y, "test": test, "val": val, "pool": pool,
             "n_labelled": n_labelled, "label_files": label_files, "extra_label_rows": extra_label_rows}
-
-
-def _hash_order(names: list[str]) -> np.ndarray:
-    """Indices of ``names`` sorted by a seeded hash of each name: a fixed order that new names only interleave."""
-    keys = [hashlib.sha256(f"{SPLIT_SEED}:{n}".encode()).hexdigest() for n in names]
-    return np.argsort(keys, kind="stable")
 
 
 def train_subset(pool: np.ndarray, size: str | int, seed: int = SPLIT_SEED) -> np.ndarray:
@@ -443,7 +437,8 @@ def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[st
     print(f"ensemble of {len(tags)} ({', '.join(tags)}): validation R2 {val_r2:.3f} "
           f"(single run {best['validation_r2']:.3f})", flush=True)
     run = dict(best, tag="+".join(tags), variant=f"{best['variant']} (ensemble of {len(tags)} seeds)",
-               validation_r2=val_r2, single_validation_r2=best["validation_r2"], test=metrics_dict(data["y"][data["test"]], test_pred),
+               validation_r2=val_r2, single_validation_r2=best["validation_r2"],
+               test=metrics_dict(data["y"][data["test"]], test_pred),
                test_pred=test_pred.tolist(), members=tags)
     return ensemble, run
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from models.datasets import labels_sha256, read_labels
+from models.datasets import hash_split, labels_sha256, read_labels
 
 DATA = Path(__file__).resolve().parents[3] / "models" / "data"
 
@@ -57,3 +58,29 @@ def test_shipped_label_files_do_not_overlap() -> None:
     extra = read_labels(DATA / "ch4_coremof2019_raspa2_extra.csv", "ch4_uptake_mol_kg")["name"]
     assert extra.is_unique
     assert not reference & set(extra)
+
+
+def test_hash_split_covers_every_name_once_with_at_least_the_test_fraction() -> None:
+    names = [f"MOF{i:04d}_clean" for i in range(137)]
+    test, val, train = hash_split(names, 0.2, 0.1, seed=0)
+    assert sorted(np.concatenate([test, val, train]).tolist()) == list(range(len(names)))
+    assert len(test) == 28 and len(test) >= 0.2 * len(names)  # ceil(27.4)
+    assert len(val) == 11  # round(0.1 × 109)
+    again = hash_split(list(reversed(names)), 0.2, 0.1, seed=0)
+    assert {names[i] for i in test} == {names[::-1][i] for i in again[0]}  # depends on names, not their order
+    other_seed = hash_split(names, 0.2, 0.1, seed=1)[0]
+    assert set(other_seed.tolist()) != set(test.tolist())
+
+
+def test_hash_split_moves_few_structures_when_labels_grow() -> None:
+    names = [f"MOF{i:04d}_clean" for i in range(400)]
+    before = hash_split(names[:300], 0.2, 0.1)
+    after = hash_split(names, 0.2, 0.1)
+    side_before = {names[i]: k for k, part in enumerate(before) for i in part}
+    side_after = {names[i]: k for k, part in enumerate(after) for i in part}
+    moved = sum(side_before[n] != side_after[n] for n in names[:300])
+    assert moved < 0.1 * 300
+
+
+def test_hash_split_of_nothing_is_empty() -> None:
+    assert all(len(part) == 0 for part in hash_split([], 0.2, 0.1))
