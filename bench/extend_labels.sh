@@ -38,8 +38,10 @@ EOF
     fi
     exit 0 ;;
   stop)
-    # Stops the driver; RASPA2 children already running finish their structure (≤ a few minutes) and are not recorded.
-    if alive; then kill "$(cat "$PIDFILE")" && echo "stopped pid $(cat "$PIDFILE")"; else echo "not running"; fi
+    # The run is its own process group (setsid below): stop the driver and the RASPA2 simulations it runs.
+    # Structures in flight are not recorded and run again on the next start.
+    if alive; then kill -- "-$(cat "$PIDFILE")" && echo "stopped pid $(cat "$PIDFILE") and its simulations"
+    else echo "not running"; fi
     rm -f "$PIDFILE"
     exit 0 ;;
   start) ;;
@@ -76,7 +78,7 @@ p = argparse.ArgumentParser(prog="retnet"); s = p.add_subparsers(required=True);
 a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' simulate)
 fi
 
-nohup nice -n 10 "${CMD[@]}" --coremof-list "$LIST" --resume --out "$OUT" \
+nohup setsid nice -n 10 "${CMD[@]}" --coremof-list "$LIST" --resume --out "$OUT" \
   --jobs "$JOBS" --cycles "$CYCLES" --init-cycles "$INIT_CYCLES" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 echo "started pid $! ($JOBS job(s)); progress: tail -f $LOG; status: $0 status"
