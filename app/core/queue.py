@@ -34,6 +34,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
             "unacked_restore_throttle": 1,
+            # A worker killed while it holds kombu's restore mutex blocks every other worker's restore of
+            # unacknowledged messages until the mutex expires (kombu's default: 300 s); bound that wait by
+            # the visibility timeout. A longer restore than this only risks a duplicate, which tasks absorb.
+            "unacked_mutex_expire": max(5, min(300, settings.visibility_timeout_s)),
         }
     return {
         "broker_url": broker,

@@ -1,0 +1,37 @@
+"""Celery/kombu settings derived from the service settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kombu.transport.redis import Channel
+
+from app.core.config import Settings
+from app.core.queue import celery_config
+
+
+def _redis_options(tmp_path: Path, visibility_timeout_s: int) -> dict[str, object]:
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/13",
+                        visibility_timeout_s=visibility_timeout_s)
+    return celery_config(settings)["broker_transport_options"]
+
+
+@pytest.mark.parametrize(("visibility", "mutex"), [(8, 8), (60, 60), (3600, 300), (2, 5)])
+def test_restore_mutex_of_a_dead_worker_expires_with_the_visibility_timeout(
+        tmp_path: Path, visibility: int, mutex: int) -> None:
+    """A worker SIGKILLed while holding kombu's restore mutex must not block redelivery for kombu's 300 s."""
+    options = _redis_options(tmp_path, visibility)
+    assert options["visibility_timeout"] == visibility
+    assert options["unacked_mutex_expire"] == mutex
+    assert options["unacked_restore_interval"] <= max(1, visibility)
+
+
+def test_every_redis_transport_option_is_one_kombu_reads(tmp_path: Path) -> None:
+    """A misspelt option would be ignored silently by kombu."""
+    assert set(_redis_options(tmp_path, 8)) <= set(Channel.from_transport_options)
+
+
+def test_memory_broker_has_no_redis_options(tmp_path: Path) -> None:
+    options = celery_config(Settings(data_dir=tmp_path))["broker_transport_options"]
+    assert "visibility_timeout" not in options and "unacked_mutex_expire" not in options
