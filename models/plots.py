@@ -181,8 +181,13 @@ def history_plot(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path
         twin = ax.twinx()
         twin.plot(*zip(*val_r2, strict=True), color="tab:green", marker=".", label="validation R²")
         twin.set_ylabel("validation R²")
+        # The first epochs' R² can be hugely negative; below −1 the curve says nothing but squashes the rest.
+        low = min(r for _, r in val_r2)
+        if low < -1.0:
+            twin.set_ylim(bottom=-1.0)
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     if handles:
-        ax.legend(handles, labels, loc="upper right")
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(handles),
+                  fontsize="small", frameon=False)
     return _save(fig, path)
