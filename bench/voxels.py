@@ -32,13 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.datasets import coremof_cif_dir  # noqa: E402
+from models.datasets import CH4_LABELS, coremof_cif_dir  # noqa: E402
 from models.errors import StructureError  # noqa: E402
 from models.params import VoxelParams  # noqa: E402
 from models.structure import parse_cif  # noqa: E402
 from models.voxels import compute_voxels, supercell_scale  # noqa: E402
 
-LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2.csv"
+LABELS = CH4_LABELS
 
 
 def sample_names(n: int, seed: int) -> list[str]:

@@ -18,6 +18,10 @@ import pandas as pd
 
 #: CoRE MOF 2019, all-solvent-removed subset (the labels' source).
 DEFAULT_DATASET = "2019-ASR"
+#: CH4 uptake labels (RASPA2 GCMC, DESIGN.md §6): the reference table, and the rows this project simulates
+#: with ``retnet simulate`` under the same protocol (bench/extend_labels.sh; append-only).
+CH4_LABELS = Path(__file__).resolve().parent / "data" / "ch4_coremof2019_raspa2.csv"
+CH4_EXTRA_LABELS = CH4_LABELS.with_name("ch4_coremof2019_raspa2_extra.csv")
 #: Geometric descriptors of the core-mof CSV (Zeo++): Å, Å, Å, g/cm³, m²/cm³, m²/g, -, cm³/g.
 GEOMETRIC_DESCRIPTORS = ["LCD", "PLD", "LFPD", "cm3_g", "ASA_m2_cm3", "ASA_m2_g", "AV_VF", "AV_cm3_g"]
 

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.datasets import (  # noqa: E402
+    CH4_EXTRA_LABELS,
+    CH4_LABELS,
     GEOMETRIC_DESCRIPTORS,
     coremof_properties,
     default_cache_dir,
@@ -46,9 +48,9 @@ from models.datasets import (  # noqa: E402
 )
 from models.params import VoxelParams  # noqa: E402
 
-LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2.csv"
+LABELS = CH4_LABELS
 #: CH4 labels added with ``retnet simulate`` under the same protocol (bench/extend_labels.sh); split like the rest.
-EXTRA_LABELS = ROOT / "models" / "data" / "ch4_coremof2019_raspa2_extra.csv"
+EXTRA_LABELS = CH4_EXTRA_LABELS
 TARGET = "ch4_uptake_mol_kg"
 UNIT = "mol/kg"
 PROPERTY = "CH4 uptake, 298 K, 5.8 bar"
@@ -74,7 +76,7 @@ def load_grids(names: list[str]) -> tuple[np.ndarray, list[str]]:
     return grids.astype(np.float32), kept
 
 
-def dataset(extended: bool = True, extra_rows: int | None = None) -> dict[str, Any]:
+def dataset(extra_rows: int | None = None) -> dict[str, Any]:
     """Labelled structures with grids, and the fixed split (indices into them).
 
     The reference labels are split by a seeded permutation (as in the first release); labels added
@@ -94,7 +96,7 @@ def dataset(extended: bool = True, extra_rows: int | None = None) -> dict[str, A
     n_labelled = len(reference)
     label_files = [LABELS.name]
     extra_label_rows = 0
-    if extended and EXTRA_LABELS.exists():
+    if EXTRA_LABELS.exists():
         extra = read_labels(EXTRA_LABELS, TARGET, rows=extra_rows)
         extra = extra[~extra["name"].isin(reference["name"])].drop_duplicates("name")
         extra_grids, extra_names = load_grids(extra["name"].tolist())
@@ -108,7 +110,7 @@ def dataset(extended: bool = True, extra_rows: int | None = None) -> dict[str, A
         names = names + extra_names
         n_labelled += len(extra)
         label_files.append(EXTRA_LABELS.name)
-        extra_label_rows = extra_rows if extra_rows is not None else len(pd.read_csv(EXTRA_LABELS))
+        extra_label_rows = len(pd.read_csv(EXTRA_LABELS, nrows=extra_rows, usecols=["name"]))  # rows read
     y = table[TARGET].to_numpy(dtype=np.float64)
     return {"table": table, "grids": grids, "names": names, "y": y, "test": test, "val": val, "pool": pool,
             "n_labelled": n_labelled, "label_files": label_files, "extra_label_rows": extra_label_rows}

@@ -23,13 +23,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.datasets import coremof_cif_dir, default_cache_dir, read_labels  # noqa: E402
+from models.datasets import (  # noqa: E402
+    CH4_EXTRA_LABELS,
+    CH4_LABELS,
+    coremof_cif_dir,
+    default_cache_dir,
+    read_labels,
+)
 from models.errors import StructureError  # noqa: E402
 from models.params import VoxelParams  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "models" / "data"
 #: The reference CH4 labels and the ones extended with ``retnet simulate`` (bench/extend_labels.sh).
-LABEL_FILES = [DATA / "ch4_coremof2019_raspa2.csv", DATA / "ch4_coremof2019_raspa2_extra.csv"]
+LABEL_FILES = [CH4_LABELS, CH4_EXTRA_LABELS]
 
 
 def voxel_cache_dir(params: VoxelParams, cache_dir: Path | None = None) -> Path:

@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.datasets import hash_split, labels_sha256, read_labels
-
-DATA = Path(__file__).resolve().parents[3] / "models" / "data"
+from models.datasets import CH4_EXTRA_LABELS, CH4_LABELS, hash_split, labels_sha256, read_labels
 
 CSV = """name,ch4_uptake_mol_kg,status
 A_clean,1.5,ok
@@ -54,8 +52,8 @@ def test_label_fingerprint_ignores_row_order_but_not_values(labels: Path) -> Non
 
 def test_shipped_label_files_do_not_overlap() -> None:
     """Extra GCMC labels extend the reference set; a structure labelled twice would leak across the split."""
-    reference = set(read_labels(DATA / "ch4_coremof2019_raspa2.csv", "ch4_uptake_mol_kg")["name"])
-    extra = read_labels(DATA / "ch4_coremof2019_raspa2_extra.csv", "ch4_uptake_mol_kg")["name"]
+    reference = set(read_labels(CH4_LABELS, "ch4_uptake_mol_kg")["name"])
+    extra = read_labels(CH4_EXTRA_LABELS, "ch4_uptake_mol_kg")["name"]
     assert extra.is_unique
     assert not reference & set(extra)
 

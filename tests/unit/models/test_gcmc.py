@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import gcmc
+from models.datasets import CH4_LABELS
 from models.gcmc import (
     LABEL_COLUMNS,
     GcmcResult,
@@ -25,7 +25,7 @@ from models.structure import parse_cif
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 EXCERPT = DATA / "raspa_output_excerpt.txt"
-REFERENCE_CSV = Path(gcmc.__file__).resolve().parent / "data" / "ch4_coremof2019_raspa2.csv"
+REFERENCE_CSV = CH4_LABELS
 
 # Real output (SAYTUJ_clean, 700 + 300 cycles, 4x3x2 cells), "Number of molecules" block; reference 0.611 ± 0.054.
 EXCERPT_MOL_KG, EXCERPT_MOL_KG_ERR = 0.6293888121, 0.0718261537
