@@ -195,7 +195,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _err(f"training on {len(train_idx)} structure(s), validating on {len(val_idx)}")
 
     config = TrainConfig(epochs=args.epochs, batch_size=min(args.batch_size, max(2, len(train_idx))),
-                         learning_rate=args.lr, augment=not args.no_augment, patience=args.patience,
+                         learning_rate=args.lr, augment=not args.no_augment, translate=args.translate,
+                         patience=args.patience,
                          seed=args.seed, device=args.device, freeze=args.freeze, threads=args.threads)
     if args.patience is not None and n_val == 0:
         raise CommandError("--patience needs a validation split (--val-fraction > 0)")
@@ -464,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="samples per step (default: %(default)s)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="no random grid symmetries during training")
+    p.add_argument("--translate", action="store_true",
+                   help="also shift each sample by a random periodic translation (exact symmetry; default: off)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction held out (seeded) for validation metrics; 0 for none (default: %(default)s)")
     p.add_argument("--patience", type=int, default=None, metavar="EPOCHS",

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from models.retnet import FINGERPRINT_SIZE, RetNet, freeze
-from models.transforms import Standardizer, random_symmetry
+from models.transforms import Standardizer, random_symmetry, random_translation
 
 #: One per-epoch record: {"epoch", "epochs", "train_loss", "val_loss", "val_r2"}.
 EpochEvent = dict[str, Any]
@@ -65,6 +65,10 @@ class TrainConfig(BaseModel):
         StepLR multiplicative decay.
     augment : bool
         Replace each training sample by a random grid symmetry each epoch.
+    translate : bool
+        Also shift each training sample by a random periodic translation each epoch
+        (:func:`models.transforms.random_translation`; exact for any cell). Off in the
+        thesis recipe.
     val_fraction : float
         Fraction of the training data split off (with ``seed``) for validation when no
         explicit validation set is given; 0 for none.
@@ -94,6 +98,7 @@ class TrainConfig(BaseModel):
     step_size: int = Field(10, ge=1)
     gamma: float = Field(0.5, gt=0.0)
     augment: bool = True
+    translate: bool = False
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     patience: int | None = Field(None, ge=1)
     seed: int = 0
@@ -254,6 +259,8 @@ def _train_epoch(
         x = standardizer(grids[index].to(device))
         if config.augment:
             x = random_symmetry(x, generator)
+        if config.translate:
+            x = random_translation(x, generator)
         y = targets[index].to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = nn.functional.mse_loss(model(x), y)

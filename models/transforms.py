@@ -181,3 +181,31 @@ def random_symmetry(batch: torch.Tensor, generator: torch.Generator) -> torch.Te
             for i in range(size)
         ]
     )
+
+
+def random_translation(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shift each sample periodically by a random whole number of voxels along every axis.
+
+    The grid samples the periodic supercell at fractional positions i/n, so a circular
+    shift by k voxels is the same crystal translated by k/n of the supercell: an exact
+    symmetry of the adsorption property, unlike the rotations and reflections of
+    :func:`random_symmetry`, which are exact only for cubic cells.
+
+    Parameters
+    ----------
+    batch : torch.Tensor, shape (B, 1, n, n, n)
+        Grids (any device); not modified.
+    generator : torch.Generator
+        CPU generator for the shifts (three integers in [0, n) per sample).
+
+    Returns
+    -------
+    torch.Tensor, shape (B, 1, n, n, n)
+        A new tensor; sample i is ``batch[i]`` rolled by its three shifts.
+    """
+    _check_batch(batch)
+    size, n = batch.shape[0], batch.shape[-1]
+    shifts = torch.randint(n, (size, 3), generator=generator).tolist()
+    if size == 0:
+        return batch.clone()
+    return torch.stack([torch.roll(batch[i], shifts=tuple(shifts[i]), dims=(1, 2, 3)) for i in range(size)])

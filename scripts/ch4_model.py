@@ -180,11 +180,11 @@ def epoch_printer() -> Callable[[dict[str, Any]], None]:
 
 def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, base: Any = None,
            freeze: str | None = None, augment: bool = True, standardizer: Any = None,
-           learning_rate: float = 1e-3) -> tuple[Any, list[dict[str, Any]]]:
+           learning_rate: float = 1e-3, translate: bool = False) -> tuple[Any, list[dict[str, Any]]]:
     from models.training import TrainConfig, train_retnet
 
     config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None,
-                         learning_rate=learning_rate)
+                         learning_rate=learning_rate, translate=translate)
     val = (data["grids"][data["val"]], data["y"][data["val"]][:, None])
     progress = epoch_printer()
     result = train_retnet(data["grids"][train], data["y"][train][:, None], config, val=val,
@@ -217,13 +217,15 @@ def _save_run(args: argparse.Namespace, tag: str, result: Any, data: dict[str, A
 
 def cmd_scratch(args: argparse.Namespace) -> None:
     data = dataset(extra_rows=args.extra_rows)
+    variant = "scratch" + ("_translate" if args.translate else "")
     for size in args.sizes:
-        tag = f"retnet_scratch_{size}"
+        tag = f"retnet_{variant}_{size}"
         if (args.runs / f"{tag}.json").exists():
             continue
         train = train_subset(data["pool"], size)
-        result, _ = _train(data, train, epochs=args.epochs, seed=args.seed)
-        _save_run(args, tag, result, data, train, {"variant": "scratch", "size_label": str(size)})
+        result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, translate=args.translate)
+        _save_run(args, tag, result, data, train, {"variant": variant, "size_label": str(size),
+                                                   "translate": args.translate})
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -284,6 +286,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     data = dataset(extra_rows=args.extra_rows)
     base, base_standardizer = _load_pretrained(args, args.base)
     suffix = ("" if args.base == "pretrained" else f"_{args.base}") + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}")
+    suffix += "_translate" if args.translate else ""
     suffix += "" if args.seed == 0 else f"_seed{args.seed}"
     for freeze in args.freeze:
         for size in args.sizes:
@@ -294,9 +297,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             # The backbone's input standardization travels with it.
             result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
                                freeze=None if freeze == "none" else freeze, standardizer=base_standardizer,
-                               learning_rate=args.lr)
+                               learning_rate=args.lr, translate=args.translate)
             _save_run(args, tag, result, data, train, {"variant": f"finetune{suffix}_{freeze}",
-                                                       "size_label": str(size), "base": args.base})
+                                                       "size_label": str(size), "base": args.base,
+                                                       "translate": args.translate})
 
 
 def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -384,7 +388,9 @@ def cmd_ship(args: argparse.Namespace) -> None:
                                  f"validation R² {best['validation_r2']:.3f}, single run "
                                  f"{best['single_validation_r2']:.3f})" if "members" in best else "")
                               + "; the test set was used for nothing but this report"},
-        training_config={"recipe": "thesis: MSE, Adam 1e-3, batch 64, StepLR(10, 0.5), augmentation",
+        training_config={"recipe": "thesis: MSE, Adam 1e-3, batch 64, StepLR(10, 0.5), augmentation"
+                                   + (" + random periodic translations" if best.get("translate") else ""),
+                         "translate": bool(best.get("translate")),
                          "epochs": len(best["history"]), "run": best["tag"]},
         description=f"RetNet predicting {PROPERTY} in {UNIT} from 25³ UFF energy voxels "
                     f"(probe ε=50 K, σ=2.5 Å, r_c=10 Å, T=298 K).",
@@ -492,6 +498,8 @@ def main() -> int:
     p.add_argument("--sizes", nargs="+", default=["all"])
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--translate", action="store_true",
+                   help="also augment with random periodic translations (exact for any cell; not in the thesis)")
     p.set_defaults(func=cmd_scratch)
     p = sub.add_parser("pretrain")
     p.add_argument("--limit", type=int, default=4000)
@@ -508,6 +516,8 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (thesis: 1e-3)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--translate", action="store_true",
+                   help="also augment with random periodic translations (exact for any cell; not in the thesis)")
     p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("ship")
     p.add_argument("--version", default="1")

@@ -123,8 +123,8 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
     epochs = int(params["epochs"])
     config = TrainConfig(
         epochs=epochs, batch_size=int(params["batch_size"]), learning_rate=float(params["learning_rate"]),
-        augment=bool(params["augment"]), seed=seed, device=ctx.device, freeze=params.get("freeze"),
-        threads=None,
+        augment=bool(params["augment"]), translate=bool(params.get("translate", False)), seed=seed,
+        device=ctx.device, freeze=params.get("freeze"), threads=None,
     )
     history: list[dict[str, Any]] = []
 
@@ -151,7 +151,8 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
             "unit": params.get("unit") or "", "property": params.get("property"),
             "training": {"source": f"training job {job_id}", "size": int(len(train_idx)), "n_val": int(n_val),
                           "split_seed": seed, "label_hash": _label_hash(names, y), "structures": n,
-                          "skipped": len(skipped), "epochs": epochs, "base_model": base_ref},
+                          "skipped": len(skipped), "epochs": epochs, "base_model": base_ref,
+                          "augment": config.augment, "translate": config.translate},
         }
         folder = Path(tmp) / "model"
         _save(folder, result, card_fields, metrics={})

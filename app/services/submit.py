@@ -123,6 +123,7 @@ class TrainingRequest:
     model_version: str | None
     unit: str
     property: str | None
+    translate: bool = False
 
 
 def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
@@ -179,7 +180,8 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
     labels_key = store_raw(store, labels)
     params = {
         "targets": request.targets, "epochs": request.epochs, "batch_size": request.batch_size,
-        "learning_rate": request.learning_rate, "augment": request.augment, "val_fraction": request.val_fraction,
+        "learning_rate": request.learning_rate, "augment": request.augment, "translate": request.translate,
+        "val_fraction": request.val_fraction,
         "seed": request.seed, "base_model": base_ref, "freeze": request.freeze, "model_name": request.model_name,
         "model_version": request.model_version, "unit": request.unit, "property": request.property,
         "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled),

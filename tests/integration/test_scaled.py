@@ -92,7 +92,7 @@ def test_training_job_registers_a_model(scaled_client, worker, cif_dir: Path) ->
     r = scaled_client.post(
         "/training-jobs", files={"file": ("train.zip", buf.getvalue())},
         data={"targets": "ch4", "epochs": "2", "batch_size": "2", "val_fraction": "0.34", "seed": "1",
-              "name": "tiny-ch4", "version": "1", "unit": "mol/kg"},
+              "name": "tiny-ch4", "version": "1", "unit": "mol/kg", "translate": "true"},
     )
     assert r.status_code == 202, r.text
     job = wait_job(scaled_client, r.json()["job_id"], 240)
@@ -105,6 +105,7 @@ def test_training_job_registers_a_model(scaled_client, worker, cif_dir: Path) ->
     detail = scaled_client.get("/models/tiny-ch4").json()
     assert set(detail["latest"]["metrics"]["r2"]) >= {"value", "ci_low", "ci_high"}
     assert detail["latest"]["training_data"]["size"] == job["result"]["n_train"]
+    assert detail["latest"]["training_data"]["translate"] is True  # the form option reached the worker
     assert job["result"]["n_train"] + job["result"]["n_val"] == len(cifs)
     pred = scaled_client.post("/predict", files={"file": (cifs[0].name, cifs[0].read_bytes())},
                               data={"model": "tiny-ch4:1", "wait": "60"})

@@ -37,6 +37,7 @@ async def create_training_job(
     batch_size: Annotated[int, Form(ge=2, le=4096)] = 64,
     learning_rate: Annotated[float, Form(gt=0, le=10)] = 1e-3,
     augment: Annotated[bool, Form()] = True,
+    translate: Annotated[bool, Form(description="also augment with random periodic translations")] = False,
     val_fraction: Annotated[float, Form(ge=0, lt=1)] = 0.2,
     seed: Annotated[int, Form()] = 0,
     base_model: Annotated[str | None, Form(description="fine-tune this model (name or name:version)")] = None,
@@ -58,7 +59,7 @@ async def create_training_job(
     request = TrainingRequest(
         targets=target_list, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
         val_fraction=val_fraction, seed=seed, base_model=base_model, freeze=freeze, model_name=name,
-        model_version=version, unit=unit, property=property,
+        model_version=version, unit=unit, property=property, translate=translate,
     )
     job_id = await run_in_threadpool(submit_training, session, settings, store, Upload(file.filename or "train.zip",
                                                                                        data), label_upload, request)

@@ -1,12 +1,20 @@
-"""Unit tests for models.transforms: standardizer and symmetry augmentation."""
+"""Unit tests for models.transforms: standardizer, symmetry and translation augmentation."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models.transforms import SYMMETRY_KINDS, Standardizer, apply_symmetry, random_symmetry
+from models.params import VoxelParams
+from models.structure import load_crystal
+from models.transforms import SYMMETRY_KINDS, Standardizer, apply_symmetry, random_symmetry, random_translation
+from models.voxels import energy_grid, supercell_scale
+
+CIFS = Path(__file__).resolve().parents[2] / "data" / "cifs"
 
 
 def _grids(batch: int = 8, n: int = 5) -> torch.Tensor:
@@ -106,3 +114,30 @@ def test_standardizer_clips_before_standardizing() -> None:
     assert torch.allclose(clipped(torch.from_numpy(grids)), torch.from_numpy(out), rtol=1e-5)
     assert Standardizer.from_dict(clipped.to_dict()) == clipped
     assert "clip" not in unclipped.to_dict()
+
+
+def test_random_translation_rolls_each_sample_without_in_place_changes() -> None:
+    batch = _grids(32)
+    before = batch.clone()
+    out = random_translation(batch, torch.Generator().manual_seed(3))
+    assert torch.equal(batch, before)
+    n = batch.shape[-1]
+    for i in range(32):  # each sample is its original rolled by some shift in [0, n)³
+        assert any(torch.equal(out[i], torch.roll(batch[i], shifts=k, dims=(1, 2, 3)))
+                   for k in np.ndindex(n, n, n))
+    assert sum(not torch.equal(out[i], batch[i]) for i in range(32)) >= 30
+    assert torch.equal(out, random_translation(batch, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="cubic one-channel"):
+        random_translation(torch.zeros(2, 1, 5, 5, 4), torch.Generator())
+
+
+def test_translation_is_the_grid_of_the_translated_crystal() -> None:
+    """Moving every atom by k/n of the supercell rolls the energy grid by k voxels: an exact symmetry."""
+    params = VoxelParams(grid_size=10)
+    crystal = load_crystal(CIFS / "SAYTUJ_clean.cif")
+    shift = np.array([3, 0, 7])
+    moved = replace(crystal, frac_coords=crystal.frac_coords
+                    + shift * supercell_scale(crystal, params.cutoff) / params.grid_size)
+    grid = torch.from_numpy(energy_grid(crystal, params))
+    expected = torch.roll(grid, shifts=tuple(shift.tolist()), dims=(0, 1, 2))
+    assert torch.allclose(torch.from_numpy(energy_grid(moved, params)), expected, rtol=1e-9, atol=1e-6)
