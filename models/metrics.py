@@ -95,18 +95,22 @@ def _point_estimates(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return values
 
 
-def _bootstrap(t: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Each statistic on ``n_boot`` resamples (with replacement) of the test indices."""
+def _bootstrap(t: np.ndarray, runs: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Each statistic on ``n_boot`` resamples (with replacement) of the test indices.
+
+    ``runs`` holds one row of predictions per run, shape (k, n); every run is scored on the
+    same resample and the statistic is averaged over the runs (k = 1: the plain bootstrap).
+    """
     rng = np.random.default_rng(seed)
-    n = len(t)
+    k, n = runs.shape
     out = {name: np.empty(n_boot) for name in _STATISTICS}
-    chunk = max(1, _CHUNK_ELEMENTS // n)
+    chunk = max(1, _CHUNK_ELEMENTS // (n * k))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         index = rng.integers(0, n, size=(size, n))
-        bt, bp = t[index], p[index]
+        bt, bp = t[index], runs[:, index]  # (size, n), (k, size, n)
         for name, stat in _STATISTICS.items():
-            out[name][start : start + size] = stat(bt, bp)
+            out[name][start : start + size] = stat(bt[None], bp).mean(axis=0)
     return out
 
 
@@ -121,7 +125,7 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
 
 def _single_output(t: np.ndarray, p: np.ndarray, n_boot: int, seed: int, level: float) -> dict[str, Metric]:
     values = _point_estimates(t, p)
-    samples = _bootstrap(t, p, n_boot, seed) if n_boot > 0 else {}
+    samples = _bootstrap(t, p[None], n_boot, seed) if n_boot > 0 else {}
     result = {}
     for name in METRIC_NAMES:
         low, high = _interval(samples[name], level) if n_boot > 0 else (float("nan"), float("nan"))
@@ -185,3 +189,49 @@ def regression_metrics(
     if len(labels) != k or len(set(labels)) != k:
         raise ValueError(f"names must be {k} distinct strings, got {labels}")
     return {label: _single_output(t[:, i], p[:, i], n_boot, seed, level) for i, label in enumerate(labels)}
+
+
+def seed_mean_metrics(
+    y_true: np.ndarray | Sequence[float],
+    y_preds: np.ndarray | Sequence[Sequence[float]],
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Metric]:
+    """Each metric averaged over several runs (e.g. training seeds) on one test set, with its CI.
+
+    The point estimate is the mean of the runs' metrics (not the metric of their mean
+    prediction: that is an ensemble). The percentile-bootstrap interval resamples the test
+    structures once per resample for all runs, so it reflects the test set's sampling and
+    averages the runs' own noise out.
+
+    Parameters
+    ----------
+    y_true : array-like, shape (n,)
+        Test labels, n ≥ 2.
+    y_preds : array-like, shape (k, n)
+        One row of predictions (same unit as the labels) per run, k ≥ 1.
+    n_boot, seed, level :
+        As in :func:`regression_metrics` (k = 1 gives its numbers exactly).
+
+    Returns
+    -------
+    dict
+        ``{"r2", "mae", "rmse", "spearman"} → Metric``.
+    """
+    t = np.asarray(y_true, dtype=np.float64)
+    runs = np.asarray(y_preds, dtype=np.float64)
+    if t.ndim != 1 or runs.ndim != 2 or runs.shape[1] != t.shape[0] or runs.shape[0] < 1:
+        raise ValueError(f"need y_true (n,) and y_preds (k, n), got {t.shape} and {runs.shape}")
+    if t.shape[0] < 2:
+        raise ValueError(f"need at least 2 test points, got {t.shape[0]}")
+    if n_boot < 0 or not 0.0 < level < 1.0:
+        raise ValueError(f"need n_boot >= 0 and 0 < level < 1, got n_boot={n_boot}, level={level}")
+    per_run = [_point_estimates(t, row) for row in runs]
+    samples = _bootstrap(t, runs, n_boot, seed) if n_boot > 0 else {}
+    result = {}
+    for name in METRIC_NAMES:
+        low, high = _interval(samples[name], level) if n_boot > 0 else (float("nan"), float("nan"))
+        result[name] = Metric(value=float(np.mean([v[name] for v in per_run])), ci_low=low, ci_high=high)
+    return result

@@ -217,7 +217,7 @@ def _save_run(args: argparse.Namespace, tag: str, result: Any, data: dict[str, A
 
 def cmd_scratch(args: argparse.Namespace) -> None:
     data = dataset(extra_rows=args.extra_rows)
-    variant = "scratch" + ("_translate" if args.translate else "")
+    variant = "scratch" + ("_translate" if args.translate else "") + ("" if args.seed == 0 else f"_seed{args.seed}")
     for size in args.sizes:
         tag = f"retnet_{variant}_{size}"
         if (args.runs / f"{tag}.json").exists():
@@ -311,23 +311,35 @@ def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
 #: Legend of the learning-curve plot for the main variants (others keep their run names).
 CURVE_LABELS = {"rf_geometric": "RF, geometric descriptors (thesis baseline)",
                 "rf_energy_histogram": "RF, energy histogram", "scratch": "RetNet from scratch",
-                "finetune_none": "RetNet fine-tuned", "finetune_conv": "RetNet fine-tuned, conv. frozen"}
+                "finetune_none": "RetNet fine-tuned", "finetune_conv": "RetNet fine-tuned, conv. frozen",
+                "finetune_translate_none": "RetNet fine-tuned + periodic translations",
+                "scratch_translate": "RetNet from scratch + periodic translations"}
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    """Print every run's test metrics and plot the learning curves (seed means where a size has several seeds)."""
+    from models.metrics import seed_mean_metrics
     from models.plots import learning_curve_plot
 
-    curves: dict[str, list[tuple[int, float, float, float]]] = {}
+    data = dataset(extra_rows=args.extra_rows)
+    label_of = dict(zip(data["names"], data["y"].tolist(), strict=True))
     rows = []
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in _runs(args):
         name = run.get("variant") or run.get("model")
-        r2, mae = run["test"]["r2"], run["test"]["mae"]
-        rows.append((name, run["size"], r2, mae))
-        if "_seed" not in name:  # re-runs under other seeds are in the table, not the curves
-            label = CURVE_LABELS.get(name, name)
-            curves.setdefault(label, []).append((run["size"], r2["value"], r2["ci_low"], r2["ci_high"]))
-    for name in curves:
-        curves[name].sort()
+        rows.append((name, run["size"], run["test"]["r2"], run["test"]["mae"]))
+        groups.setdefault((re.sub(r"_seed\d+", "", name), run["size"]), []).append(run)
+    curves: dict[str, list[tuple[int, float, float, float]]] = {}
+    for (name, size), runs in sorted(groups.items()):
+        r2 = runs[0]["test"]["r2"]
+        if len(runs) > 1:  # the curve shows the mean over seeds, with a CI that resamples the test set
+            names = runs[0]["test_names"]
+            if any(r["test_names"] != names for r in runs):
+                raise ValueError(f"runs of {name} at size {size} were tested on different structures")
+            mean = seed_mean_metrics([label_of[n] for n in names], [r["test_pred"] for r in runs])
+            r2 = mean["r2"].model_dump()
+            rows.append((f"{name}, mean of {len(runs)} seeds", size, r2, mean["mae"].model_dump()))
+        curves.setdefault(CURVE_LABELS.get(name, name), []).append((size, r2["value"], r2["ci_low"], r2["ci_high"]))
     learning_curve_plot(curves, args.runs / "learning_curves.png")
     print("| model | training size | test R² [95% CI] | test MAE (mol/kg) [95% CI] |")
     print("|---|---|---|---|")
