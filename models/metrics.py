@@ -124,12 +124,17 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def _single_output(t: np.ndarray, p: np.ndarray, n_boot: int, seed: int, level: float) -> dict[str, Metric]:
-    values = _point_estimates(t, p)
-    samples = _bootstrap(t, p[None], n_boot, seed) if n_boot > 0 else {}
+    return _metrics_of_runs(t, p[None], n_boot, seed, level)
+
+
+def _metrics_of_runs(t: np.ndarray, runs: np.ndarray, n_boot: int, seed: int, level: float) -> dict[str, Metric]:
+    """Each metric averaged over the rows of ``runs`` (k, n), with its percentile-bootstrap interval."""
+    per_run = [_point_estimates(t, row) for row in runs]
+    samples = _bootstrap(t, runs, n_boot, seed) if n_boot > 0 else {}
     result = {}
     for name in METRIC_NAMES:
         low, high = _interval(samples[name], level) if n_boot > 0 else (float("nan"), float("nan"))
-        result[name] = Metric(value=values[name], ci_low=low, ci_high=high)
+        result[name] = Metric(value=float(np.mean([v[name] for v in per_run])), ci_low=low, ci_high=high)
     return result
 
 
@@ -228,10 +233,4 @@ def seed_mean_metrics(
         raise ValueError(f"need at least 2 test points, got {t.shape[0]}")
     if n_boot < 0 or not 0.0 < level < 1.0:
         raise ValueError(f"need n_boot >= 0 and 0 < level < 1, got n_boot={n_boot}, level={level}")
-    per_run = [_point_estimates(t, row) for row in runs]
-    samples = _bootstrap(t, runs, n_boot, seed) if n_boot > 0 else {}
-    result = {}
-    for name in METRIC_NAMES:
-        low, high = _interval(samples[name], level) if n_boot > 0 else (float("nan"), float("nan"))
-        result[name] = Metric(value=float(np.mean([v[name] for v in per_run])), ci_low=low, ci_high=high)
-    return result
+    return _metrics_of_runs(t, runs, n_boot, seed, level)
