@@ -31,8 +31,8 @@ class EmbeddedWorker:
         from worker.celery_app import create_worker_app
 
         app = create_worker_app(self.settings)
-        # celery-batches needs B messages in flight to fill a batch.
-        app.conf.worker_prefetch_multiplier = max(1, -(-self.settings.inference.batch_size // self.concurrency) + 1)
+        # One chunk message per thread at a time: a chunk already holds a whole forward pass of items.
+        app.conf.worker_prefetch_multiplier = 1
         ready = threading.Event()
         self._worker = WorkController(
             app=app, pool="threads", concurrency=self.concurrency, queues=list(QUEUES), loglevel="WARNING",

@@ -9,15 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from app import __version__
+from app.api.errors import install_error_handlers
 from app.api.routes import dashboard, health, jobs, models, predict, screenings, training
 from app.core.config import Settings, get_settings
 from app.core.metrics import LATENCY, REQUESTS, install_collector
 from app.db.migrate import check_migrated
 from app.db.session import session_scope
-from app.services.errors import ServiceError
 from app.storage import cached_store
 
 log = logging.getLogger(__name__)
@@ -73,15 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
-
-    from models.errors import StructureError
-
-    @app.exception_handler(StructureError)
-    async def structure_error(_request: Request, exc: StructureError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+    install_error_handlers(app)
 
     @app.middleware("http")
     async def prometheus_middleware(request: Request, call_next):  # type: ignore[no-untyped-def]

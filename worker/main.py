@@ -47,8 +47,8 @@ def run_worker(queues: list[str], concurrency: int | None = None, *, loglevel: s
     argv, conc = worker_argv(queues, concurrency, loglevel=loglevel)
     app = create_worker_app(settings)
     if INFERENCE in queues:
-        # celery-batches only sees the messages the worker has prefetched: allow a full batch per thread.
-        app.conf.worker_prefetch_multiplier = settings.inference.batch_size + 1
+        # The next chunk is fetched while this one runs its forward pass (chunks are already batches).
+        app.conf.worker_prefetch_multiplier = 2
     if VOXELS in queues and INFERENCE not in queues:
         limit_torch_threads(1)
     app.worker_main(argv)

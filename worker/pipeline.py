@@ -1,13 +1,25 @@
-"""Task bodies: voxelize one item, predict a batch of items, with guarded status updates.
+"""Task bodies: voxelize a chunk of items, predict a chunk of items.
 
-Idempotent: an item already final is skipped, a grid already cached is not recomputed, a prediction row is
-inserted once per item, and progress counts each item once (``app.services.progress``).
+Each task leases its items first (``app.services.leases``), works while a heartbeat renews the lease, and
+writes back in one transaction: per-item fields and failures in bulk, one guarded status update, predictions
+inserted once per item (``ON CONFLICT DO NOTHING``), one progress recount per job. A chunk delivered twice, a
+retry after a crash or a message re-sent by the sweeper never counts or predicts an item twice.
+
+Only a :class:`models.errors.StructureError` (the user's file) or a model that cannot serve the items fails
+them. Transient infrastructure errors (database, broker, storage) propagate: the Celery task retries with
+backoff and, when out of retries, releases its items to the sweeper. A valid structure never fails because
+a dependency was briefly down.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import time
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,168 +29,259 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.core import queue
 from app.db.session import session_scope
-from app.db.tables import FINAL, Job, JobItem, ModelVersion, Prediction, Structure, new_id
-from app.services import progress
-from app.services.submit import upsert_structure
+from app.db.tables import Job, JobItem, ModelVersion, Prediction, Structure, new_id
+from app.services import leases, progress
+from app.services.submit import upsert_structures
 from app.services.uploads import stem
 from app.storage import ObjectNotFoundError, decode_grid, encode_grid, voxel_key
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
 
+#: Errors of a stored grid that is unreadable (truncated, corrupted): recompute it.
+CORRUPT_GRID = (EOFError, ValueError, gzip.BadGzipFile, zlib.error)
 
-def _params(card: dict[str, Any]):  # type: ignore[no-untyped-def]
+
+def new_owner() -> str:
+    """A lease owner for a task run outside Celery (tests, the CLI)."""
+    return f"local-{leases.new_owner_suffix()}"
+
+
+@dataclass
+class _Item:
+    id: str
+    job_id: str
+    raw_key: str
+    name: str
+    sha: str | None
+    model_ref: str
+
+
+@dataclass
+class _ModelInfo:
+    id: str
+    card: dict[str, Any]
+    params_hash: str
+
+
+@dataclass
+class _VoxelOutcome:
+    sha: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    crystal: Any = None
+    error: str | None = None
+
+
+def _voxel_params(card: dict[str, Any]):  # type: ignore[no-untyped-def]
     from models.params import VoxelParams
 
     return VoxelParams(**(card.get("voxel_params") or {}))
 
 
-def _grid_for(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, card: dict[str, Any],
-              params_hash: str) -> tuple[str, dict[str, Any]]:
-    """Make sure the voxel grid is cached; return (structure sha, timings/structure fields)."""
+def _claim(ctx: WorkerContext, item_ids: Sequence[str], stage: str, owner: str
+           ) -> tuple[list[_Item], dict[str, _ModelInfo]]:
+    """Lease the chunk's free items and read them, their models and known structure hashes (one transaction)."""
+    p = ctx.settings.pipeline
+    with session_scope(ctx.db_url) as session:
+        ids = leases.claim_items(session, list(dict.fromkeys(item_ids)), stage=stage, owner=owner,
+                                 lease_s=p.lease_s, max_attempts=p.max_attempts)
+        if not ids:
+            return [], {}
+        rows = session.execute(
+            select(JobItem.id, JobItem.job_id, JobItem.raw_key, JobItem.name, JobItem.structure_sha256,
+                   Job.model_ref).join(Job, Job.id == JobItem.job_id).where(JobItem.id.in_(ids))
+            .order_by(JobItem.job_id, JobItem.position)
+        ).all()
+        items = [_Item(r.id, r.job_id, r.raw_key, r.name, r.structure_sha256, r.model_ref) for r in rows]
+        missing = {i.raw_key for i in items if i.sha is None}
+        if missing:  # these exact bytes were parsed before: reuse their structure hash (skips the parser)
+            known = dict(session.execute(select(Structure.raw_key, Structure.sha256)
+                                         .where(Structure.raw_key.in_(missing))).all())
+            for i in items:
+                i.sha = i.sha or known.get(i.raw_key)
+        refs = {i.model_ref for i in items}
+        models = {m.ref: _ModelInfo(m.id, m.card, m.params_hash) for m in
+                  session.scalars(select(ModelVersion).where(ModelVersion.ref.in_(refs)))}
+    return items, models
+
+
+def _heartbeat(ctx: WorkerContext, ids: list[str], owner: str) -> leases.Heartbeat:
+    lease_s = ctx.settings.pipeline.lease_s
+    return leases.Heartbeat(ctx.db_url, lease_s,
+                            lambda s: leases.renew_items(s, ids, owner=owner, lease_s=lease_s))
+
+
+def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, card: dict[str, Any],
+                 params_hash: str) -> _VoxelOutcome:
+    """Make sure the item's grid is stored: a cache hit, or parse + voxelize + store.
+
+    Structure errors come back in ``error``; storage errors propagate (transient).
+    """
+    from models.errors import StructureError
     from models.structure import parse_cif
     from models.voxels import compute_voxels
 
     store = ctx.store
-    info: dict[str, Any] = {}
     if sha is not None and store.exists(voxel_key(sha, params_hash)):
-        info.update(cache_hit=True, voxelize_ms=0.0)
-        return sha, info
+        return _VoxelOutcome(sha, {"cache_hit": True, "voxelize_ms": 0.0})
     t0 = time.perf_counter()
-    crystal = parse_cif(store.get(raw_key), name=stem(name))
-    info.update(parse_ms=(time.perf_counter() - t0) * 1e3, crystal=crystal)
+    try:
+        crystal = parse_cif(store.get(raw_key), name=stem(name))
+    except StructureError as exc:
+        return _VoxelOutcome(error=str(exc))
+    out = _VoxelOutcome(crystal.sha256, {"parse_ms": (time.perf_counter() - t0) * 1e3}, crystal)
     key = voxel_key(crystal.sha256, params_hash)
     if store.exists(key):
-        info.update(cache_hit=True, voxelize_ms=0.0)
-        return crystal.sha256, info
+        out.fields.update(cache_hit=True, voxelize_ms=0.0)
+        return out
     t0 = time.perf_counter()
-    grid = compute_voxels(crystal, _params(card), threads=ctx.voxel_threads)
-    store.put(key, encode_grid(grid))
-    info.update(cache_hit=False, voxelize_ms=(time.perf_counter() - t0) * 1e3)
-    return crystal.sha256, info
-
-
-def voxelize_item(ctx: WorkerContext, item_id: str) -> None:
-    """``voxels.compute``: parse the raw CIF, compute (or reuse) the grid, then enqueue inference."""
-    from models.errors import StructureError
-
-    with session_scope(ctx.db_url) as session:
-        item = session.get(JobItem, item_id)
-        if item is None:
-            log.warning("voxels.compute: no item %s", item_id)
-            return
-        if item.status in FINAL:
-            return
-        job = session.get(Job, item.job_id)
-        assert job is not None
-        model = session.scalar(select(ModelVersion).where(ModelVersion.ref == job.model_ref))
-        progress.start_job(session, job.id)
-        progress.start_item(session, item_id)
-        job_id, raw, name, sha = job.id, item.raw_key, item.name, item.structure_sha256
-        if sha is None:  # these exact bytes were parsed before: reuse their structure hash (skips pymatgen)
-            sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == raw)).first()
-        if model is None:
-            progress.finish_item(session, item_id, job_id, ok=False, error=f"model {job.model_ref} is not registered",
-                                 error_code="internal")
-            return
-        card, params_hash = model.card, model.params_hash
     try:
-        sha, info = _grid_for(ctx, raw, name, sha, card, params_hash)
+        grid = compute_voxels(crystal, _voxel_params(card), threads=ctx.voxel_threads)
     except StructureError as exc:
-        with session_scope(ctx.db_url) as session:
-            progress.finish_item(session, item_id, job_id, ok=False, error=str(exc), error_code="structure")
-        return
-    except ObjectNotFoundError as exc:
-        with session_scope(ctx.db_url) as session:
-            progress.finish_item(session, item_id, job_id, ok=False, error=f"raw upload missing from storage: {exc}",
-                                 error_code="internal")
-        return
-    crystal = info.pop("crystal", None)
+        return _VoxelOutcome(error=str(exc))
+    store.put(key, encode_grid(grid))
+    out.fields.update(cache_hit=False, voxelize_ms=(time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _model_missing(items: list[_Item], models: dict[str, _ModelInfo]) -> list[tuple[str, str, str]]:
+    return [(i.id, f"model {i.model_ref} is not registered", "internal") for i in items if i.model_ref not in models]
+
+
+def voxelize_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None = None) -> list[str]:
+    """``voxels.compute``: parse each raw CIF once, compute (or reuse) its grid, hand the chunk to inference.
+
+    Returns the ids sent on to inference.
+    """
+    owner = owner or new_owner()
+    items, models = _claim(ctx, item_ids, leases.VOXELS_STAGE, owner)
+    if not items:
+        return []
+    ids = [i.id for i in items]
+    failures = _model_missing(items, models)
+    outcomes: dict[str, _VoxelOutcome] = {}
+    with _heartbeat(ctx, ids, owner):
+        by_input: dict[tuple[str, str], _VoxelOutcome] = {}  # the same bytes twice in a chunk: parsed once
+        for i in items:
+            m = models.get(i.model_ref)
+            if m is None:
+                continue
+            key = (i.raw_key, m.params_hash)
+            if key not in by_input:
+                by_input[key] = _ensure_grid(ctx, i.raw_key, i.name, i.sha, m.card, m.params_hash)
+            outcomes[i.id] = by_input[key]
+    failures += [(i, o.error, "structure") for i, o in outcomes.items() if o.error is not None]
+    ready = [i for i in items if i.id in outcomes and outcomes[i.id].error is None]
+    crystals = {o.crystal.sha256: (o.crystal, i.raw_key) for i in ready if (o := outcomes[i.id]).crystal is not None}
     with session_scope(ctx.db_url) as session:
-        if crystal is not None:
-            upsert_structure(session, sha256=crystal.sha256, name=crystal.name, formula=crystal.formula,
-                             n_atoms=crystal.n_atoms, raw=raw)
-        progress.update_item(session, item_id, structure_sha256=sha, **info)
-    queue.enqueue_predict([item_id], ctx.settings)
+        upsert_structures(session, [{"sha256": c.sha256, "name": c.name, "formula": c.formula, "n_atoms": c.n_atoms,
+                                         "raw_key": raw} for c, raw in crystals.values()])
+        fields = [{"id": i.id, "structure_sha256": o.sha, "parse_ms": o.fields.get("parse_ms"),
+                   "voxelize_ms": o.fields.get("voxelize_ms"), "cache_hit": o.fields.get("cache_hit")}
+                  for i in ready if (o := outcomes[i.id])]
+        progress.set_item_fields(session, fields, owner=owner)
+        progress.fail_items(session, failures, owner=owner)
+        sent = leases.held_items(session, [i.id for i in ready], owner)
+        leases.release_items(session, sent, owner=owner, stage=leases.INFERENCE_STAGE)
+        if failures:
+            progress.refresh_progress(session, {i.job_id for i in items})
+    if sent:
+        # Committed first: if this send fails for good, the items wait at the inference stage without a lease and
+        # the sweeper sends them.
+        queue.enqueue_predict(sent, ctx.settings)
+    return sent
 
 
-def predict_items(ctx: WorkerContext, item_ids: list[str]) -> None:
-    """``inference.predict`` (batched): one forward pass per model over the cached grids of the items."""
-    ids = list(dict.fromkeys(item_ids))
-    with session_scope(ctx.db_url) as session:
-        rows = session.execute(
-            select(JobItem.id, JobItem.job_id, JobItem.structure_sha256, JobItem.raw_key, JobItem.name, Job.model_ref)
-            .join(Job, Job.id == JobItem.job_id).where(JobItem.id.in_(ids), JobItem.status.not_in(FINAL))
-        ).all()
-        for r in rows:
-            progress.start_job(session, r.job_id)
-            progress.start_item(session, r.id)
-    groups: dict[str, list[Any]] = {}
-    for r in rows:
-        groups.setdefault(r.model_ref, []).append(r)
-    for ref, items in groups.items():
-        _predict_group(ctx, ref, items)
+def _load_grid(ctx: WorkerContext, item: _Item, model: _ModelInfo) -> tuple[np.ndarray | None, _VoxelOutcome]:
+    """The item's grid from storage, recomputed when evicted or unreadable."""
+    if item.sha is not None:
+        key = voxel_key(item.sha, model.params_hash)
+        try:
+            return decode_grid(ctx.store.get(key)), _VoxelOutcome(item.sha)
+        except ObjectNotFoundError:
+            pass
+        except CORRUPT_GRID as exc:
+            log.warning("item %s: stored grid %s is unreadable (%s); recomputing it", item.id, key, exc)
+            ctx.store.delete(key)
+    outcome = _ensure_grid(ctx, item.raw_key, item.name, None, model.card, model.params_hash)
+    if outcome.error is not None:
+        return None, outcome
+    return decode_grid(ctx.store.get(voxel_key(outcome.sha, model.params_hash))), outcome  # type: ignore[arg-type]
 
 
-def _fail_all(ctx: WorkerContext, items: list[Any], error: str, code: str = "internal") -> None:
-    with session_scope(ctx.db_url) as session:
-        for r in items:
-            progress.finish_item(session, r.id, r.job_id, ok=False, error=error, error_code=code)
+def _load_model(ctx: WorkerContext, ref: str, info: _ModelInfo) -> tuple[Any, str | None]:
+    """The loaded model, or the reason it cannot serve (a broken or incompatible model fails its items).
 
-
-def _predict_group(ctx: WorkerContext, ref: str, items: list[Any]) -> None:
-    from models.errors import StructureError
+    Storage errors while downloading its files propagate (transient).
+    """
+    from models.artifacts import CorruptModelError, IncompatibleModelError
 
     try:
-        row = ctx.model_row(ref)
         loaded = ctx.model(ref)
-        params = _params(row["card"])
         check = getattr(loaded, "check_voxel_params", None)
         if check is not None:
-            check(params)
-    except Exception as exc:  # noqa: BLE001  (a broken model fails its items with the reason)
+            check(_voxel_params(info.card))
+        return loaded, None
+    except (CorruptModelError, IncompatibleModelError, LookupError, FileNotFoundError) as exc:
         log.exception("cannot load model %s", ref)
-        _fail_all(ctx, items, f"cannot load model {ref}: {exc}")
-        return
-    ph = row["params_hash"]
-    grids, ready = [], []
-    for r in items:
-        try:
-            sha = r.structure_sha256
-            try:
-                if sha is None:
-                    raise ObjectNotFoundError("no structure yet")
-                grid = decode_grid(ctx.store.get(voxel_key(sha, ph)))
-            except ObjectNotFoundError:  # evicted or never computed: compute it here
-                sha, _info = _grid_for(ctx, r.raw_key, r.name, sha, row["card"], ph)
-                grid = decode_grid(ctx.store.get(voxel_key(sha, ph)))
-            grids.append(grid)
-            ready.append((r, sha))
-        except StructureError as exc:
-            _fail_all(ctx, [r], str(exc), "structure")
-        except Exception as exc:  # noqa: BLE001
-            log.exception("item %s: cannot load its grid", r.id)
-            _fail_all(ctx, [r], f"cannot load the voxel grid: {exc}")
-    if not ready:
-        return
-    t0 = time.perf_counter()
-    try:
-        out = np.asarray(loaded.predict(np.stack(grids).astype(np.float32)), dtype=np.float64)
-    except Exception as exc:  # noqa: BLE001
-        log.exception("inference failed for %s", ref)
-        _fail_all(ctx, [r for r, _ in ready], f"inference failed: {exc}")
-        return
-    dt_ms = (time.perf_counter() - t0) * 1e3
-    if out.ndim == 1:
-        out = out[:, None]
+        return None, f"cannot load model {ref}: {exc}"
+
+
+def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None = None) -> list[str]:
+    """``inference.predict``: fetch the chunk's grids concurrently, one forward pass per model, bulk write.
+
+    Returns the ids that got a prediction.
+    """
+    owner = owner or new_owner()
+    items, models = _claim(ctx, item_ids, leases.INFERENCE_STAGE, owner)
+    if not items:
+        return []
+    ids = [i.id for i in items]
+    failures = _model_missing(items, models)
+    done: list[str] = []
+    with _heartbeat(ctx, ids, owner):
+        groups: dict[str, list[_Item]] = {}
+        for i in items:
+            if i.model_ref in models:
+                groups.setdefault(i.model_ref, []).append(i)
+        results = []
+        for ref, group in groups.items():
+            info = models[ref]
+            loaded, why = _load_model(ctx, ref, info)
+            if loaded is None:
+                failures += [(i.id, str(why), "internal") for i in group]
+                continue
+            with ThreadPoolExecutor(max_workers=min(8, len(group))) as pool:
+                fetched = list(pool.map(lambda i, info=info: _load_grid(ctx, i, info), group))
+            ready = []
+            for item, (grid, outcome) in zip(group, fetched, strict=True):
+                if grid is None:
+                    failures.append((item.id, str(outcome.error), "structure"))
+                else:
+                    ready.append((item, grid, outcome))
+            if not ready:
+                continue
+            t0 = time.perf_counter()
+            out = np.asarray(loaded.predict(np.stack([g for _, g, _ in ready]).astype(np.float32),
+                                            batch_size=ctx.settings.inference.batch_size), dtype=np.float64)
+            per_item_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
+            results.append((info, ready, out.reshape(len(ready), -1), per_item_ms))
     with session_scope(ctx.db_url) as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        for (r, sha), values in zip(ready, out, strict=True):
-            vals = [float(v) for v in values]
-            if not progress.finish_item(session, r.id, r.job_id, ok=True, structure_sha256=sha, inference_ms=dt_ms,
-                                        batch_size=len(ready)):
-                continue  # cancelled (or finished by a duplicate delivery) meanwhile: no prediction row
-            session.execute(insert(Prediction).values(
-                id=new_id(), item_id=r.id, structure_sha256=sha, model_id=row["id"],
-                params_hash=ph, value=vals[0], values=vals,
-            ).on_conflict_do_nothing(index_elements=["item_id"]))
+        upsert_structures(session, [{"sha256": c.sha256, "name": c.name, "formula": c.formula, "n_atoms": c.n_atoms,
+                                         "raw_key": i.raw_key} for (_, ready, _, _) in results
+                                    for i, _, o in ready if (c := o.crystal) is not None])
+        for info, ready, out, per_item_ms in results:
+            recomputed = [{"id": i.id, "structure_sha256": o.sha} for i, _, o in ready if o.sha != i.sha]
+            progress.set_item_fields(session, recomputed, owner=owner)
+            moved = set(progress.succeed_items(session, [i.id for i, _, _ in ready], owner=owner,
+                                               inference_ms=per_item_ms, batch_size=len(ready)))
+            rows = [{"id": new_id(), "item_id": i.id, "structure_sha256": o.sha, "model_id": info.id,
+                         "params_hash": info.params_hash, "value": float(v[0]), "values": [float(x) for x in v]}
+                    for (i, _, o), v in zip(ready, out, strict=True) if i.id in moved]
+            if rows:
+                session.execute(insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["item_id"]))
+            done += [r["item_id"] for r in rows]
+        progress.fail_items(session, failures, owner=owner)
+        progress.refresh_progress(session, {i.job_id for i in items})
+    return done

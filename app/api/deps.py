@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -51,3 +51,16 @@ def valid_job(job_id: str, session: SessionDep) -> Job:
 
 
 JobDep = Annotated[Job, Depends(valid_job)]
+
+
+def idempotency_key(
+    key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
+                                      description="any unique string: a retry with the same key and the same "
+                                                  "request returns the first request's job instead of a new one")]
+    = None,
+) -> str | None:
+    """The client's ``Idempotency-Key`` header (stripped; empty means none)."""
+    return (key or "").strip() or None
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]

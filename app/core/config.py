@@ -22,10 +22,32 @@ class UploadSettings(BaseModel):
 
 
 class InferenceSettings(BaseModel):
-    """Batching of the ``inference`` queue (celery-batches): up to B grids or T ms."""
+    """Inference: grids per forward pass (a chunk of a screening is predicted in passes of this size)."""
 
-    batch_size: int = Field(32, ge=1, le=4096)
-    batch_timeout_ms: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1, le=4096)
+
+
+class PipelineSettings(BaseModel):
+    """How screenings are cut into tasks and how lost work is found again (times in s)."""
+
+    #: Items per task: a screening of n structures is sent as chunks of clamp(ceil(n / 8), min, max) items,
+    #: so that small screenings still spread over several workers and big ones amortise per-task costs.
+    chunk_max: int = Field(64, ge=1, le=1024)
+    chunk_min: int = Field(8, ge=1, le=1024)
+    #: A task holds its items for this long and renews the hold every third of it (heartbeat); an item whose
+    #: hold expired lost its worker and is sent again by the sweeper.
+    lease_s: float = Field(60, gt=0)
+    #: Deliveries of an item to a worker that then died before finishing it; after that many the item fails
+    #: with the reason instead of killing workers forever (a poison structure).
+    max_attempts: int = Field(5, ge=1)
+    #: Retries of a task after a transient infrastructure error (database, broker, storage), with exponential
+    #: backoff capped at ``retry_backoff_max_s``; after them its items are released to the sweeper, never failed.
+    max_retries: int = Field(12, ge=0)
+    retry_backoff_max_s: int = Field(30, ge=1)
+    #: Soft / hard time limit of one chunk task (the hard limit kills the pool process; its items' leases then
+    #: expire and they are sent again). Must stay below ``visibility_timeout_s``.
+    task_soft_time_limit_s: int = Field(540, ge=1)
+    task_time_limit_s: int = Field(600, ge=1)
 
 
 class S3Settings(BaseModel):
@@ -51,6 +73,7 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     upload: UploadSettings = UploadSettings()
     inference: InferenceSettings = InferenceSettings()
+    pipeline: PipelineSettings = PipelineSettings()
     #: Model used when a request names none: ``name`` or ``name:version``; default: the shipped model,
     #: else the latest registered one.
     default_model: str | None = None
@@ -60,13 +83,15 @@ class Settings(BaseSettings):
     embedded_workers: bool | None = None
     #: Threads of the in-process worker (embedded mode); default: CPU count (at least 2).
     embedded_concurrency: int | None = None
-    #: Redis visibility timeout in s: an unacknowledged task of a lost worker is redelivered after it.
-    visibility_timeout_s: int = Field(3600, ge=1)
-    #: A job or item still ``queued`` (and its job without progress) this long, in s, lost its task message:
-    #: the sweeper sends it again.
-    sweep_after_s: float = Field(600, gt=0)
+    #: Redis visibility timeout in s: an unacknowledged task of a lost worker is redelivered after it. Leases
+    #: (``pipeline.lease_s``) find lost work much sooner; this only has to exceed the longest chunk task.
+    visibility_timeout_s: int = Field(900, ge=1)
+    #: An item waiting in a queue (no lease) whose job made no progress for this long, in s, lost its task
+    #: message (a restarted broker, a failed send): the sweeper sends it again. A message that was only slow
+    #: costs a duplicate that the lease check turns into a no-op.
+    sweep_after_s: float = Field(30, gt=0)
     #: How often the API process runs the sweeper, in s (0: never; then run ``retnet sweep`` from cron).
-    sweep_interval_s: float = Field(60, ge=0)
+    sweep_interval_s: float = Field(5, ge=0)
     #: Register the shipped default model at start-up.
     register_shipped_model: bool = True
 

@@ -84,30 +84,58 @@ def client(settings: Settings | None = None) -> Celery:
         return app
 
 
-def send(task: str, *args: Any, settings: Settings | None = None) -> None:
-    """Enqueue ``task`` by name on its queue (call after the transaction committed)."""
-    client(settings).send_task(task, args=args, queue=ROUTES[task]["queue"])
+#: kombu's publish retry: a broker that is briefly unreachable (a restart) costs a short wait, not a lost message.
+PUBLISH_RETRY = {"max_retries": 4, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+
+
+def chunks(item_ids: list[str], settings: Settings) -> list[list[str]]:
+    """Cut ``item_ids`` into tasks of clamp(ceil(n / 8), chunk_min, chunk_max) items (order kept)."""
+    p = settings.pipeline
+    size = max(p.chunk_min, min(p.chunk_max, -(-len(item_ids) // 8)))
+    return [item_ids[i:i + size] for i in range(0, len(item_ids), size)]
+
+
+def send(task: str, *args: Any, settings: Settings | None = None, countdown: float | None = None) -> None:
+    """Enqueue ``task`` by name on its queue (call after the transaction committed); retries the publish.
+
+    Raises kombu's ``OperationalError`` when the broker stays unreachable: the caller's rows are committed, so
+    the sweeper sends the work once the broker is back.
+    """
+    client(settings).send_task(task, args=args, queue=ROUTES[task]["queue"], retry=True,
+                               retry_policy=PUBLISH_RETRY, countdown=countdown)
+
+
+def _send_chunks(task: str, item_ids: list[str], settings: Settings | None) -> None:
+    settings = settings or get_settings()
+    app = client(settings)
+    with app.producer_or_acquire() as producer:
+        for chunk in chunks(list(item_ids), settings):
+            app.send_task(task, args=(chunk,), queue=ROUTES[task]["queue"], producer=producer, retry=True,
+                          retry_policy=PUBLISH_RETRY)
 
 
 def enqueue_voxelize(item_ids: list[str], settings: Settings | None = None) -> None:
-    """Send one ``voxels.compute`` per item."""
-    app = client(settings)
-    with app.producer_or_acquire() as producer:
-        for item_id in item_ids:
-            app.send_task(TASK_VOXELIZE, args=(item_id,), queue=VOXELS, producer=producer)
+    """Send ``voxels.compute`` tasks, one per chunk of items (parse + grid, then on to inference)."""
+    _send_chunks(TASK_VOXELIZE, item_ids, settings)
 
 
 def enqueue_predict(item_ids: list[str], settings: Settings | None = None) -> None:
-    """Send one ``inference.predict`` per item (the inference worker batches them)."""
-    app = client(settings)
-    with app.producer_or_acquire() as producer:
-        for item_id in item_ids:
-            app.send_task(TASK_PREDICT, args=(item_id,), queue=INFERENCE, producer=producer)
+    """Send ``inference.predict`` tasks, one per chunk of items whose grids are cached."""
+    _send_chunks(TASK_PREDICT, item_ids, settings)
 
 
 def enqueue_training(job_id: str, settings: Settings | None = None) -> None:
     """Send ``training.run``."""
     send(TASK_TRAIN, job_id, settings=settings)
+
+
+def broker_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the broker cannot be reached (after kombu's own retries)."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    return (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            ConnectionError)
 
 
 def queue_depths(settings: Settings | None = None) -> dict[str, int]:

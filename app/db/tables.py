@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -78,6 +79,7 @@ class Job(Base):
     """One request of a user: a prediction, a screening or a training run."""
 
     __tablename__ = "job"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_job_idempotency_key"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(16), index=True)
@@ -94,6 +96,11 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     input_key: Mapped[str | None] = mapped_column(String(400))
     error: Mapped[str | None] = mapped_column(Text)
+    #: Client-chosen ``Idempotency-Key`` of the request that created the job: a retry returns this job.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: Training jobs: the task execution that holds the job and until when (renewed by its heartbeat).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -137,6 +144,12 @@ class JobItem(Base):
     cache_hit: Mapped[bool | None] = mapped_column(Boolean)
     batch_size: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Pipeline stage that must run next: ``voxels`` (parse + grid) or ``inference``.
+    stage: Mapped[str] = mapped_column(String(16), default="voxels")
+    #: The task execution working on the item and until when (renewed by its heartbeat); None: waiting in a
+    #: queue. An expired lease means its worker died: the sweeper sends the item again.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -167,6 +180,7 @@ class Prediction(Base):
     """The model output for one job item (idempotent: one row per item)."""
 
     __tablename__ = "prediction"
+    __table_args__ = (Index("ix_prediction_structure_model", "structure_sha256", "model_id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     item_id: Mapped[str] = mapped_column(ForeignKey("job_item.id", ondelete="CASCADE"), unique=True)

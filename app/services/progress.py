@@ -6,9 +6,10 @@ delivery) never counts an item twice, and a finished job never moves back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.tables import FINAL, Job, JobItem, JobStatus, utcnow
@@ -43,20 +44,77 @@ def update_item(session: Session, item_id: str, **values: Any) -> None:
 
 def finish_item(session: Session, item_id: str, job_id: str, *, ok: bool, error: str | None = None,
                 **values: Any) -> bool:
-    """Move an item to succeeded/failed once and count it in the job's progress; close the job when all are done."""
+    """Move an item to succeeded/failed once, recount the job's progress, close the job when all are done."""
     status = JobStatus.succeeded if ok else JobStatus.failed
     result = session.execute(
         update(JobItem).where(JobItem.id == item_id, JobItem.status.in_(ACTIVE))
-        .values(status=status, error=error, updated_at=utcnow(), **values)
+        .values(status=status, error=error, lease_owner=None, lease_until=None, updated_at=utcnow(), **values)
     )
     if not result.rowcount:
         return False
-    counter = Job.progress_done if ok else Job.progress_failed
-    session.execute(
-        update(Job).where(Job.id == job_id).values({counter: counter + 1, "updated_at": utcnow()})
-    )
-    maybe_finish_job(session, job_id)
+    refresh_progress(session, [job_id])
     return True
+
+
+def succeed_items(session: Session, item_ids: Sequence[str], *, owner: str, **values: Any) -> list[str]:
+    """Held, active items of ``owner`` → succeeded in one statement; the ids that moved (the others were
+    cancelled or taken over meanwhile and get no prediction)."""
+    if not item_ids:
+        return []
+    return list(session.execute(
+        update(JobItem).where(JobItem.id.in_(list(item_ids)), JobItem.status.in_(ACTIVE),
+                              JobItem.lease_owner == owner)
+        .values(status=JobStatus.succeeded, error=None, error_code=None, lease_owner=None, lease_until=None,
+                updated_at=utcnow(), **values)
+        .returning(JobItem.id)
+    ).scalars())
+
+
+def fail_items(session: Session, failures: Iterable[tuple[str, str, str]], *, owner: str) -> None:
+    """``(item_id, error, error_code)`` → failed, for the active items ``owner`` holds (one executemany)."""
+    rows = [{"b_id": i, "b_error": e[:4000], "b_code": c} for i, e, c in failures]
+    if not rows:
+        return
+    table = JobItem.__table__
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("b_id"), table.c.status.in_(ACTIVE),
+                            table.c.lease_owner == owner)
+        .values(status=JobStatus.failed, error=bindparam("b_error"), error_code=bindparam("b_code"),
+                lease_owner=None, lease_until=None, updated_at=utcnow()),
+        rows,
+    )
+
+
+def set_item_fields(session: Session, rows: list[dict[str, Any]], *, owner: str) -> None:
+    """Per-item fields (``{"id": ..., "parse_ms": ...}``; every dict with the same keys) on held items.
+
+    A None value keeps the column as it is.
+    """
+    if not rows:
+        return
+    table = JobItem.__table__
+    keys = [k for k in rows[0] if k != "id"]
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("b_id"), table.c.status.in_(ACTIVE),
+                            table.c.lease_owner == owner)
+        .values({k: func.coalesce(bindparam(f"b_{k}"), table.c[k]) for k in keys}),
+        [{f"b_{k}": v for k, v in r.items()} for r in rows],
+    )
+
+
+def refresh_progress(session: Session, job_ids: Iterable[str]) -> None:
+    """Recount done/failed of screening and predict jobs from their items' statuses, then close finished ones.
+
+    Counting instead of incrementing makes progress exactly right whatever ran twice or crashed in between.
+    """
+    for job_id in set(job_ids):
+        done = (select(func.count()).select_from(JobItem)
+                .where(JobItem.job_id == job_id, JobItem.status == JobStatus.succeeded).scalar_subquery())
+        failed = (select(func.count()).select_from(JobItem)
+                  .where(JobItem.job_id == job_id, JobItem.status == JobStatus.failed).scalar_subquery())
+        session.execute(update(Job).where(Job.id == job_id, Job.kind != "training")
+                        .values(progress_done=done, progress_failed=failed, updated_at=utcnow()))
+        maybe_finish_job(session, job_id)
 
 
 def maybe_finish_job(session: Session, job_id: str) -> None:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core import queue
 from app.core.config import Settings
-from app.db.tables import Job, JobItem, JobKind, JobStatus, Structure
+from app.db.tables import Job, JobItem, JobKind, JobStatus, Prediction, Structure, new_id, utcnow
+from app.services import leases
 from app.services.errors import UnprocessableError
 from app.services.registry import resolve_model
 from app.services.uploads import read_zip, stem
 from app.storage import ObjectStore, raw_key, voxel_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,71 +45,173 @@ def store_raw(store: ObjectStore, upload: Upload) -> str:
     return key
 
 
+def upsert_structures(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert structure rows (``sha256, name, formula, n_atoms, raw_key``) unless they exist (concurrency-safe)."""
+    if not rows:
+        return
+    unique = list({r["sha256"]: r for r in rows}.values())
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(Structure).values(unique).on_conflict_do_nothing(index_elements=["sha256"]))
+
+
 def upsert_structure(session: Session, *, sha256: str, name: str, formula: str, n_atoms: int, raw: str) -> None:
-    """Insert the structure row unless it exists (safe under concurrent workers)."""
-    values = {"sha256": sha256, "name": name, "formula": formula, "n_atoms": n_atoms, "raw_key": raw}
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(Structure).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+    """One structure row (see :func:`upsert_structures`)."""
+    upsert_structures(session, [{"sha256": sha256, "name": name, "formula": formula, "n_atoms": n_atoms,
+                                 "raw_key": raw}])
+
+
+def request_fingerprint(kind: str, uploads: list[Upload], **params: Any) -> str:
+    """sha256 of what a request asks for: a retry under the same ``Idempotency-Key`` must ask the same."""
+    h = hashlib.sha256(kind.encode())
+    for u in uploads:
+        h.update(u.filename.encode(errors="replace"))
+        h.update(hashlib.sha256(u.data).digest())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def existing_job(session: Session, idempotency_key: str | None, fingerprint: str) -> str | None:
+    """The job an earlier request with this ``Idempotency-Key`` created (422 when it asked something else)."""
+    if not idempotency_key:
+        return None
+    with session.begin():
+        row = session.execute(select(Job.id, Job.params).where(Job.idempotency_key == idempotency_key)).first()
+    if row is None:
+        return None
+    if (row.params or {}).get("request_sha256") != fingerprint:
+        raise UnprocessableError(f"Idempotency-Key '{idempotency_key}' was already used for a different request "
+                                 f"(job {row.id}); use a new key for a new request")
+    return str(row.id)
+
+
+def _commit_job(session: Session, idempotency_key: str | None, fingerprint: str, build: Any) -> tuple[str, bool]:
+    """Run ``build(session) -> job_id`` in a transaction; on an ``Idempotency-Key`` race return the winner's job.
+
+    Returns (job_id, created).
+    """
+    try:
+        with session.begin():
+            return build(session), True
+    except IntegrityError:
+        found = existing_job(session, idempotency_key, fingerprint)
+        if found is None:
+            raise
+        return found, False
+
+
+def _dispatch(send: Any, *args: Any) -> None:
+    """Send the first task of committed work. A broker that stays down is not the client's problem: the rows are
+    committed and the sweeper sends them once it is back (exactly once: tasks lease their items)."""
+    try:
+        send(*args)
+    except queue.broker_errors() as exc:
+        log.warning("broker unreachable after retries (%s); the sweeper will send this work", exc)
+
+
+def _cached_prediction(session: Session, sha: str, model: Any) -> Prediction | None:
+    return session.scalars(select(Prediction).where(Prediction.structure_sha256 == sha,
+                                                    Prediction.model_id == model.id,
+                                                    Prediction.params_hash == model.params_hash)
+                           .order_by(Prediction.created_at).limit(1)).first()
 
 
 def submit_prediction(session: Session, settings: Settings, store: ObjectStore, upload: Upload,
-                      model_ref: str | None) -> str:
-    """Parse the CIF (422 on structure errors), create the job, enqueue voxelization or, on a cache hit, inference."""
+                      model_ref: str | None, idempotency_key: str | None = None) -> str:
+    """Parse the CIF (422 on structure errors) and create the job.
+
+    The same structure predicted by the same model before is answered from the prediction cache (the job is
+    final at once); else voxelization, or inference on a cached grid, is enqueued.
+    """
     from models.structure import parse_cif
 
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model)
-        model_ref_resolved, params_hash = model.ref, model.params_hash
+        session.expunge(model)
+    fingerprint = request_fingerprint("predict", [upload], model=model.ref)
+    if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
+        return found
     key = raw_key(hashlib.sha256(upload.data).hexdigest(), upload.filename)
     with session.begin():  # the very same bytes were parsed before: reuse the structure hash
         known = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
+        cached = _cached_prediction(session, known, model) if known else None
+        cached_values = (cached.value, list(cached.values)) if cached is not None else None
     t0 = time.perf_counter()
     crystal = None if known else parse_cif(upload.data, name=stem(upload.filename))
     parse_ms = (time.perf_counter() - t0) * 1e3
     sha = known or crystal.sha256  # type: ignore[union-attr]
+    if cached_values is None and crystal is not None:  # other bytes of a crystal predicted before
+        with session.begin():
+            cached = _cached_prediction(session, sha, model)
+            cached_values = (cached.value, list(cached.values)) if cached is not None else None
     if not store.exists(key):
         store.put(key, upload.data)
-    cache_hit = store.exists(voxel_key(sha, params_hash))
-    with session.begin():
+    grid_cached = cached_values is not None or store.exists(voxel_key(sha, model.params_hash))
+
+    def build(s: Session) -> str:
         if crystal is not None:
-            upsert_structure(session, sha256=crystal.sha256, name=crystal.name, formula=crystal.formula,
+            upsert_structure(s, sha256=crystal.sha256, name=crystal.name, formula=crystal.formula,
                              n_atoms=crystal.n_atoms, raw=key)
-        job = Job(kind=JobKind.predict, status=JobStatus.queued, model_ref=model_ref_resolved, progress_total=1,
-                  input_key=key, params={})
-        session.add(job)
-        session.flush()
+        now = utcnow()
+        final = cached_values is not None
+        job = Job(kind=JobKind.predict, status=JobStatus.succeeded if final else JobStatus.queued,
+                  model_ref=model.ref, progress_total=1, progress_done=1 if final else 0, input_key=key,
+                  params={"request_sha256": fingerprint, "prediction_cache_hit": final},
+                  idempotency_key=idempotency_key or None, started_at=now if final else None,
+                  finished_at=now if final else None)
+        s.add(job)
+        s.flush()
         item = JobItem(job_id=job.id, position=0, name=upload.filename, raw_key=key, structure_sha256=sha,
-                       parse_ms=parse_ms, cache_hit=True if cache_hit else None,
-                       voxelize_ms=0.0 if cache_hit else None)
-        session.add(item)
-        session.flush()
-        job_id, item_id = job.id, item.id
-    if cache_hit:
-        queue.enqueue_predict([item_id], settings)
-    else:
-        queue.enqueue_voxelize([item_id], settings)
+                       parse_ms=parse_ms, cache_hit=True if grid_cached else None,
+                       voxelize_ms=0.0 if grid_cached else None,
+                       stage=leases.INFERENCE_STAGE if grid_cached else leases.VOXELS_STAGE,
+                       status=JobStatus.succeeded if final else JobStatus.queued,
+                       inference_ms=0.0 if final else None)
+        s.add(item)
+        s.flush()
+        if final:
+            value, values = cached_values  # type: ignore[misc]
+            s.add(Prediction(item_id=item.id, structure_sha256=sha, model_id=model.id,
+                             params_hash=model.params_hash, value=value, values=values))
+        return str(job.id)
+
+    job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
+    if created and cached_values is None:
+        with session.begin():
+            item_id = session.scalars(select(JobItem.id).where(JobItem.job_id == job_id)).one()
+        _dispatch(queue.enqueue_predict if grid_cached else queue.enqueue_voxelize, [item_id], settings)
     return job_id
 
 
 def submit_screening(session: Session, settings: Settings, store: ObjectStore, uploads: list[Upload],
-                     model_ref: str | None, name: str | None) -> str:
+                     model_ref: str | None, name: str | None, idempotency_key: str | None = None) -> str:
     """One job, one item per CIF; every item is parsed and voxelized by the workers (a bad CIF fails its item)."""
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model)
         model_ref_resolved = model.ref
+    fingerprint = request_fingerprint("screening", uploads, model=model_ref_resolved, name=name)
+    if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
+        return found
     keys = [store_raw(store, u) for u in uploads]
-    with session.begin():
+    item_ids = [new_id() for _ in uploads]
+
+    def build(s: Session) -> str:
         job = Job(kind=JobKind.screening, status=JobStatus.queued, model_ref=model_ref_resolved, name=name,
-                  progress_total=len(uploads), params={"files": len(uploads)})
-        session.add(job)
-        session.flush()
-        items = [JobItem(job_id=job.id, position=i, name=u.filename, raw_key=k)
-                 for i, (u, k) in enumerate(zip(uploads, keys, strict=True))]
-        session.add_all(items)
-        session.flush()
-        job_id, item_ids = job.id, [i.id for i in items]
-    queue.enqueue_voxelize(item_ids, settings)
+                  progress_total=len(uploads), params={"files": len(uploads), "request_sha256": fingerprint},
+                  idempotency_key=idempotency_key or None)
+        s.add(job)
+        s.flush()
+        now = utcnow()
+        s.execute(insert(JobItem), [
+            {"id": item_id, "job_id": job.id, "position": i, "name": u.filename, "raw_key": k,
+             "status": JobStatus.queued, "stage": leases.VOXELS_STAGE, "attempts": 0, "created_at": now,
+             "updated_at": now}
+            for i, (item_id, u, k) in enumerate(zip(item_ids, uploads, keys, strict=True))
+        ])
+        return str(job.id)
+
+    job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
+    if created:
+        _dispatch(queue.enqueue_voxelize, item_ids, settings)
     return job_id
 
 
@@ -145,8 +254,12 @@ def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
 
 
 def submit_training(session: Session, settings: Settings, store: ObjectStore, archive: Upload,
-                    labels: Upload | None, request: TrainingRequest) -> str:
+                    labels: Upload | None, request: TrainingRequest, idempotency_key: str | None = None) -> str:
     """Validate the zip and labels (422 with the reason), store them, create the job, enqueue ``training.run``."""
+    fingerprint = request_fingerprint("training", [archive] + ([labels] if labels else []),
+                                      **dataclasses.asdict(request))
+    if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
+        return found
     grouped = read_zip(archive.data, settings, suffixes=(".cif", ".csv"))
     cifs = grouped[".cif"]
     if not cifs:
@@ -184,14 +297,18 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         "val_fraction": request.val_fraction,
         "seed": request.seed, "base_model": base_ref, "freeze": request.freeze, "model_name": request.model_name,
         "model_version": request.model_version, "unit": request.unit, "property": request.property,
-        "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled),
+        "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled), "request_sha256": fingerprint,
     }
-    with session.begin():
+
+    def build(s: Session) -> str:
         job = Job(kind=JobKind.training, status=JobStatus.queued, name=request.model_name, model_ref=base_ref,
                   input_key=zip_key, params=params, progress_total=request.epochs,
-                  details={"phase": "queued"})
-        session.add(job)
-        session.flush()
-        job_id = job.id
-    queue.enqueue_training(job_id, settings)
+                  details={"phase": "queued"}, idempotency_key=idempotency_key or None)
+        s.add(job)
+        s.flush()
+        return str(job.id)
+
+    job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
+    if created:
+        _dispatch(queue.enqueue_training, job_id, settings)
     return job_id

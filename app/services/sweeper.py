@@ -1,9 +1,15 @@
-"""Re-enqueue work whose task message was lost (a failed send, a restarted embedded broker).
+"""Find work that lost its worker or its task message, and send it again.
 
-A job or item still ``queued`` long after it was last touched has no task in any queue that will run it.
-The sweeper claims such rows with a guarded ``UPDATE ... WHERE status = 'queued' AND updated_at < cutoff``
-(which also resets their clock, so concurrent sweepers never send the same row twice) and sends their task
-again. Tasks are idempotent, so a message that was merely slow, not lost, only costs a no-op duplicate.
+Two kinds of lost work:
+
+- **a dead owner**: an item (or training job) whose lease expired; the task that held it stopped renewing it
+  (a killed worker, a lost node). Sent again at once, whatever its job's progress.
+- **a lost message**: an item waiting in a queue (no lease) whose job made no progress for ``older_than_s``:
+  a restarted broker lost the message, or a send failed. Sent again.
+
+Each row is claimed with a guarded ``UPDATE ... RETURNING`` (which also resets its clock), so concurrent
+sweepers never send the same row twice; a message that was only slow costs a duplicate that the lease check of
+the task turns into a no-op.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from app.core import queue
 from app.core.config import Settings
 from app.db.session import session_scope
 from app.db.tables import Job, JobItem, JobKind, JobStatus, utcnow
+from app.services.leases import INFERENCE_STAGE
 
 log = logging.getLogger(__name__)
 
@@ -30,57 +37,63 @@ class SweepReport:
     """What one sweep re-enqueued."""
 
     items: list[str] = field(default_factory=list)
+    inference_items: list[str] = field(default_factory=list)
     training_jobs: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        """Messages sent."""
-        return len(self.items) + len(self.training_jobs)
+        """Rows sent."""
+        return len(self.items) + len(self.inference_items) + len(self.training_jobs)
 
 
 def sweep(settings: Settings, *, older_than_s: float, include_running: bool = False) -> SweepReport:
-    """Re-enqueue items and training jobs left ``queued`` for more than ``older_than_s`` seconds.
+    """Re-enqueue items and training jobs whose lease expired, or that waited ``older_than_s`` s in a queue
+    while their job made no progress.
 
-    ``include_running`` also takes ``running`` rows: only safe when no worker can be running them (the
-    embedded worker at start-up, after the process that ran them died).
+    ``include_running`` takes every active row regardless of leases and age: only safe when no worker can be
+    running them (the embedded worker at start-up, after the process that ran them died).
     """
-    statuses = ACTIVE if include_running else (JobStatus.queued,)
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
     report = SweepReport()
     with session_scope(settings.db_url) as session:
-        candidates = session.scalars(
-            select(JobItem.id).join(Job, Job.id == JobItem.job_id)
-            .where(JobItem.status.in_(statuses), JobItem.updated_at <= cutoff, Job.status.in_(ACTIVE),
-                   Job.updated_at <= cutoff)  # a job still making progress is only busy, not lost
-            .order_by(JobItem.created_at, JobItem.position)
+        stalled_jobs = select(Job.id).where(Job.status.in_(ACTIVE), Job.updated_at <= cutoff)
+        if include_running:
+            lost = JobItem.status.in_(ACTIVE)
+        else:
+            expired = and_(JobItem.lease_until.is_not(None), JobItem.lease_until < now)
+            waiting = and_(JobItem.lease_until.is_(None), JobItem.updated_at <= cutoff,
+                           JobItem.job_id.in_(stalled_jobs))
+            lost = and_(JobItem.status.in_(ACTIVE), or_(expired, waiting))
+        claimed = session.scalars(
+            update(JobItem).where(lost).values(lease_owner=None, lease_until=None, updated_at=now)
+            .returning(JobItem.id)
         ).all()
-        for item_id in candidates:
-            claimed = session.execute(
-                update(JobItem).where(JobItem.id == item_id, JobItem.status.in_(statuses),
-                                      JobItem.updated_at <= cutoff).values(updated_at=now)
-            ).rowcount
-            if claimed:
-                report.items.append(item_id)
-        jobs = session.scalars(
-            select(Job.id).where(Job.kind == JobKind.training, Job.status.in_(statuses), Job.updated_at <= cutoff)
-        ).all()
-        for job_id in jobs:
-            claimed = session.execute(
-                update(Job).where(Job.id == job_id, Job.status.in_(statuses), Job.updated_at <= cutoff)
-                .values(updated_at=now)
-            ).rowcount
-            if claimed:
-                report.training_jobs.append(job_id)
-    # Sent after the commit; a voxels.compute finds a cached grid and goes straight on to inference.
+        if claimed:
+            in_order = session.execute(select(JobItem.id, JobItem.stage).where(JobItem.id.in_(claimed))
+                                       .order_by(JobItem.created_at, JobItem.job_id, JobItem.position)).all()
+            for item_id, stage in in_order:
+                (report.inference_items if stage == INFERENCE_STAGE else report.items).append(item_id)
+        if include_running:
+            lost_jobs = Job.status.in_(ACTIVE)
+        else:
+            lost_jobs = or_(and_(Job.lease_until.is_not(None), Job.lease_until < now),
+                            and_(Job.lease_until.is_(None), Job.status == JobStatus.queued, Job.updated_at <= cutoff))
+        report.training_jobs = list(session.scalars(
+            update(Job).where(Job.kind == JobKind.training, Job.status.in_(ACTIVE), lost_jobs)
+            .values(lease_owner=None, lease_until=None, updated_at=now).returning(Job.id)
+        ))
+    # Sent after the commit (in creation order within each stage).
     if report.items:
         queue.enqueue_voxelize(report.items, settings)
+    if report.inference_items:
+        queue.enqueue_predict(report.inference_items, settings)
     for job_id in report.training_jobs:
         queue.enqueue_training(job_id, settings)
     if report.total:
-        why = "left unfinished by the previous process" if include_running else f"queued for over {older_than_s:.0f} s"
-        log.warning("sweeper re-enqueued %d item(s) and %d training job(s) %s", len(report.items),
-                    len(report.training_jobs), why)
+        why = "left unfinished by the previous process" if include_running else "lost their worker or message"
+        log.warning("sweeper re-enqueued %d item(s) for voxels, %d for inference and %d training job(s) that %s",
+                    len(report.items), len(report.inference_items), len(report.training_jobs), why)
     return report
 
 

@@ -1,28 +1,42 @@
-"""Celery task registration: thin wrappers over ``worker.pipeline`` and ``worker.training``."""
+"""Celery task registration: thin wrappers over ``worker.pipeline`` and ``worker.training``.
+
+Every task runs under a lease named after its Celery task id (a retry keeps the id, so it keeps its items).
+Transient infrastructure errors are retried with exponential backoff; once out of retries the task releases
+its work to the sweeper instead of failing it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from celery_batches import Batches
+from celery.exceptions import SoftTimeLimitExceeded
 
 from app.core.config import Settings
-from app.core.queue import INFERENCE, TASK_PREDICT, TASK_TRAIN, TASK_VOXELIZE, TRAINING, VOXELS, client
+from app.core.queue import INFERENCE, TASK_PREDICT, TASK_TRAIN, TASK_VOXELIZE, TRAINING, VOXELS
+from app.db.session import session_scope
+from app.services import leases
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
-    """Errors worth retrying (database, broker, storage connectivity)."""
+    """Errors worth retrying: the database, the broker or storage is (briefly) unreachable.
+
+    ``OSError`` covers the local store (a permission error, an unmounted volume, a full disk) and socket errors;
+    botocore's client errors cover S3 throttling and 5xx answers.
+    """
     import botocore.exceptions
+    import kombu.exceptions
     import redis.exceptions
     import sqlalchemy.exc
 
-    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.exceptions.ConnectionError,
-            botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError, ConnectionError)
+    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
+            botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError)
 
 
 _CTX: WorkerContext | None = None
@@ -33,6 +47,19 @@ def current_context() -> WorkerContext:
     if _CTX is None:
         raise RuntimeError("worker tasks used before worker.tasks.register()")
     return _CTX
+
+
+def _retry_or_release(task: Any, exc: BaseException, release: Callable[[str], None]) -> None:
+    """Retry ``task`` after a transient error; out of retries, hand its work back to the sweeper."""
+    p = current_context().settings.pipeline
+    retries = task.request.retries
+    if retries < p.max_retries:
+        countdown = min(p.retry_backoff_max_s, 0.5 * 2 ** retries)
+        log.warning("%s: transient error (%s: %s); retry %d/%d in %.1f s", task.name, type(exc).__name__, exc,
+                    retries + 1, p.max_retries, countdown)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=p.max_retries)
+    log.error("%s: still failing after %d retries (%s); its work goes back to the sweeper", task.name, retries, exc)
+    release(f"{type(exc).__name__}: {exc}")
 
 
 def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) -> WorkerContext:
@@ -49,37 +76,65 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
 
     warm_up()
     transient = transient_errors()
-    common: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True}
+    p = settings.pipeline
+    common: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result": True, "bind": True,
+                              "soft_time_limit": p.task_soft_time_limit_s, "time_limit": p.task_time_limit_s}
 
-    @app.task(name=TASK_VOXELIZE, queue=VOXELS, bind=True, autoretry_for=transient, retry_backoff=True,
-              retry_backoff_max=60, max_retries=8, **common)
-    def voxelize(self: Any, item_id: str) -> None:
-        """Parse and voxelize one job item (cache-aware), then enqueue its inference."""
-        from worker.pipeline import voxelize_item
-
-        voxelize_item(current_context(), item_id)
-
-    @app.task(name=TASK_PREDICT, queue=INFERENCE, base=Batches, flush_every=settings.inference.batch_size,
-              flush_interval=settings.inference.batch_timeout_ms / 1000.0, **common)
-    def predict(requests: list[Any]) -> None:
-        """Run inference over a batch of items (up to B grids or T ms)."""
-        from worker.pipeline import predict_items
-
-        item_ids = [r.args[0] for r in requests if r.args]
+    def run_chunk(task: Any, body: Callable[..., Any], item_ids: list[str]) -> None:
+        owner = f"task-{task.request.id or leases.new_owner_suffix()}"
+        c = current_context()
         try:
-            predict_items(current_context(), item_ids)
+            body(c, item_ids, owner)
         except transient as exc:
-            log.warning("inference batch hit a transient error (%s); re-enqueueing %d items", exc, len(item_ids))
-            c = client(current_context().settings)
-            for item_id in item_ids:
-                c.send_task(TASK_PREDICT, args=(item_id,), queue=INFERENCE, countdown=2)
+            _retry_or_release(task, exc, lambda why: leases.release_items_quietly(c.db_url, item_ids, owner=owner,
+                                                                                  error=why))
+        except SoftTimeLimitExceeded:
+            log.error("%s: over the soft time limit (%d s); releasing its items", task.name, p.task_soft_time_limit_s)
+            leases.release_items_quietly(c.db_url, item_ids, owner=owner, error="task time limit exceeded")
 
-    @app.task(name=TASK_TRAIN, queue=TRAINING, bind=True, autoretry_for=transient, retry_backoff=True,
-              max_retries=3, **common)
+    @app.task(name=TASK_VOXELIZE, queue=VOXELS, **common)
+    def voxelize(self: Any, item_ids: list[str] | str) -> None:
+        """Parse and voxelize a chunk of items (cache-aware), then enqueue their inference."""
+        from worker.pipeline import voxelize_chunk
+
+        run_chunk(self, voxelize_chunk, [item_ids] if isinstance(item_ids, str) else list(item_ids))
+
+    @app.task(name=TASK_PREDICT, queue=INFERENCE, **common)
+    def predict(self: Any, item_ids: list[str] | str) -> None:
+        """Run inference over a chunk of items: one forward pass per model."""
+        from worker.pipeline import predict_chunk
+
+        run_chunk(self, predict_chunk, [item_ids] if isinstance(item_ids, str) else list(item_ids))
+
+    @app.task(name=TASK_TRAIN, queue=TRAINING, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+              bind=True)
     def train(self: Any, job_id: str) -> None:
-        """Train, evaluate, save and register a model."""
+        """Train, evaluate, save and register a model (under a job lease renewed by a heartbeat)."""
         from worker.training import run_training
 
-        run_training(current_context(), job_id)
+        c = current_context()
+        owner = f"task-{self.request.id or leases.new_owner_suffix()}"
+        lease_s = c.settings.pipeline.lease_s
+        try:
+            with session_scope(c.db_url) as session:
+                if not leases.claim_job(session, job_id, owner=owner, lease_s=lease_s):
+                    log.info("training job %s is final or held by a live task; nothing to do", job_id)
+                    return
+            beat = leases.Heartbeat(c.db_url, lease_s,
+                                    lambda s: leases.renew_job(s, job_id, owner=owner, lease_s=lease_s))
+            with beat:
+                run_training(c, job_id)
+            with session_scope(c.db_url) as session:
+                leases.release_job(session, job_id, owner=owner)
+        except transient as exc:
+            _retry_or_release(self, exc, lambda why: _release_job_quietly(c, job_id, owner))
 
     return ctx
+
+
+def _release_job_quietly(ctx: WorkerContext, job_id: str, owner: str) -> None:
+    try:
+        with session_scope(ctx.db_url) as session:
+            leases.release_job(session, job_id, owner=owner)
+    except Exception:  # noqa: BLE001  (the lease then expires)
+        log.warning("could not release training job %s; its lease will expire", job_id)

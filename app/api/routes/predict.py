@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.api.deps import IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
 from app.api.responses import accepted_response
 from app.db.tables import FINAL
 from app.schemas import JobAccepted, PredictionResult
@@ -36,6 +36,7 @@ async def predict(
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,
+    idempotency_key: IdempotencyKeyDep,
     file: Annotated[UploadFile, File(description="one CIF file")],
     model: Annotated[str | None, Form(description="model name or name:version (default: the default model)")] = None,
     wait: Annotated[float, Form(ge=0, le=MAX_WAIT_S, description="seconds to wait for the result")] = 30.0,
@@ -45,7 +46,7 @@ async def predict(
         raise BadRequestError("POST /predict takes one CIF; send zips of CIFs to POST /screenings")
     data = await read_limited(file, settings.upload.max_cif_bytes, what="CIF")
     upload = Upload(filename=file.filename or "structure.cif", data=data)
-    job_id = await run_in_threadpool(submit_prediction, session, settings, store, upload, model)
+    job_id = await run_in_threadpool(submit_prediction, session, settings, store, upload, model, idempotency_key)
     deadline = time.monotonic() + wait
     delay = 0.005
     while True:

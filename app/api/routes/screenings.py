@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.api.deps import IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
 from app.api.responses import accepted_response
 from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
@@ -29,6 +29,7 @@ async def create_screening(
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,
+    idempotency_key: IdempotencyKeyDep,
     files: Annotated[list[UploadFile], File(description="CIF files, or one .zip of CIFs")],
     model: Annotated[str | None, Form(description="model name or name:version")] = None,
     name: Annotated[str | None, Form(max_length=200, description="a label for this screening")] = None,
@@ -49,5 +50,6 @@ async def create_screening(
     if len(uploads) > settings.upload.max_files:
         raise PayloadTooLargeError(f"{len(uploads)} structures in one screening; the limit is "
                                    f"{settings.upload.max_files}")
-    job_id = await run_in_threadpool(submit_screening, session, settings, store, uploads, model, name)
+    job_id = await run_in_threadpool(submit_screening, session, settings, store, uploads, model, name,
+                                    idempotency_key)
     return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.api.deps import IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
 from app.api.responses import accepted_response
 from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
@@ -29,6 +29,7 @@ async def create_training_job(
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,
+    idempotency_key: IdempotencyKeyDep,
     file: Annotated[UploadFile, File(description=".zip with CIFs and a labels CSV (name,<target>...)")],
     labels: Annotated[UploadFile | None, File(description="labels CSV, when not inside the zip")] = None,
     targets: Annotated[str, Form(description="target column(s), comma-separated")] = "",
@@ -62,5 +63,6 @@ async def create_training_job(
         model_version=version, unit=unit, property=property, translate=translate,
     )
     job_id = await run_in_threadpool(submit_training, session, settings, store, Upload(file.filename or "train.zip",
-                                                                                       data), label_upload, request)
+                                                                                       data), label_upload, request,
+                                    idempotency_key)
     return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))

@@ -93,7 +93,7 @@ def test_unmigrated_database_refuses_to_start(tmp_path: Path) -> None:
 def test_empty_cif_in_a_screening_fails_only_its_item(client, settings, model_row, sent,  # type: ignore[no-untyped-def]
                                                       cif_dir: Path) -> None:
     """Regression: one empty file among the screening's files used to reject the whole screening with 400."""
-    from worker.pipeline import voxelize_item
+    from worker.pipeline import voxelize_chunk
     from worker.runtime import WorkerContext
 
     cif = (cif_dir / "KEGZOL04_clean.cif").read_bytes()
@@ -101,7 +101,7 @@ def test_empty_cif_in_a_screening_fails_only_its_item(client, settings, model_ro
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     assert r.json()["job"]["progress"]["total"] == 2 and len(sent["voxelize"]) == 2
-    voxelize_item(WorkerContext(settings), sent["voxelize"][1])  # the empty one: fails at parse, no grid needed
+    voxelize_chunk(WorkerContext(settings), [sent["voxelize"][1]])  # the empty one: fails at parse, no grid needed
     items = client.get(f"/jobs/{job_id}/results", params={"order": "input"}).json()["items"]
     assert items[1]["status"] == "failed" and "empty" in items[1]["error"]
     assert items[0]["status"] == "queued"

@@ -85,7 +85,7 @@ def test_cancel_a_final_job_is_409_and_unknown_is_404(client, settings, model_ro
 def test_workers_skip_cancelled_items(client, settings, model_row, sent, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]
     from app.db.session import session_scope
     from app.db.tables import Prediction
-    from worker.pipeline import predict_items, voxelize_item
+    from worker.pipeline import predict_chunk, voxelize_chunk
     from worker.runtime import WorkerContext
 
     job_id = _screen(client, cif_dir, n=2)
@@ -93,8 +93,8 @@ def test_workers_skip_cancelled_items(client, settings, model_row, sent, cif_dir
     ctx = WorkerContext(settings)
     ids = [i.id for i in _items(settings, job_id)]
     for item_id in ids:
-        voxelize_item(ctx, item_id)  # no parse, no grid, no inference enqueued
-    predict_items(ctx, ids)  # never loads the model (it has no files): nothing to do
+        voxelize_chunk(ctx, [item_id])  # no parse, no grid, no inference enqueued
+    predict_chunk(ctx, ids)  # never loads the model (it has no files): nothing to do
     assert sent["predict"] == []
     assert [i.status for i in _items(settings, job_id)] == ["cancelled", "cancelled"]
     assert all(i.structure_sha256 is None and i.attempts == 0 for i in _items(settings, job_id))
@@ -146,29 +146,84 @@ def test_sweep_reenqueues_items_stuck_in_queued_once(client, settings, model_row
     assert [i.status for i in _items(settings, job_id)] == ["queued", "queued"]
 
 
-def test_sweep_leaves_progressing_running_and_cancelled_jobs(client, settings, model_row, sent,  # type: ignore[no-untyped-def]
-                                                             cif_dir: Path) -> None:
+def test_sweep_leaves_progressing_leased_and_cancelled_work(client, settings, model_row, sent,  # type: ignore[no-untyped-def]
+                                                            cif_dir: Path) -> None:
     from app.db.session import session_scope
     from app.db.tables import Job, utcnow
-    from app.services import progress
+    from app.services import leases
     from app.services.sweeper import sweep
 
     busy = _screen(client, cif_dir, n=2)
-    running = _screen(client, cif_dir, n=1)
+    leased = _screen(client, cif_dir, n=1)
     cancelled = _screen(client, cif_dir, n=1)
     assert client.post(f"/jobs/{cancelled}/cancel").status_code == 200
     with session_scope(settings.db_url) as session:
-        progress.start_item(session, _items(settings, running)[0].id)
-    for job_id in (busy, running, cancelled):
+        assert leases.claim_items(session, [_items(settings, leased)[0].id], stage="voxels", owner="w1",
+                                  lease_s=60, max_attempts=5)
+    for job_id in (busy, leased, cancelled):
         _age(settings, job_id, 3600)
     with session_scope(settings.db_url) as session:  # the busy job just finished an item: it is progressing
         session.execute(update(Job).where(Job.id == busy).values(updated_at=utcnow()))
     sent["voxelize"].clear()
-    assert sweep(settings, older_than_s=600).total == 0
-    # at embedded start-up running items are orphans too
+    assert sweep(settings, older_than_s=600).total == 0  # a live lease is a live worker, however old the job
+    # at embedded start-up leased items are orphans too (the process that held them is gone)
     report = sweep(settings, older_than_s=0, include_running=True)
-    assert _items(settings, running)[0].id in report.items
+    assert _items(settings, leased)[0].id in report.items
     assert not set(report.items) & {i.id for i in _items(settings, cancelled)}
+
+
+def test_sweep_resends_items_whose_lease_expired_at_once(client, settings, model_row, sent,  # type: ignore[no-untyped-def]
+                                                         cif_dir: Path) -> None:
+    """A worker that died stops renewing its lease: its items go out again, to the stage they were at."""
+    from app.db.session import session_scope
+    from app.db.tables import JobItem, utcnow
+    from app.services import leases
+    from app.services.sweeper import sweep
+
+    job_id = _screen(client, cif_dir, n=3)
+    ids = [i.id for i in _items(settings, job_id)]
+    with session_scope(settings.db_url) as session:
+        assert leases.claim_items(session, ids[:2], stage="voxels", owner="dead", lease_s=60, max_attempts=5)
+        leases.release_items(session, ids[1:2], owner="dead", stage="inference")  # handed on to inference
+        assert leases.claim_items(session, ids[1:2], stage="inference", owner="dead", lease_s=60, max_attempts=5)
+        session.execute(update(JobItem).where(JobItem.id.in_(ids[:2]))
+                        .values(lease_until=utcnow() - timedelta(seconds=1)))
+    sent["voxelize"].clear()
+    report = sweep(settings, older_than_s=600)  # the job is fresh: only the expired leases count
+    assert report.items == ids[:1] and report.inference_items == ids[1:2]
+    assert sent["voxelize"] == ids[:1] and sent["predict"] == ids[1:2]
+    assert sweep(settings, older_than_s=600).total == 0  # released: no longer expired
+    # the next delivery takes them over; a late duplicate of the dead owner's message finds nothing to do
+    with session_scope(settings.db_url) as session:
+        assert leases.claim_items(session, ids[:1], stage="voxels", owner="w2", lease_s=60, max_attempts=5) == ids[:1]
+        assert leases.claim_items(session, ids[:1], stage="voxels", owner="dead", lease_s=60, max_attempts=5) == []
+    assert [i.attempts for i in _items(settings, job_id)][:2] == [2, 2]
+
+
+def test_an_item_whose_workers_keep_dying_fails_with_the_reason(client, settings, model_row, sent,  # type: ignore[no-untyped-def]
+                                                                cif_dir: Path) -> None:
+    from app.db.session import session_scope
+    from app.db.tables import JobItem, utcnow
+    from app.services import leases
+
+    job_id = _screen(client, cif_dir, n=1)
+    item_id = _items(settings, job_id)[0].id
+    for attempt in range(3):
+        with session_scope(settings.db_url) as session:
+            taken = leases.claim_items(session, [item_id], stage="voxels", owner=f"w{attempt}", lease_s=60,
+                                       max_attempts=3)
+            assert taken == [item_id]
+            # a retry of the same task keeps its lease and does not count as a new attempt
+            assert leases.claim_items(session, [item_id], stage="voxels", owner=f"w{attempt}", lease_s=60,
+                                      max_attempts=3) == [item_id]
+            session.execute(update(JobItem).where(JobItem.id == item_id)
+                            .values(lease_until=utcnow() - timedelta(seconds=1)))
+    with session_scope(settings.db_url) as session:
+        assert leases.claim_items(session, [item_id], stage="voxels", owner="w3", lease_s=60, max_attempts=3) == []
+    item = _items(settings, job_id)[0]
+    assert item.status == "failed" and "gave up after 3 attempts" in item.error and item.attempts == 3
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["progress"] == {"done": 0, "failed": 1, "total": 1}
 
 
 def test_sweep_reenqueues_a_stuck_training_job(settings, sent) -> None:  # type: ignore[no-untyped-def]
