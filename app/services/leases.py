@@ -20,7 +20,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.session import session_scope
@@ -58,8 +58,9 @@ def claim_items(session: Session, item_ids: Sequence[str], *, stage: str, owner:
                               or_(JobItem.lease_owner.is_(None), JobItem.lease_owner != owner))
         .values(status=JobStatus.failed, lease_owner=None, lease_until=None, updated_at=now,
                 error_code="internal",
-                error=f"gave up after {max_attempts} attempts: the worker processing this structure stopped "
-                      "each time (killed, out of memory or over the task time limit)")
+                error=literal(f"gave up after {max_attempts} attempts; last error: ")
+                + func.coalesce(JobItem.error, "the worker processing this structure stopped (killed, out of "
+                                               "memory or over the task time limit)"))
         .returning(JobItem.job_id)
     ).scalars().all()
     taken = session.execute(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.tables import FINAL, Job, JobItem, JobStatus, utcnow
@@ -77,12 +77,16 @@ def fail_items(session: Session, failures: Iterable[tuple[str, str, str]], *, ow
         return
     table = JobItem.__table__
     session.connection().execute(
-        update(table).where(table.c.id == bindparam("b_id"), table.c.status.in_(ACTIVE),
-                            table.c.lease_owner == owner)
+        update(table).where(table.c.id == bindparam("b_id"), _active(table), table.c.lease_owner == owner)
         .values(status=JobStatus.failed, error=bindparam("b_error"), error_code=bindparam("b_code"),
                 lease_owner=None, lease_until=None, updated_at=utcnow()),
         rows,
     )
+
+
+def _active(table: Any) -> Any:
+    # Not ``status IN (...)``: an expanding IN cannot be used in an executemany.
+    return or_(*(table.c.status == s for s in ACTIVE))
 
 
 def set_item_fields(session: Session, rows: list[dict[str, Any]], *, owner: str) -> None:
@@ -95,8 +99,7 @@ def set_item_fields(session: Session, rows: list[dict[str, Any]], *, owner: str)
     table = JobItem.__table__
     keys = [k for k in rows[0] if k != "id"]
     session.connection().execute(
-        update(table).where(table.c.id == bindparam("b_id"), table.c.status.in_(ACTIVE),
-                            table.c.lease_owner == owner)
+        update(table).where(table.c.id == bindparam("b_id"), _active(table), table.c.lease_owner == owner)
         .values({k: func.coalesce(bindparam(f"b_{k}"), table.c[k]) for k in keys}),
         [{f"b_{k}": v for k, v in r.items()} for r in rows],
     )

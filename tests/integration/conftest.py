@@ -16,6 +16,9 @@ from tests.integration.helpers import (
     pg_admin_url,
 )
 
+# Scrape-time metrics are asserted right after the work they count: no reuse of the last scrape's figures.
+os.environ.setdefault("RETNET_METRICS_CACHE_S", "0")
+
 REDIS_DB = int(os.environ.get("RETNET_TEST_REDIS_DB", "13"))
 REQUIRE = os.environ.get("RETNET_TEST_REQUIRE_SERVICES") == "1"
 

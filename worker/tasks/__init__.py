@@ -90,7 +90,13 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
                                                                                   error=why))
         except SoftTimeLimitExceeded:
             log.error("%s: over the soft time limit (%d s); releasing its items", task.name, p.task_soft_time_limit_s)
-            leases.release_items_quietly(c.db_url, item_ids, owner=owner, error="task time limit exceeded")
+            leases.release_items_quietly(c.db_url, item_ids, owner=owner,
+                                         error=f"the task ran over its time limit ({p.task_soft_time_limit_s} s)")
+        except Exception as exc:
+            # A bug or an error nobody anticipated: the items go back to the sweeper with the reason; after
+            # pipeline.max_attempts deliveries they fail with it (never retried forever, never lost).
+            leases.release_items_quietly(c.db_url, item_ids, owner=owner, error=f"{type(exc).__name__}: {exc}")
+            raise
 
     @app.task(name=TASK_VOXELIZE, queue=VOXELS, **common)
     def voxelize(self: Any, item_ids: list[str] | str) -> None:
