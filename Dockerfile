@@ -17,10 +17,11 @@ ARG TORCH_VERSION=2.13.*
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}"
 
-# Dependencies (cached layer), then the project itself.
+# Dependencies and the `ops` extra (Flower, for the compose service `flower`) as a cached layer, then the project.
 COPY pyproject.toml README.md ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c "import tomllib; d=tomllib.load(open('pyproject.toml','rb')); print('\n'.join(d['project']['dependencies']))" \
+    python -c "import tomllib; p=tomllib.load(open('pyproject.toml','rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['ops']))" \
       > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 COPY app ./app

@@ -157,7 +157,6 @@ def _training_progress(total: int) -> tuple[Any, Any]:
 def _cmd_train(args: argparse.Namespace) -> int:
     import tempfile
 
-    import numpy as np
     from tqdm import tqdm
 
     from models.artifacts import ModelCard, Target, save_model
@@ -166,7 +165,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from models.params import VoxelParams
     from models.pipeline import load_training_set
     from models.plots import parity_plot
-    from models.training import TrainConfig, predict_grids, train_retnet
+    from models.training import TrainConfig, predict_grids, train_retnet, train_val_split
 
     targets: list[str] = args.target
     if args.freeze and not args.base_model:
@@ -185,13 +184,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _err(f"{len(data.failures)} labelled structure(s) left out: " + "; ".join(
             f"{k}: {v}" for k, v in list(data.failures.items())[:10]) + (" ..." if len(data.failures) > 10 else ""))
     n = len(data.names)
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(n)
-    n_val = int(round(args.val_fraction * n)) if args.val_fraction > 0 else 0
-    if args.val_fraction > 0 and (n_val < 2 or n - n_val < 2):
-        raise CommandError(f"{n} usable structure(s) cannot be split with --val-fraction {args.val_fraction} "
-                           "(need at least 2 for training and 2 for validation)")
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    unsplittable = CommandError(f"{n} usable structure(s) cannot be split with --val-fraction {args.val_fraction} "
+                                "(need at least 2 for training and 2 for validation)")
+    try:
+        train_idx, val_idx = train_val_split(n, args.val_fraction, args.seed)
+    except ValueError as exc:
+        raise unsplittable from exc
+    n_val = len(val_idx)
+    if args.val_fraction > 0 and (n_val < 2 or len(train_idx) < 2):
+        raise unsplittable
     _err(f"training on {len(train_idx)} structure(s), validating on {len(val_idx)}")
 
     config = TrainConfig(epochs=args.epochs, batch_size=min(args.batch_size, max(2, len(train_idx))),

@@ -4,17 +4,21 @@ Pure library code (no prints, no env reads): the CLI, the training worker and
 the benchmarks call these. Inputs are CIF paths, a folder of CIFs, or a ``.zip``
 of CIFs; a structure's name is its file stem.
 
-Cache layout: ``<cache_dir>/<params_hash>/<sha256 of the CIF bytes>.npy``
-(float32). Keying by the file bytes means a cache hit costs no parsing; the
-parameter hash keeps grids of different voxel parameters apart.
+Cache layout: the one voxel-cache scheme of :mod:`models.voxel_cache`, shared
+with the service's object store: ``<cache_dir>/`` + ``voxel_key(crystal.sha256,
+params.params_hash())``, i.e. ``<cache_dir>/voxels/<params_hash>/<sha[:2]>/
+<sha>_<params_hash>.npy.gz`` (gzip-compressed float32 ``.npy``). The structure
+hash is canonical (the same crystal under another name or formatting is a hit);
+a hit costs one parse (milliseconds on the fast P1 path), no grid computation.
+A cache folder can be the service's local store root (``<data_dir>/store``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,6 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from models.params import VoxelParams
+from models.voxel_cache import decode_grid, encode_grid, voxel_key
 
 #: Called once per structure after it is done: (name, error message or None).
 ProgressCallback = Callable[[str, "str | None"], None]
@@ -91,17 +96,20 @@ def cif_sources(location: str | Path | Iterable[str | Path]) -> list[CifSource]:
     return sources
 
 
-def cache_path(cache_dir: str | Path, cif_bytes: bytes, params: VoxelParams) -> Path:
-    """Where the grid of these CIF bytes under these parameters is cached."""
-    return Path(cache_dir) / params.params_hash() / f"{hashlib.sha256(cif_bytes).hexdigest()}.npy"
+def cache_path(cache_dir: str | Path, structure_sha256: str, params: VoxelParams) -> Path:
+    """Where the grid of a structure (:attr:`~models.structure.Crystal.sha256`) under these parameters is cached.
+
+    ``cache_dir / voxel_key(structure_sha256, params.params_hash())``: the service's storage key.
+    """
+    return Path(cache_dir) / voxel_key(structure_sha256, params.params_hash())
 
 
 def _save_atomic(path: Path, grid: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # ".tmp-": skipped by the local store's listing
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.save(handle, grid)
+            handle.write(encode_grid(grid))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -110,8 +118,8 @@ def _save_atomic(path: Path, grid: np.ndarray) -> None:
 
 def _load_cached(path: Path, params: VoxelParams) -> np.ndarray | None:
     try:
-        grid = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+        grid = decode_grid(path.read_bytes())
+    except (OSError, ValueError, EOFError, zlib.error):  # missing, truncated or not a gzip'd .npy: recompute
         return None
     n = params.grid_size
     if grid.shape != (n, n, n) or grid.dtype != np.float32:
@@ -138,12 +146,13 @@ def voxelize_one(source: CifSource, params: VoxelParams, cache_dir: str | Path |
         data = source.read()
     except OSError as exc:
         raise InvalidCIFError(f"{source.name}: cannot read file ({exc.strerror or exc})") from exc
-    cached = cache_path(cache_dir, data, params) if cache_dir is not None else None
+    crystal = parse_cif(data, source.name)
+    cached = cache_path(cache_dir, crystal.sha256, params) if cache_dir is not None else None
     if cached is not None and cached.exists():
         grid = _load_cached(cached, params)
         if grid is not None:
             return grid
-    grid = compute_voxels(parse_cif(data, source.name), params, device="cpu", threads=threads)
+    grid = compute_voxels(crystal, params, device="cpu", threads=threads)
     if cached is not None:
         _save_atomic(cached, grid)
     return grid

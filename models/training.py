@@ -70,8 +70,8 @@ class TrainConfig(BaseModel):
         (:func:`models.transforms.random_translation`; exact for any cell). Off in the
         thesis recipe.
     val_fraction : float
-        Fraction of the training data split off (with ``seed``) for validation when no
-        explicit validation set is given; 0 for none.
+        Fraction of the training data split off (with ``seed``, by :func:`train_val_split`)
+        for validation when no explicit validation set is given; 0 for none.
     patience : int or None
         Early stopping: stop after this many epochs without a lower validation loss and
         return the best weights. Needs a validation set.
@@ -197,12 +197,46 @@ def _reproducible(device: torch.device, threads: int | None) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old_cudnn
 
 
-def _split(n_samples: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of sample indices into (train, validation)."""
+def n_validation(n_samples: int, val_fraction: float) -> int:
+    """How many of ``n_samples`` :func:`train_val_split` puts in validation.
+
+    ``round(val_fraction · n)`` (Python's ``round``: halves go to even, 6 × 0.25 = 1.5 → 2 and
+    10 × 0.25 = 2.5 → 2; 6 × 0.34 = 2.04 → 2), then, when ``val_fraction > 0``, clamped to
+    [1, n − 1] so that each side holds at least one sample; 0 when ``val_fraction == 0``.
+
+    Raises
+    ------
+    ValueError
+        ``val_fraction`` outside [0, 1), or ``val_fraction > 0`` with fewer than 2 samples.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if val_fraction == 0.0:
+        return 0
+    if n_samples < 2:
+        raise ValueError(f"{n_samples} sample(s) cannot be split into training and validation")
+    return min(n_samples - 1, max(1, int(round(val_fraction * n_samples))))
+
+
+def train_val_split(n_samples: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The project's one seeded train/validation split: sorted index arrays (train, validation).
+
+    The samples are ordered by ``np.random.default_rng(seed).permutation(n_samples)``; the first
+    :func:`n_validation` of that order are the validation set, the rest training; both are returned
+    sorted. Used by :func:`train_retnet` (``TrainConfig.val_fraction``), ``retnet train`` and the
+    service's training jobs, so a given (n, fraction, seed) selects the same structures everywhere.
+    It is the split ``scripts/ch4_model.py`` relies on through ``TrainConfig.val_fraction`` (pre-training);
+    that script's test / validation / training split of the CH4 labels is its own, fixed since the first
+    release (a seeded three-way permutation of the reference labels plus
+    :func:`models.datasets.hash_split` for added labels) so that the published test set never moves.
+
+    Raises
+    ------
+    ValueError
+        As :func:`n_validation`.
+    """
+    n_val = n_validation(n_samples, val_fraction)
     order = np.random.default_rng(seed).permutation(n_samples)
-    n_val = int(round(val_fraction * n_samples))
-    if val_fraction > 0.0 and not 1 <= n_val <= n_samples - 2:
-        raise ValueError(f"val_fraction={val_fraction} leaves no usable split of {n_samples} samples")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -330,7 +364,8 @@ def train_retnet(
     else:
         x_train, y_train, x_val, y_val = x_all, y_all, None, None  # type: ignore[assignment]
         if config.val_fraction > 0.0:
-            train_idx, val_idx = (torch.from_numpy(i) for i in _split(len(x_all), config.val_fraction, config.seed))
+            split = train_val_split(len(x_all), config.val_fraction, config.seed)
+            train_idx, val_idx = (torch.from_numpy(i) for i in split)
             x_train, y_train, x_val, y_val = x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx]
     if len(x_train) < 2:
         raise ValueError(f"need at least 2 training samples, got {len(x_train)}")

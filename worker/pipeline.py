@@ -33,7 +33,7 @@ from app.db.tables import Job, JobItem, ModelVersion, Prediction, Structure, new
 from app.services import leases, progress
 from app.services.submit import upsert_structures
 from app.services.uploads import stem
-from app.storage import ObjectNotFoundError, decode_grid, encode_grid, voxel_key
+from app.storage import ObjectNotFoundError, StorageUnavailableError, decode_grid, encode_grid, voxel_key
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,13 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
     store = ctx.store
     if sha is not None and store.exists(voxel_key(sha, params_hash)):
         return _VoxelOutcome(sha, {"cache_hit": True, "voxelize_ms": 0.0})
+    try:
+        raw = store.get(raw_key)
+    except ObjectNotFoundError as exc:  # committed uploads are stored before their rows: storage is not all there
+        raise StorageUnavailableError(f"the raw upload {raw_key} is missing from storage") from exc
     t0 = time.perf_counter()
     try:
-        crystal = parse_cif(store.get(raw_key), name=stem(name))
+        crystal = parse_cif(raw, name=stem(name))
     except StructureError as exc:
         return _VoxelOutcome(error=str(exc))
     out = _VoxelOutcome(crystal.sha256, {"parse_ms": (time.perf_counter() - t0) * 1e3}, crystal)

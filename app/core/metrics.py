@@ -1,13 +1,19 @@
 """Prometheus metrics: HTTP counts/latency in-process; job, cache and batch figures read from the database.
 
 Workers may run in other processes (scaled mode), so everything they do is counted from the rows they write
-(``job_item.cache_hit``, ``job_item.batch_size``) at scrape time: the numbers agree in both modes.
+(``job_item.cache_hit``, ``job_item.batch_size``): the numbers agree in both modes. Those counts scan the
+``job_item`` table, so they are recomputed at most every :data:`METRICS_CACHE_S` = 15 seconds (environment
+variable ``RETNET_METRICS_CACHE_S``; 0 recomputes on every scrape); scrapes in between get the last values.
+The queue depth is read from the broker on every scrape.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -30,18 +36,73 @@ LATENCY = Histogram(
 )
 
 
-class ServiceCollector(Collector):
-    """Job counts by status, voxel cache hits/misses, inference batch sizes, queue depth."""
+#: Default seconds the database-derived metrics are reused between scrapes (``RETNET_METRICS_CACHE_S`` overrides).
+METRICS_CACHE_S = 15.0
 
-    def __init__(self, settings: Settings) -> None:
+
+def metrics_cache_s() -> float:
+    """``RETNET_METRICS_CACHE_S`` (seconds, ≥ 0) when set to a number, else :data:`METRICS_CACHE_S`."""
+    raw = os.environ.get("RETNET_METRICS_CACHE_S", "").strip()
+    try:
+        value = float(raw) if raw else METRICS_CACHE_S
+    except ValueError:
+        log.warning("RETNET_METRICS_CACHE_S=%r is not a number: using %g s", raw, METRICS_CACHE_S)
+        return METRICS_CACHE_S
+    return max(0.0, value)
+
+
+class ServiceCollector(Collector):
+    """Job counts by status, voxel cache hits/misses, inference batch sizes, queue depth.
+
+    Parameters
+    ----------
+    settings : Settings
+    cache_s : float, optional
+        Reuse the database-derived families for this many seconds (default: :func:`metrics_cache_s`, read when
+        the collector is created; 0: query on every scrape).
+    clock : callable, optional
+        Monotonic time source in seconds (tests).
+    """
+
+    def __init__(self, settings: Settings, *, cache_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.cache_s = metrics_cache_s() if cache_s is None else max(0.0, float(cache_s))
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db_families: list[object] | None = None
+        self._db_at = 0.0
+
+    def describe(self) -> list[object]:
+        """Nothing: registering the collector must not query the database or the broker (nor fill the cache)."""
+        return []
+
+    def invalidate(self) -> None:
+        """Drop the cached database figures: the next scrape queries again."""
+        with self._lock:
+            self._db_families = None
+
+    def db_families(self) -> list[object]:
+        """The database-derived families: cached ones when younger than ``cache_s``, else queried now.
+
+        A failed query is not cached (the next scrape tries again) and raises.
+        """
+        with self._lock:  # one scrape queries at a time; concurrent scrapes wait and reuse its result
+            now = self._clock()
+            if self._db_families is not None and now - self._db_at < self.cache_s:
+                return self._db_families
+            families = list(self._from_db())
+            self._db_families, self._db_at = families, self._clock()
+            return families
 
     def collect(self) -> Iterator[object]:  # type: ignore[override]
-        """Query the database and the broker at scrape time."""
+        """Database figures (cached, see :meth:`db_families`) and the broker's queue depths (live)."""
         try:
-            yield from self._from_db()
+            families = self.db_families()
         except Exception as exc:  # noqa: BLE001  (a scrape must not fail because the DB is down)
             log.warning("metrics: database unavailable: %s", exc)
+        else:
+            yield from families
         try:
             from app.core.queue import queue_depths
 
@@ -88,10 +149,13 @@ class ServiceCollector(Collector):
 _collectors: dict[str, ServiceCollector] = {}
 
 
-def install_collector(settings: Settings) -> None:
-    """Register the DB-backed collector once per database URL."""
+def install_collector(settings: Settings, *, cache_s: float | None = None) -> None:
+    """Register the DB-backed collector once per database URL (``cache_s``: see :class:`ServiceCollector`)."""
     if settings.db_url in _collectors:
-        _collectors[settings.db_url].settings = settings
+        existing = _collectors[settings.db_url]
+        existing.settings = settings
+        if cache_s is not None:
+            existing.cache_s = max(0.0, float(cache_s))
         return
     for old in list(_collectors.values()):
         try:
@@ -99,6 +163,6 @@ def install_collector(settings: Settings) -> None:
         except KeyError:
             pass
     _collectors.clear()
-    collector = ServiceCollector(settings)
+    collector = ServiceCollector(settings, cache_s=cache_s)
     REGISTRY.register(collector)
     _collectors[settings.db_url] = collector

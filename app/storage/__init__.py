@@ -6,17 +6,23 @@ endpoint_url=...)`` → :class:`S3Store`. Keys are ``/``-separated relative path
 
 from __future__ import annotations
 
-import gzip
-import io
 from functools import lru_cache
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
-import numpy as np
+# The one voxel-cache key scheme, shared with models.pipeline's cache folders (re-exported: key of stored grids).
+from models.voxel_cache import decode_grid as decode_grid  # noqa: F401  (one home: models.voxel_cache)
+from models.voxel_cache import encode_grid as encode_grid  # noqa: F401
+from models.voxel_cache import voxel_key as voxel_key  # noqa: F401
 
 
 class ObjectNotFoundError(KeyError):
     """No object under this key."""
+
+
+class StorageUnavailableError(OSError):
+    """Storage answered, but not with an object the database says it holds (a raw upload is missing: an
+    unmounted or half-restored volume). Transient: retried like any storage outage."""
 
 
 @runtime_checkable
@@ -79,20 +85,3 @@ def raw_key(content_sha256: str, filename: str) -> str:
     suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
     suffix = "".join(c for c in suffix if c.isalnum())[:8] or "bin"
     return f"uploads/{content_sha256[:2]}/{content_sha256}.{suffix}"
-
-
-def voxel_key(structure_sha256: str, params_hash: str) -> str:
-    """Key of a cached voxel grid: structure hash + voxel-parameter hash."""
-    return f"voxels/{params_hash}/{structure_sha256[:2]}/{structure_sha256}_{params_hash}.npy.gz"
-
-
-def encode_grid(grid: np.ndarray) -> bytes:
-    """float32 ``.npy`` compressed with gzip."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(grid, dtype=np.float32), allow_pickle=False)
-    return gzip.compress(buffer.getvalue(), compresslevel=3)
-
-
-def decode_grid(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_grid`."""
-    return np.load(io.BytesIO(gzip.decompress(data)), allow_pickle=False)

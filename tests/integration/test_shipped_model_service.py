@@ -27,9 +27,13 @@ def default_client(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no
 
 
 def test_default_model_is_the_shipped_one(default_client) -> None:  # type: ignore[no-untyped-def]
+    expected = _shipped_ref(SHIPPED)  # from the shipped card.json, e.g. retnet-ch4:4
+    listing = default_client.get("/models").json()
+    assert listing["default"] == expected
     body = default_client.get("/models/retnet-ch4").json()
-    text = repr(body)
-    assert "mol/kg" in text and "CH4" in text
+    assert body["latest"]["ref"] == expected
+    target = body["latest"]["targets"][0]
+    assert target["unit"] == "mol/kg" and "CH4" in target["property"]
 
 
 def _shipped_ref(folder: Path) -> str:

@@ -8,7 +8,15 @@ import torch
 
 from models import training
 from models.retnet import RetNet
-from models.training import DEFAULT_INPUT_CLIP, TrainConfig, fingerprint_grids, predict_grids, train_retnet
+from models.training import (
+    DEFAULT_INPUT_CLIP,
+    TrainConfig,
+    fingerprint_grids,
+    n_validation,
+    predict_grids,
+    train_retnet,
+    train_val_split,
+)
 from models.transforms import Standardizer
 
 
@@ -86,6 +94,68 @@ def test_validation_split_and_predictions() -> None:
     fp = fingerprint_grids(result.model, result.standardizer, grids[:3])
     assert fp.shape == (3, 20)
     assert predict_grids(result.model, result.standardizer, grids[:0]).shape == (0, 2)
+
+
+# --- the one train/validation split -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "fraction", "n_val"), [
+    (6, 0.34, 2),     # 2.04 rounds to 2 (the service's training jobs used to take ceil: 3)
+    (6, 0.25, 2),     # 1.5: Python's round goes to even
+    (10, 0.25, 2),    # 2.5: to even as well
+    (8, 0.25, 2),     # the CLI test's split
+    (20, 0.2, 4),
+    (2, 0.01, 1),     # at least one in validation ...
+    (2, 0.99, 1),     # ... and at least one in training
+    (5, 0.9, 4),
+    (7, 0.0, 0),      # no validation asked for
+    (1, 0.0, 0),
+    (4990, 0.05, 250),  # the pre-training run of scripts/ch4_model.py: unchanged by the clamp
+])
+def test_split_rounding(n: int, fraction: float, n_val: int) -> None:
+    assert n_validation(n, fraction) == n_val
+    train, val = train_val_split(n, fraction, seed=0)
+    assert len(val) == n_val and len(train) == n - n_val
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(n))
+    assert list(train) == sorted(train) and list(val) == sorted(val)
+    if fraction > 0 and n >= 2:
+        assert len(train) >= 1 and len(val) >= 1
+
+
+def test_split_is_the_seeded_permutation_of_the_shipped_pipeline() -> None:
+    # The split scripts/ch4_model.py gets through TrainConfig.val_fraction: the first round(f·n) of
+    # default_rng(seed).permutation(n) are validation. Pinned so that no refactoring moves structures.
+    for n, fraction, seed in [(100, 0.05, 0), (37, 0.2, 3), (6, 0.34, 1)]:
+        order = np.random.default_rng(seed).permutation(n)
+        k = int(round(fraction * n))
+        train, val = train_val_split(n, fraction, seed)
+        assert np.array_equal(val, np.sort(order[:k])) and np.array_equal(train, np.sort(order[k:]))
+    assert train_val_split(6, 0.34, 1)[1].tolist() == [0, 4]
+    assert not np.array_equal(train_val_split(50, 0.2, 0)[1], train_val_split(50, 0.2, 1)[1])
+
+
+def test_split_errors() -> None:
+    with pytest.raises(ValueError, match="cannot be split"):
+        train_val_split(1, 0.2)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        train_val_split(10, 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        train_val_split(10, -0.1)
+
+
+def test_train_retnet_uses_the_shared_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    grids, targets = _data(10)
+    seen: list[tuple[int, float, int]] = []
+
+    def spy(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        seen.append((n, fraction, seed))
+        return train_val_split(n, fraction, seed)
+
+    monkeypatch.setattr(training, "train_val_split", spy)
+    result = train_retnet(grids, targets, _fast(epochs=1, batch_size=4, val_fraction=0.3, seed=5))
+    assert seen == [(10, 0.3, 5)] and result.history[0]["val_loss"] is not None
+    with pytest.raises(ValueError, match="at least 2 training samples"):  # 2 samples: 1 train, 1 validation
+        train_retnet(grids[:2], targets[:2], _fast(epochs=1, val_fraction=0.5))
 
 
 def test_early_stopping_keeps_best_weights(monkeypatch: pytest.MonkeyPatch) -> None:

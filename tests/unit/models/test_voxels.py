@@ -24,11 +24,16 @@ BAD = DATA / "bad"
 PARITY = ["c5cc04223b_c5cc04223b2_clean", "FIGXAU_clean", "BUKRUW01_clean", "SAYTUJ_clean"]
 
 
+def _reference_package(optional_module) -> object:  # type: ignore[no-untyped-def]
+    """The reference package (pymoxel, dev extra): the parity tests skip without it locally and FAIL in CI."""
+    return optional_module("moxel.utils", "pymoxel (the reference voxelizer the parity tests compare with)")
+
+
 @cache
-def _moxel(name: str, grid_size: int = 25, cubic_box: float | None = None) -> np.ndarray:
+def _moxel(moxel_utils: object, name: str, grid_size: int = 25, cubic_box: float | None = None) -> np.ndarray:
     """Raw energies (K) from the reference package (slow: ~3 s for 25³ with one process)."""
-    moxel_utils = pytest.importorskip("moxel.utils")
-    return moxel_utils.voxels_from_file(str(CIFS / f"{name}.cif"), grid_size=grid_size, cubic_box=cubic_box, n_jobs=1)
+    return moxel_utils.voxels_from_file(  # type: ignore[attr-defined]
+        str(CIFS / f"{name}.cif"), grid_size=grid_size, cubic_box=cubic_box, n_jobs=1)
 
 
 def _reference_boltzmann(raw: np.ndarray) -> np.ndarray:
@@ -47,8 +52,8 @@ def _assert_same_grid(ours: np.ndarray, reference: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("name", PARITY)
-def test_matches_pymoxel(name: str) -> None:
-    reference = _moxel(name)
+def test_matches_pymoxel(name: str, optional_module) -> None:  # type: ignore[no-untyped-def]
+    reference = _moxel(_reference_package(optional_module), name)
     crystal = load_crystal(CIFS / f"{name}.cif")
     ours = compute_voxels(crystal, VoxelParams(), device="cpu")
     _assert_same_grid(ours, _reference_boltzmann(reference))
@@ -57,16 +62,16 @@ def test_matches_pymoxel(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "box", "n"), [("c5cc04223b_c5cc04223b2_clean", 30.0, 14),
                                                 ("FIGXAU_clean", 24.0, 12)])
-def test_cubic_box_matches_pymoxel(name: str, box: float, n: int) -> None:
-    reference = _moxel(name, n, box)
+def test_cubic_box_matches_pymoxel(name: str, box: float, n: int, optional_module) -> None:  # type: ignore[no-untyped-def]
+    reference = _moxel(_reference_package(optional_module), name, n, box)
     crystal = load_crystal(CIFS / f"{name}.cif")
     ours = compute_voxels(crystal, VoxelParams(grid_size=n, cubic_box=box), device="cpu")
     _assert_same_grid(ours, _reference_boltzmann(reference))
 
 
-def test_raw_energy_option_matches_pymoxel() -> None:
+def test_raw_energy_option_matches_pymoxel(optional_module) -> None:  # type: ignore[no-untyped-def]
     name = "FIGXAU_clean"
-    reference = _moxel(name)
+    reference = _moxel(_reference_package(optional_module), name)
     ours = compute_voxels(load_crystal(CIFS / f"{name}.cif"), VoxelParams(boltzmann=False), device="cpu")
     assert ours.dtype == np.float32
     np.testing.assert_array_equal(np.isposinf(ours), np.isposinf(reference))

@@ -1,0 +1,354 @@
+"""The steps of a service training job, without IO: labelled CIFs → dataset → trained, evaluated model → card.
+
+``worker.training.run_training`` is the thin IO shell around these: it reads the zip and the labels from
+storage, supplies the voxel-grid cache (:data:`GridFor`), reports progress to the database and registers
+the saved folder. Each step here takes and returns plain values, so it is tested on tiny data without a
+database, a store or a worker.
+
+1. :func:`load_dataset` — ``(name, CIF bytes)`` pairs + labels CSV bytes → :class:`LabelledDataset`
+   (structures that cannot be used are listed in ``skipped`` with the reason, never dropped silently);
+2. :func:`train_and_evaluate` — dataset + job parameters → :class:`TrainingOutcome` (the seeded split of
+   :func:`models.training.train_val_split`, the trained model, its history, predictions and metrics on
+   the validation split, or on the training set when no validation split is asked for);
+3. :func:`build_card` — the :class:`models.artifacts.ModelCard` of the outcome;
+4. :func:`save_job_model` — the model folder (weights, card, parity and history plots).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.params import VoxelParams
+
+log = logging.getLogger(__name__)
+
+#: Grid of one parsed structure (``models.structure.Crystal``) under the job's voxel parameters; the
+#: service passes one that goes through its voxel cache. Default: :func:`models.voxels.compute_voxels`.
+GridFor = Callable[[Any], np.ndarray]
+#: Called after each labelled CIF: (CIFs done, CIFs to do, skipped so far).
+DatasetProgress = Callable[[int, int, list[dict[str, str]]], None]
+#: Called after each epoch with the epoch event (non-finite floats → None) plus "n_train" and "n_val".
+EpochProgress = Callable[[dict[str, Any]], None]
+
+NO_VALIDATION = "training set (no validation split requested)"
+ON_VALIDATION = "validation split"
+
+
+@dataclass
+class LabelledDataset:
+    """Voxelized labelled structures of a training job.
+
+    Attributes
+    ----------
+    names : list of str
+        Structure names (CIF file stems), in the order of ``x`` and ``y``.
+    x : ndarray, float32, shape (N, n, n, n)
+        Raw voxel grids.
+    y : ndarray, float64, shape (N, k)
+        Labels, columns in the order of ``targets``.
+    targets : list of str
+        Label columns.
+    skipped : list of dict
+        ``{"name", "error"}`` of each labelled CIF left out (missing label, bad structure).
+    """
+
+    names: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    targets: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class TrainingOutcome:
+    """What :func:`train_and_evaluate` returns.
+
+    Attributes
+    ----------
+    result : models.training.TrainResult
+    train_idx, val_idx : ndarray of int
+        Indices into the dataset (sorted).
+    history : list of dict
+        Epoch events, non-finite floats replaced by None (JSON-safe).
+    evaluated_on : str
+        "validation split", or "training set (no validation split requested)".
+    eval_y, eval_pred : ndarray, float64, shape (M, k)
+        Labels and predictions of the evaluated structures.
+    metrics : dict
+        :func:`models.metrics.regression_metrics` as JSON values (flat for one target, else per target);
+        empty with fewer than 2 evaluated structures.
+    """
+
+    result: Any
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    history: list[dict[str, Any]]
+    evaluated_on: str
+    eval_y: np.ndarray
+    eval_pred: np.ndarray
+    metrics: dict[str, Any]
+
+    @property
+    def n_train(self) -> int:
+        """Training structures."""
+        return int(len(self.train_idx))
+
+    @property
+    def n_val(self) -> int:
+        """Validation structures (0: none)."""
+        return int(len(self.val_idx))
+
+    @property
+    def last_epoch(self) -> dict[str, Any]:
+        """The last epoch event ({} when none ran)."""
+        return self.history[-1] if self.history else {}
+
+
+def voxel_params_for(base_model: Any) -> VoxelParams:
+    """Voxel parameters of a job: the base model's (fine-tuning), else the defaults."""
+    card = getattr(base_model, "card", None)
+    if card is not None and hasattr(card, "voxel_params"):
+        return VoxelParams(**card.voxel_params.model_dump())
+    return VoxelParams()
+
+
+def read_label_table(labels_csv: bytes) -> Any:
+    """The labels CSV as a DataFrame indexed by (string) name; the first row of a repeated name wins."""
+    import pandas as pd
+
+    table = pd.read_csv(io.BytesIO(labels_csv))
+    table["name"] = table["name"].astype(str)
+    return table.drop_duplicates("name").set_index("name")
+
+
+def load_dataset(
+    cifs: Iterable[tuple[str, bytes]],
+    labels_csv: bytes,
+    targets: list[str],
+    voxel_params: VoxelParams | None = None,
+    *,
+    grid_for: GridFor | None = None,
+    progress: DatasetProgress | None = None,
+    threads: int | None = None,
+) -> LabelledDataset:
+    """Parse and voxelize the labelled CIFs of a job.
+
+    Parameters
+    ----------
+    cifs : iterable of (name, bytes)
+        The CIFs (name = file stem); CIFs without a label row are ignored.
+    labels_csv : bytes
+        CSV with a ``name`` column and the ``targets`` columns.
+    targets : list of str
+        Label columns to learn.
+    voxel_params : VoxelParams, optional
+        Default: the thesis parameters.
+    grid_for : callable(crystal) -> grid, optional
+        Where grids come from (the service's cache); default: computed.
+    progress : callable(done, total, skipped), optional
+        Called after each labelled CIF.
+    threads : int, optional
+        CPU threads of the default grid computation.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 usable labelled structures.
+    KeyError
+        A target column is missing from the CSV.
+    """
+    from models.errors import StructureError
+    from models.structure import parse_cif
+
+    params = voxel_params or VoxelParams()
+    if grid_for is None:
+        from models.voxels import compute_voxels
+
+        def grid_for(crystal: Any) -> np.ndarray:
+            return compute_voxels(crystal, params, threads=threads)
+
+    labels = read_label_table(labels_csv)
+    todo = [(name, data) for name, data in cifs if name in labels.index]
+    grids, ys, names, skipped = [], [], [], []
+    for i, (name, data) in enumerate(todo):
+        y = labels.loc[name, targets].to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(y)):
+            skipped.append({"name": name, "error": "missing label"})
+        else:
+            try:
+                grid = grid_for(parse_cif(data, name=name))
+            except StructureError as exc:
+                skipped.append({"name": name, "error": str(exc)})
+            else:
+                grids.append(grid)
+                ys.append(y)
+                names.append(name)
+        if progress is not None:
+            progress(i + 1, len(todo), skipped)
+    if len(grids) < 2:
+        raise ValueError(f"only {len(grids)} usable labelled structures; skipped: {skipped[:10]}")
+    return LabelledDataset(names=names, x=np.stack(grids).astype(np.float32), y=np.stack(ys),
+                           targets=list(targets), skipped=skipped)
+
+
+def train_config(params: Mapping[str, Any], device: str | None = None) -> Any:
+    """The :class:`models.training.TrainConfig` of a job's parameters (``POST /training-jobs`` form)."""
+    from models.training import TrainConfig
+
+    return TrainConfig(
+        epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
+        learning_rate=float(params["learning_rate"]), augment=bool(params["augment"]),
+        translate=bool(params.get("translate", False)), seed=int(params.get("seed") or 0), device=device,
+        freeze=params.get("freeze"), threads=None,
+    )
+
+
+def _finite_or_none(event: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in dict(event).items()}
+
+
+def train_and_evaluate(
+    dataset: LabelledDataset,
+    params: Mapping[str, Any],
+    *,
+    base_model: Any = None,
+    device: str | None = None,
+    progress: EpochProgress | None = None,
+) -> TrainingOutcome:
+    """Split (seeded), train and evaluate a RetNet on a job's dataset.
+
+    Parameters
+    ----------
+    dataset : LabelledDataset
+    params : mapping
+        Job parameters: ``epochs``, ``batch_size``, ``learning_rate``, ``augment``, optional
+        ``translate``, ``val_fraction``, ``seed``, ``freeze``.
+    base_model : LoadedModel, optional
+        Fine-tuning start.
+    device : str, optional
+        Torch device (default: CUDA when available).
+    progress : callable(event), optional
+        See :data:`EpochProgress`; an exception it raises stops the training.
+    """
+    from models.training import predict_grids, train_retnet, train_val_split
+
+    config = train_config(params, device)
+    val_fraction = float(params.get("val_fraction") or 0.0)
+    train_idx, val_idx = train_val_split(len(dataset), val_fraction, config.seed)
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(event: dict[str, Any]) -> None:
+        clean = _finite_or_none(event)
+        history.append(clean)
+        if progress is not None:
+            progress({**clean, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))})
+
+    x, y = dataset.x, dataset.y
+    val = (x[val_idx], y[val_idx]) if len(val_idx) else None
+    result = train_retnet(x[train_idx], y[train_idx], config, val=val, base_model=base_model, progress=on_epoch)
+    eval_idx, evaluated_on = (val_idx, ON_VALIDATION) if len(val_idx) else (train_idx, NO_VALIDATION)
+    eval_y = y[eval_idx]
+    pred = np.asarray(predict_grids(result.model, result.standardizer, x[eval_idx]), dtype=np.float64)
+    pred = pred.reshape(len(eval_idx), -1)
+    return TrainingOutcome(result=result, train_idx=train_idx, val_idx=val_idx, history=history,
+                           evaluated_on=evaluated_on, eval_y=eval_y, eval_pred=pred,
+                           metrics=regression_metrics_json(eval_y, pred, dataset.targets))
+
+
+def label_hash(names: list[str], y: np.ndarray) -> str:
+    """sha256 of the sorted ``name,label...`` rows (labels with 6 significant digits)."""
+    rows = sorted(zip(names, y.tolist(), strict=True))
+    payload = "\n".join(f"{n},{','.join(f'{v:.6g}' for v in row)}" for n, row in rows)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def regression_metrics_json(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str]) -> dict[str, Any]:
+    """R², MAE, RMSE, Spearman ρ with 95 % CIs (1000 bootstrap resamples, seed 0) as JSON values.
+
+    Flat for one target, ``{target: metrics}`` for several; empty (per target) with fewer than 2 rows.
+    """
+    from models.metrics import regression_metrics
+
+    out: dict[str, Any] = {}
+    for j, target in enumerate(targets):
+        if len(y_true) >= 2:
+            m = regression_metrics(y_true[:, j], y_pred[:, j], n_boot=1000, seed=0)
+            entry = {k: _jsonable(v) for k, v in m.items()}
+        else:
+            entry = {}
+        if len(targets) == 1:
+            out.update(entry)
+        else:
+            out[target] = entry
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "model_dump"):
+        v = v.model_dump()
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    return v
+
+
+def build_card(
+    dataset: LabelledDataset,
+    outcome: TrainingOutcome,
+    params: Mapping[str, Any],
+    *,
+    version: str,
+    source: str,
+    voxel_params: VoxelParams | None = None,
+) -> Any:
+    """The model card of a job's outcome (metrics on :attr:`TrainingOutcome.evaluated_on`).
+
+    ``params`` (job parameters) gives ``model_name``, ``unit``, ``property`` (shared by every target;
+    default: the target's name), ``epochs``, ``seed`` and ``base_model``; ``source`` says where the model
+    comes from (``"training job <id>"``).
+    """
+    from models.artifacts import ModelCard, Target
+
+    config = outcome.result.config
+    unit = params.get("unit") or ""
+    targets = [Target(name=t, unit=unit, property=params.get("property") or t) for t in dataset.targets]
+    training = {"source": source, "size": outcome.n_train, "n_val": outcome.n_val,
+                "split_seed": int(params.get("seed") or 0), "label_hash": label_hash(dataset.names, dataset.y),
+                "structures": len(dataset), "skipped": len(dataset.skipped), "epochs": int(params["epochs"]),
+                "base_model": params.get("base_model"), "augment": config.augment, "translate": config.translate}
+    metrics = {**outcome.metrics, "evaluated_on": outcome.evaluated_on, "n_eval": int(len(outcome.eval_y))}
+    return ModelCard(name=params["model_name"], version=version, targets=targets,
+                     voxel_params=voxel_params or VoxelParams(), training_data=training, metrics=metrics)
+
+
+def save_job_model(folder: Path, outcome: TrainingOutcome, card: Any) -> Path:
+    """Write the model folder (weights, card) plus ``parity.png`` and ``history.png`` when they can be drawn."""
+    from models.artifacts import save_model
+
+    path = save_model(folder, outcome.result, card, overwrite=True)
+    try:
+        from models.plots import history_plot, parity_plot
+
+        target = card.targets[0]
+        shown = "validation" if outcome.evaluated_on == ON_VALIDATION else "training set"
+        parity_plot(outcome.eval_y[:, 0], outcome.eval_pred[:, 0], path / "parity.png",
+                    title=f"{target.name} ({shown})", unit=target.unit)
+        if outcome.history:
+            history_plot(outcome.history, path / "history.png")
+    except Exception:  # noqa: BLE001  (a plot is a nice-to-have; never fail the job for it)
+        log.exception("plotting failed")
+    return path

@@ -1,0 +1,49 @@
+"""The one voxel-grid cache scheme: key layout and file format (pure: no IO, no settings).
+
+Both the service's object store (:mod:`app.storage`, which re-exports :func:`voxel_key`) and the
+library's on-disk cache folder (:mod:`models.pipeline`, ``retnet ... --cache DIR``) store a grid
+
+- under ``voxels/<params_hash>/<sha[:2]>/<sha>_<params_hash>.npy.gz``, where ``sha`` is
+  :attr:`models.structure.Crystal.sha256` (a canonical hash of the parsed structure, so the same
+  crystal under another file name or with other formatting is a hit) and ``params_hash`` is
+  :meth:`models.params.VoxelParams.params_hash` (every voxel parameter);
+- as a gzip-compressed float32 ``.npy`` (:func:`encode_grid` / :func:`decode_grid`).
+
+A cache folder is therefore laid out exactly like the service's local store root: the CLI can
+read and fill the grids of ``RETNET_DATA_DIR``'s store and the other way round.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+
+#: Suffix of a cached grid (gzip-compressed ``.npy``).
+GRID_SUFFIX = ".npy.gz"
+
+
+def voxel_key(structure_sha256: str, params_hash: str) -> str:
+    """Key of a cached voxel grid: structure hash + voxel-parameter hash.
+
+    Parameters
+    ----------
+    structure_sha256 : str
+        :attr:`models.structure.Crystal.sha256` of the parsed structure (hex).
+    params_hash : str
+        :meth:`models.params.VoxelParams.params_hash` of the voxel parameters.
+    """
+    return f"voxels/{params_hash}/{structure_sha256[:2]}/{structure_sha256}_{params_hash}{GRID_SUFFIX}"
+
+
+def encode_grid(grid: np.ndarray) -> bytes:
+    """float32 ``.npy`` compressed with gzip (level 3): the stored form of a cached grid."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(grid, dtype=np.float32), allow_pickle=False)
+    return gzip.compress(buffer.getvalue(), compresslevel=3)
+
+
+def decode_grid(data: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_grid`."""
+    return np.load(io.BytesIO(gzip.decompress(data)), allow_pickle=False)

@@ -1,0 +1,52 @@
+"""worker.training.run_training on the embedded database and local store (no broker, no worker process)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+
+def test_run_training_registers_the_model_and_caches_the_grids(client, settings, sent,  # type: ignore[no-untyped-def]
+                                                               cif_dir: Path) -> None:
+    from app.storage import cached_store, decode_grid, voxel_key
+    from models.params import VoxelParams
+    from models.structure import load_crystal
+    from worker.runtime import WorkerContext
+    from worker.training import run_training
+
+    cifs = sorted(cif_dir.glob("*_clean.cif"))[:6]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in cifs:
+            z.write(p, p.name)
+        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(cifs)))
+    r = client.post("/training-jobs", files={"file": ("train.zip", buf.getvalue())},
+                    data={"targets": "ch4", "epochs": "2", "batch_size": "2", "val_fraction": "0.34", "seed": "1",
+                          "name": "tiny-ch4", "version": "1", "unit": "mol/kg", "translate": "true"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert sent["training"] == [job_id]
+
+    run_training(WorkerContext(settings, voxel_threads=1), job_id)
+
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["done"] == 2 and job["progress"]["total"] == 2
+    assert job["details"]["phase"] == "done" and job["details"]["epoch"] == 2
+    result = job["result"]
+    assert result["model"] == "tiny-ch4:1" and "r2" in result["metrics"]
+    assert (result["n_train"], result["n_val"]) == (4, 2)  # train_val_split: round(6 × 0.34) = 2
+    assert result["evaluated_on"] == "validation split" and result["skipped"] == []
+    detail = client.get("/models/tiny-ch4").json()["latest"]
+    assert detail["training_data"]["size"] == 4 and detail["training_data"]["translate"] is True
+    assert detail["metrics"]["n_eval"] == 2
+
+    store = cached_store(settings.store_uri, settings.s3.endpoint_url, settings.s3.region)
+    params_hash = VoxelParams().params_hash()
+    for path in cifs:  # the grids went into the service's voxel cache, under the shared key
+        key = voxel_key(load_crystal(path).sha256, params_hash)
+        assert store.exists(key) and decode_grid(store.get(key)).shape == (25, 25, 25)
+
+    run_training(WorkerContext(settings), job_id)  # a re-delivered task of a finished job does nothing
+    assert client.get(f"/jobs/{job_id}").json()["result"] == result
