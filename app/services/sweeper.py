@@ -4,8 +4,8 @@ Two kinds of lost work:
 
 - **a dead owner**: an item (or training job) whose lease expired; the task that held it stopped renewing it
   (a killed worker, a lost node). Sent again at once, whatever its job's progress.
-- **a lost message**: an item waiting in a queue (no lease) whose job made no progress for ``older_than_s``:
-  a restarted broker lost the message, or a send failed. Sent again.
+- **a lost message**: an item waiting for a task (no lease) whose job made no progress for ``older_than_s``
+  while its stage's queue is empty: a restarted broker lost the message, or a send failed. Sent again.
 
 Each row is claimed with a guarded ``UPDATE ... RETURNING`` (which also resets its clock), so concurrent
 sweepers never send the same row twice; a message that was only slow costs a duplicate that the lease check of
@@ -25,7 +25,7 @@ from app.core import queue
 from app.core.config import Settings
 from app.db.session import session_scope
 from app.db.tables import Job, JobItem, JobKind, JobStatus, utcnow
-from app.services.leases import INFERENCE_STAGE
+from app.services.leases import INFERENCE_STAGE, VOXELS_STAGE
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,16 @@ class SweepReport:
         return len(self.items) + len(self.inference_items) + len(self.training_jobs)
 
 
+def _idle_stages(settings: Settings) -> list[str]:
+    """Stages whose queue holds no message (all of them when the broker cannot say)."""
+    stages = {VOXELS_STAGE: queue.VOXELS, INFERENCE_STAGE: queue.INFERENCE}
+    try:
+        depths = queue.queue_depths(settings)
+    except Exception:  # noqa: BLE001  (an unreachable broker: the sends will fail and be tried again anyway)
+        return list(stages)
+    return [stage for stage, q in stages.items() if depths.get(q, 0) == 0]
+
+
 def sweep(settings: Settings, *, older_than_s: float, include_running: bool = False) -> SweepReport:
     """Re-enqueue items and training jobs whose lease expired, or that waited ``older_than_s`` s in a queue
     while their job made no progress.
@@ -62,7 +72,9 @@ def sweep(settings: Settings, *, older_than_s: float, include_running: bool = Fa
             lost = JobItem.status.in_(ACTIVE)
         else:
             expired = and_(JobItem.lease_until.is_not(None), JobItem.lease_until < now)
-            waiting = and_(JobItem.lease_until.is_(None), JobItem.updated_at <= cutoff,
+            # Waiting items are only lost when their stage's queue is empty: behind a backlog they are just late.
+            idle = _idle_stages(settings)
+            waiting = and_(JobItem.lease_until.is_(None), JobItem.updated_at <= cutoff, JobItem.stage.in_(idle),
                            JobItem.job_id.in_(stalled_jobs))
             lost = and_(JobItem.status.in_(ACTIVE), or_(expired, waiting))
         claimed = session.scalars(

@@ -59,6 +59,10 @@ class LocalStore:
         return sorted(keys)
 
     def ping(self) -> None:
-        """The root must be a writable folder."""
-        if not os.access(self.root, os.W_OK):
-            raise OSError(f"storage folder {self.root} is not writable")
+        """The root must be a folder where a file can be written and removed (a real write, not a permission
+        check: root passes those, and an unmounted volume can look writable)."""
+        if not self.root.is_dir():
+            raise OSError(f"storage folder {self.root} is missing or not a folder")
+        fd, probe = tempfile.mkstemp(dir=self.root, prefix=".tmp-ping-")
+        os.close(fd)
+        os.unlink(probe)
