@@ -1,11 +1,23 @@
-"""Service benchmark: /predict latency on a cached structure, and screening throughput (cold and warm cache).
+"""Service benchmark: screening throughput as a ratio to the model's own speed, measured in one run.
 
-By default it starts its own embedded server (``app.server.serve`` in a subprocess: SQLite, local storage,
-in-process workers) in a temporary data dir, registers a model (the shipped one when present, else a freshly
-initialised RetNet: inference cost is the same), and uses CoRE MOF 2019-ASR CIFs::
+In one run, on the same machine and the same CoRE MOF 2019-ASR CIFs:
 
-    python -m bench.service                       # embedded server started by the script
-    python -m bench.service --url http://host:8000  # an already running server (any mode)
+1. the service: a cold screening (empty voxel cache) and a warm one (same files again: grids cached);
+2. the model alone: ``LoadedModel.predict`` on the screening's own grids at batch 64 (the inference rate), and
+   ``parse_cif`` + ``compute_voxels`` over the same CIFs one after the other with every core, as
+   ``retnet voxelize`` does (the voxelization rate);
+3. ``POST /predict`` latency of a structure already predicted (answered from the prediction cache), and 20
+   concurrent clients on cached structures (sustained requests/s, errors).
+
+Ratios: warm screening / inference rate (target ≥ 0.8) and cold screening / min(voxelization, inference)
+(target ≥ 0.7). Modes::
+
+    python -m bench.service                         # embedded: SQLite, local storage, workers in the server
+    python -m bench.service --scaled --voxel-workers 2 --structures 2000   # Postgres + Redis + worker processes
+
+``--scaled`` starts a private Redis (free port), a fresh database on the local PostgreSQL (127.0.0.1:5432),
+``retnet serve`` and ``retnet worker -Q voxels -c 1`` × N plus ``retnet worker -Q inference``, and removes them
+afterwards. Stop other CPU work (GCMC labelling) while benchmarking.
 """
 
 from __future__ import annotations
@@ -13,17 +25,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _free_port() -> int:
@@ -32,17 +51,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def prepare_data_dir(data_dir: Path) -> str:
-    """Migrate the embedded database and register a model; return its ref."""
-    os.environ["RETNET_DATA_DIR"] = str(data_dir)
-    from app.core.config import get_settings
+def register_model(settings: Any, data_dir: Path) -> str:
+    """Migrate and register a model (the shipped one when present, else a freshly initialised RetNet); its ref."""
     from app.db.migrate import upgrade
     from app.db.session import session_scope
     from app.services.registry import register_model_dir, register_shipped_model
     from app.storage import store_from_uri
 
-    get_settings.cache_clear()
-    settings = get_settings()
     upgrade(settings.db_url)
     store = store_from_uri(settings.store_uri)
     with session_scope(settings.db_url) as session:
@@ -58,24 +73,92 @@ def prepare_data_dir(data_dir: Path) -> str:
                 name="bench-retnet", version="0", preliminary=True, standardization={"mean": 1.0, "std": 1.0},
                 targets=[Target(name="ch4", unit="mol/kg", property="CH4 uptake, 298 K, 5.8 bar")]))
             row = register_model_dir(session, store, folder)
-        return row.ref
+        return str(row.ref)
 
 
-def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """``serve()`` in a subprocess (embedded mode)."""
-    env = {**os.environ, "RETNET_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    code = f"from app.server import serve; serve('127.0.0.1', {port}, {str(data_dir)!r}, log_level='warning')"
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=open(log_path, "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT)
+def _settings(env: dict[str, str]) -> Any:
+    from app.core.config import Settings
+
+    old = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
 
 
-def wait_up(client: httpx.Client, timeout: float = 120) -> None:
-    """Wait for /health."""
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, cwd=REPO, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+
+
+def _retnet(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+
+
+@contextmanager
+def deployment(tmp: Path, *, scaled: bool, voxel_workers: int) -> Iterator[tuple[str, dict[str, str], str]]:
+    """Start the service; yield (url, env, model ref)."""
+    data = tmp / "data"
+    env = {"RETNET_DATA_DIR": str(data)}
+    procs: list[subprocess.Popen[bytes]] = []
+    cleanup: list[Any] = []
+    try:
+        if scaled:
+            import psycopg
+
+            redis_port = _free_port()
+            procs.append(subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
+                                           "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                          stdout=subprocess.DEVNULL, start_new_session=True))
+            db = f"retnet_bench_{uuid.uuid4().hex[:8]}"
+            admin = "postgresql://postgres@127.0.0.1:5432/test"
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{db}"')
+
+            def drop() -> None:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+            cleanup.append(drop)
+            env.update(RETNET_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db}",
+                       RETNET_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+                       RETNET_STORAGE_URI=(data / "store").as_uri())
+        settings = _settings(env)
+        data.mkdir(parents=True, exist_ok=True)
+        ref = register_model(settings, data)
+        port = _free_port()
+        procs.append(_spawn(_retnet("serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)),
+                            env, tmp / "server.log"))
+        if scaled:
+            for i in range(voxel_workers):
+                procs.append(_spawn(_retnet("worker", "-Q", "voxels", "-c", "1"), env, tmp / f"voxels{i}.log"))
+            procs.append(_spawn(_retnet("worker", "-Q", "inference"), env, tmp / "inference.log"))
+        yield f"http://127.0.0.1:{port}", env, ref
+    finally:
+        for p in reversed(procs):
+            try:
+                os.killpg(p.pid, 15)
+            except (ProcessLookupError, PermissionError):
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for fn in cleanup:
+            fn()
+
+
+def wait_up(client: httpx.Client, timeout: float = 180) -> dict[str, Any]:
+    """Wait for /health to say ok."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if client.get("/health").status_code == 200:
-                return
+            r = client.get("/health")
+            if r.status_code == 200 and r.json()["model"]["status"] == "ok":
+                return dict(r.json())
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -97,79 +180,165 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
 
 
-def screening(client: httpx.Client, files: list[Path], name: str) -> dict[str, float]:
-    """Submit one screening and time it until every item is finished."""
+def screening(client: httpx.Client, files: list[Path], name: str) -> dict[str, Any]:
+    """Submit one screening (upload not timed) and time it from the 202 until every item is final."""
+    payload = [("files", (p.name, p.read_bytes())) for p in files]
     t0 = time.perf_counter()
-    r = client.post("/screenings", files=[("files", (p.name, p.read_bytes())) for p in files], data={"name": name})
+    r = client.post("/screenings", files=payload, data={"name": name})
     r.raise_for_status()
+    t_accepted = time.perf_counter()
     job_id = r.json()["job_id"]
     while True:
         job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in FINAL:
             break
-        time.sleep(0.2)
-    dt = time.perf_counter() - t0
+        time.sleep(0.1)
+    done = time.perf_counter()
     p = job["progress"]
-    return {"structures": p["total"], "done": p["done"], "failed": p["failed"], "seconds": round(dt, 2),
-            "structures_per_min": round(p["total"] / dt * 60, 1)}
+    return {"job_id": job_id, "structures": p["total"], "done": p["done"], "failed": p["failed"],
+            "upload_s": round(t_accepted - t0, 2), "seconds": round(done - t_accepted, 2),
+            "structures_per_min": round(p["total"] / (done - t_accepted) * 60, 1)}
 
 
-def run(url: str | None, n_structures: int, n_latency: int) -> dict[str, object]:
-    """Run the benchmark; return the figures."""
-    proc = None
-    tmp = tempfile.mkdtemp(prefix="retnet-bench-")
-    try:
-        if url is None:
-            data_dir = Path(tmp) / "data"
-            ref = prepare_data_dir(data_dir)
-            port = _free_port()
-            proc = start_server(data_dir, port, Path(tmp) / "server.log")
-            url = f"http://127.0.0.1:{port}"
-        else:
-            ref = None
-        with httpx.Client(base_url=url, timeout=600) as client:
-            wait_up(client)
-            health = client.get("/health").json()
-            files = pick_cifs(n_structures)
-            cached = files[0]
-            r = client.post("/predict", files={"file": (cached.name, cached.read_bytes())}, data={"wait": "120"})
-            r.raise_for_status()
-            latencies = []
-            for _ in range(n_latency):
+def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int = 64) -> dict[str, Any]:
+    """The model's own inference rate on the stored grids, and the voxelization rate of the same CIFs."""
+    import numpy as np
+    import torch
+
+    from app.db.session import session_scope
+    from app.db.tables import ModelVersion
+    from app.storage import decode_grid, store_from_uri
+    from models.artifacts import load_model
+    from models.params import VoxelParams
+    from models.structure import parse_cif
+    from models.voxels import compute_voxels, warm_up
+    from worker.runtime import WorkerContext
+
+    store = store_from_uri(settings.store_uri)
+    with session_scope(settings.db_url) as session:
+        row = session.query(ModelVersion).filter(ModelVersion.ref == model_ref).one()
+        params_hash, prefix, card = row.params_hash, row.storage_prefix, row.card
+    folder = WorkerContext(settings).fetch_model_files(prefix)
+    model = load_model(folder, device="cpu")
+    keys = [k for k in store.list(f"voxels/{params_hash}/") if k.endswith(".npy.gz")]
+    grids = np.stack([decode_grid(store.get(k)) for k in keys]).astype(np.float32)
+    model.predict(grids[:batch], batch_size=batch)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        model.predict(grids, batch_size=batch)
+        best = min(best, time.perf_counter() - t0)
+    inference = len(grids) / best * 60
+    warm_up()
+    params = VoxelParams(**(card.get("voxel_params") or {}))
+    t0 = time.perf_counter()
+    ok = 0
+    for path in files:
+        try:
+            compute_voxels(parse_cif(path.read_bytes(), name=path.stem), params)
+            ok += 1
+        except Exception:  # noqa: BLE001  (a refused structure costs its parse, like in the service)
+            pass
+    voxel = len(files) / (time.perf_counter() - t0) * 60
+    return {"inference_per_min": round(inference, 1), "inference_grids": len(grids), "batch": batch,
+            "torch_threads": torch.get_num_threads(), "voxelize_per_min": round(voxel, 1), "voxelized": ok}
+
+
+def predict_latency(client: httpx.Client, files: list[Path], n: int) -> dict[str, Any]:
+    """Sequential ``POST /predict`` of structures predicted before (prediction cache), in ms."""
+    payloads = [(p.name, p.read_bytes()) for p in files[:10]]
+    for name, data in payloads:
+        r = client.post("/predict", files={"file": (name, data)}, data={"wait": "120"})
+        r.raise_for_status()
+    lat = []
+    for i in range(n):
+        name, data = payloads[i % len(payloads)]
+        t0 = time.perf_counter()
+        r = client.post("/predict", files={"file": (name, data)})
+        lat.append((time.perf_counter() - t0) * 1e3)
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    return {"n": n, "p50": round(statistics.median(lat), 1), "p99": round(percentile(lat, 99), 1),
+            "mean": round(statistics.mean(lat), 1)}
+
+
+def concurrent_clients(url: str, files: list[Path], clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` threads posting cached structures for ``seconds``: sustained rate, latency, errors."""
+    payloads = [(p.name, p.read_bytes()) for p in files[:10]]
+    lat: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def loop(k: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            i = k
+            while time.monotonic() < stop:
+                name, data = payloads[i % len(payloads)]
+                i += 1
                 t0 = time.perf_counter()
-                r = client.post("/predict", files={"file": (cached.name, cached.read_bytes())})
-                latencies.append((time.perf_counter() - t0) * 1e3)
-                assert r.status_code == 200 and r.json()["timings"]["cache_hit"], r.text
+                try:
+                    r = c.post("/predict", files={"file": (name, data)})
+                    ok = r.status_code == 200 and r.json()["status"] == "succeeded"
+                    why = f"{r.status_code} {r.text[:100]}"
+                except httpx.HTTPError as exc:
+                    ok, why = False, repr(exc)
+                with lock:
+                    (lat.append((time.perf_counter() - t0) * 1e3) if ok else errors.append(why))
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    return {"clients": clients, "seconds": round(dt, 1), "requests": len(lat) + len(errors), "errors": len(errors),
+            "first_errors": errors[:3], "requests_per_s": round(len(lat) / dt, 1),
+            "p50_ms": round(statistics.median(lat), 1) if lat else None,
+            "p99_ms": round(percentile(lat, 99), 1) if lat else None}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark; return the figures."""
+    tmp = Path(tempfile.mkdtemp(prefix="retnet-bench-"))
+    files = pick_cifs(args.structures)
+    try:
+        with deployment(tmp, scaled=args.scaled, voxel_workers=args.voxel_workers) as (url, env, ref), \
+                httpx.Client(base_url=url, timeout=600) as client:
+            health = wait_up(client)
+            if args.scaled:  # the workers need a moment after the API
+                time.sleep(8)
             cold = screening(client, files, "bench-cold")
             warm = screening(client, files, "bench-warm")
-            metrics = client.get("/metrics").text
-        return {
-            "mode": health["mode"], "model": ref or health["model"]["detail"], "cpu_count": os.cpu_count(),
-            "predict_cached_ms": {"n": n_latency, "p50": round(statistics.median(latencies), 1),
-                                  "p99": round(percentile(latencies, 99), 1),
-                                  "mean": round(statistics.mean(latencies), 1)},
-            "screening_cold": cold, "screening_warm": warm,
-            "cache_hits": next((ln.split()[-1] for ln in metrics.splitlines()
-                                if ln.startswith("retnet_voxel_cache_hits_total")), None),
-        }
+            latency = predict_latency(client, files, args.latency_requests)
+            crowd = concurrent_clients(url, files, args.clients, args.concurrent_seconds)
+            settings = _settings(env)
+            rates = model_rates(settings, ref, files)
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    slower = min(rates["inference_per_min"], rates["voxelize_per_min"])
+    return {
+        "mode": health["mode"], "model": ref, "cpu_count": os.cpu_count(), "structures": len(files),
+        "voxel_workers": args.voxel_workers if args.scaled else None,
+        "screening_cold": cold, "screening_warm": warm, "model_alone": rates,
+        "ratios": {"warm_over_inference": round(warm["structures_per_min"] / rates["inference_per_min"], 3),
+                   "cold_over_slower_of_voxelize_and_inference": round(cold["structures_per_min"] / slower, 3)},
+        "predict_prediction_cache_ms": latency, "concurrent_predict": crowd,
+    }
 
 
 def main() -> None:
     """CLI."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=None, help="benchmark a running server instead of starting one")
-    parser.add_argument("--structures", type=int, default=200)
-    parser.add_argument("--latency-requests", type=int, default=200)
+    parser.add_argument("--scaled", action="store_true", help="Postgres + Redis + worker processes")
+    parser.add_argument("--voxel-workers", type=int, default=2, help="scaled mode: `-Q voxels -c 1` processes")
+    parser.add_argument("--structures", type=int, default=300)
+    parser.add_argument("--latency-requests", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--concurrent-seconds", type=float, default=15)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     args = parser.parse_args()
-    result = run(args.url, args.structures, args.latency_requests)
+    result = run(args)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
