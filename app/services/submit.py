@@ -124,17 +124,17 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     """
     from models.structure import parse_cif
 
+    key = raw_key(hashlib.sha256(upload.data).hexdigest(), upload.filename)
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model)
+        # the very same bytes were parsed before: reuse the structure hash (and maybe its prediction)
+        known = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
+        cached = _cached_prediction(session, known, model) if known else None
+        cached_values = (cached.value, list(cached.values)) if cached is not None else None
         session.expunge(model)
     fingerprint = request_fingerprint("predict", [upload], model=model.ref)
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
-    key = raw_key(hashlib.sha256(upload.data).hexdigest(), upload.filename)
-    with session.begin():  # the very same bytes were parsed before: reuse the structure hash
-        known = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
-        cached = _cached_prediction(session, known, model) if known else None
-        cached_values = (cached.value, list(cached.values)) if cached is not None else None
     t0 = time.perf_counter()
     crystal = None if known else parse_cif(upload.data, name=stem(upload.filename))
     parse_ms = (time.perf_counter() - t0) * 1e3
