@@ -557,6 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minutes in 'queued' without progress (default: RETNET_SWEEP_AFTER_S, 10 min)")
     p.set_defaults(func=_cmd_sweep)
 
+    from app.cli_keys import register_keys
+
+    register_keys(sub)
+
     try:
         from app.cli_simulate import register_simulate
     except ImportError:

@@ -11,7 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
 from app import __version__
+from app.api.auth import RateLimiter
 from app.api.errors import install_error_handlers
+from app.api.limits import BodyLimitMiddleware
 from app.api.routes import dashboard, health, jobs, models, predict, screenings, training
 from app.core.config import Settings, get_settings
 from app.core.metrics import LATENCY, REQUESTS, install_collector
@@ -34,6 +36,9 @@ def startup(settings: Settings) -> None:
             if row is not None:
                 log.info("shipped model %s registered", row.ref)
     install_collector(settings)
+    if not settings.auth_required:
+        log.warning("API keys are NOT required (embedded default): anyone who can reach this server can use it "
+                    "and sees every job; set RETNET_AUTH__REQUIRED=true and create keys with `retnet keys create`")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -71,8 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.rate_limiter = RateLimiter()
 
     install_error_handlers(app)
+    # inside the metrics middleware (refusals are counted); the body is bounded before any route parses it
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.upload.request_limit)
 
     @app.middleware("http")
     async def prometheus_middleware(request: Request, call_next):  # type: ignore[no-untyped-def]

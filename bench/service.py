@@ -98,8 +98,9 @@ def _retnet(*args: str) -> list[str]:
 
 
 @contextmanager
-def deployment(tmp: Path, *, scaled: bool, voxel_workers: int) -> Iterator[tuple[str, dict[str, str], str]]:
-    """Start the service; yield (url, env, model ref)."""
+def deployment(tmp: Path, *, scaled: bool, voxel_workers: int
+               ) -> Iterator[tuple[str, dict[str, str], str, dict[str, str]]]:
+    """Start the service; yield (url, env, model ref, request headers: an admin key when keys are required)."""
     data = tmp / "data"
     env = {"RETNET_DATA_DIR": str(data)}
     procs: list[subprocess.Popen[bytes]] = []
@@ -128,6 +129,13 @@ def deployment(tmp: Path, *, scaled: bool, voxel_workers: int) -> Iterator[tuple
         settings = _settings(env)
         data.mkdir(parents=True, exist_ok=True)
         ref = register_model(settings, data)
+        headers: dict[str, str] = {}
+        if settings.auth_required:
+            from app.db.session import session_scope
+            from app.services.keys import create_key
+
+            with session_scope(settings.db_url) as session:
+                headers["Authorization"] = f"Bearer {create_key(session, 'bench', admin=True)}"
         port = _free_port()
         procs.append(_spawn(_retnet("serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)),
                             env, tmp / "server.log"))
@@ -135,7 +143,7 @@ def deployment(tmp: Path, *, scaled: bool, voxel_workers: int) -> Iterator[tuple
             for i in range(voxel_workers):
                 procs.append(_spawn(_retnet("worker", "-Q", "voxels", "-c", "1"), env, tmp / f"voxels{i}.log"))
             procs.append(_spawn(_retnet("worker", "-Q", "inference"), env, tmp / "inference.log"))
-        yield f"http://127.0.0.1:{port}", env, ref
+        yield f"http://127.0.0.1:{port}", env, ref, headers
     finally:
         for p in reversed(procs):
             try:
@@ -261,7 +269,8 @@ def predict_latency(client: httpx.Client, files: list[Path], n: int) -> dict[str
             "mean": round(statistics.mean(lat), 1)}
 
 
-def concurrent_clients(url: str, files: list[Path], clients: int, seconds: float) -> dict[str, Any]:
+def concurrent_clients(url: str, headers: dict[str, str], files: list[Path], clients: int, seconds: float
+                       ) -> dict[str, Any]:
     """``clients`` threads posting cached structures for ``seconds``: sustained rate, latency, errors."""
     payloads = [(p.name, p.read_bytes()) for p in files[:10]]
     lat: list[float] = []
@@ -270,7 +279,7 @@ def concurrent_clients(url: str, files: list[Path], clients: int, seconds: float
     stop = time.monotonic() + seconds
 
     def loop(k: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as c:
             i = k
             while time.monotonic() < stop:
                 name, data = payloads[i % len(payloads)]
@@ -303,15 +312,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="retnet-bench-"))
     files = pick_cifs(args.structures)
     try:
-        with deployment(tmp, scaled=args.scaled, voxel_workers=args.voxel_workers) as (url, env, ref), \
-                httpx.Client(base_url=url, timeout=600) as client:
+        with deployment(tmp, scaled=args.scaled, voxel_workers=args.voxel_workers) as (url, env, ref, headers), \
+                httpx.Client(base_url=url, timeout=600, headers=headers) as client:
             health = wait_up(client)
             if args.scaled:  # the workers need a moment after the API
                 time.sleep(8)
             cold = screening(client, files, "bench-cold")
             warm = screening(client, files, "bench-warm")
             latency = predict_latency(client, files, args.latency_requests)
-            crowd = concurrent_clients(url, files, args.clients, args.concurrent_seconds)
+            crowd = concurrent_clients(url, headers, files, args.clients, args.concurrent_seconds)
             settings = _settings(env)
             rates = model_rates(settings, ref, files)
     finally:

@@ -120,7 +120,8 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
         with session_scope(ctx.db_url) as session:
             if progress.is_final(session, job_id):  # cancelled during the last epoch: register nothing
                 raise JobNoLongerActiveError(job_id)
-            ref = register_model_dir(session, store, folder, training_job_id=job_id).ref
+            ref = register_model_dir(session, store, folder, training_job_id=job_id, owner=params.get("owner"),
+                                     exist_ok=False).ref
             progress.set_job_details(session, job_id, {"phase": "done", **outcome.last_epoch, **sizes,
                                                        "skipped": skipped[-20:]})
             progress.succeed_job(session, job_id, {"model": ref, "metrics": outcome.metrics,

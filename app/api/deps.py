@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from app.api.auth import bearer_token
 from app.core.config import Settings
 from app.db.session import get_sessionmaker
 from app.db.tables import Job
+from app.services.errors import TooManyRequestsError, UnauthorizedError
 from app.services.jobs import get_job
+from app.services.keys import LOCAL, Caller, caller_for
 from app.storage import ObjectStore, cached_store
 
 
@@ -44,10 +49,51 @@ def get_store(settings: SettingsDep) -> ObjectStore:
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
-def valid_job(job_id: str, session: SessionDep) -> Job:
-    """The job named in the path, or 404."""
+async def current_caller(request: Request, settings: SettingsDep, session: SessionDep) -> Caller:
+    """The caller of this request: the key's owner, or the local user when keys are optional and none is sent.
+
+    401 when keys are required and the key is missing, unknown or revoked (or a sent key is invalid); 429 when
+    the key is over its request rate.
+    """
+    key = bearer_token(request)
+    if key is None:
+        if settings.auth_required:
+            raise UnauthorizedError("an API key is required: send 'Authorization: Bearer <key>' (create one with "
+                                    "`retnet keys create NAME`)")
+        return LOCAL
+
+    def lookup() -> Caller | None:
+        with session.begin():
+            return caller_for(session, key)
+
+    caller = await run_in_threadpool(lookup)
+    if caller is None:
+        raise UnauthorizedError("invalid or revoked API key")
+    limiter = request.app.state.rate_limiter
+    wait = limiter.take(caller.name or "", settings.auth.requests_per_minute)
+    if wait > 0:
+        raise TooManyRequestsError(f"rate limit of {settings.auth.requests_per_minute} requests per minute for key "
+                                   f"'{caller.name}' exceeded; retry in {math.ceil(wait)} s", wait)
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+async def optional_caller(request: Request, settings: SettingsDep, session: SessionDep) -> Caller | None:
+    """Like :func:`current_caller`, but None instead of 401 when no key is sent (pages that show less)."""
+    if bearer_token(request) is None and settings.auth_required:
+        return None
+    return await current_caller(request, settings, session)
+
+
+OptionalCallerDep = Annotated[Caller | None, Depends(optional_caller)]
+
+
+def valid_job(job_id: str, session: SessionDep, caller: CallerDep) -> Job:
+    """The job named in the path, or 404 (also when it is another key's)."""
     with session.begin():
-        return get_job(session, job_id)
+        return get_job(session, job_id, caller)
 
 
 JobDep = Annotated[Job, Depends(valid_job)]

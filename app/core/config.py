@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MB = 1024 * 1024
+#: Room for multipart boundaries, part headers and form fields on top of the largest file a request may carry.
+MULTIPART_OVERHEAD_BYTES = 1 * MB
 
 
 class UploadSettings(BaseModel):
@@ -18,7 +20,22 @@ class UploadSettings(BaseModel):
     max_zip_bytes: int = Field(500 * MB, gt=0)
     #: Limit on the sum of uncompressed member sizes of a zip (zip-bomb guard).
     max_unzipped_bytes: int = Field(2048 * MB, gt=0)
+    #: Structures per screening (CIF files plus CIF members of zips), counted while reading.
     max_files: int = Field(20000, gt=0)
+    #: Uncompressed size / compressed size above which a zip member is refused (zip-bomb guard; CIF text
+    #: deflates about 4-10x), for members larger than ``compression_ratio_min_bytes``.
+    max_compression_ratio: float = Field(200.0, gt=1)
+    compression_ratio_min_bytes: int = Field(1 * MB, ge=0)
+    #: Bytes of one HTTP request body, counted while it arrives (413 as soon as it passes); default
+    #: max(max_zip_bytes, max_cif_bytes) + 1 MB of multipart overhead.
+    max_request_bytes: int | None = Field(None, gt=0)
+
+    @property
+    def request_limit(self) -> int:
+        """The per-request body limit in bytes (``max_request_bytes`` or its default)."""
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        return max(self.max_zip_bytes, self.max_cif_bytes) + MULTIPART_OVERHEAD_BYTES
 
 
 class InferenceSettings(BaseModel):
@@ -48,6 +65,21 @@ class PipelineSettings(BaseModel):
     #: expire and they are sent again). Must stay below ``visibility_timeout_s``.
     task_soft_time_limit_s: int = Field(540, ge=1)
     task_time_limit_s: int = Field(600, ge=1)
+    #: Time limit in s for reading one CIF in the worker (the pymatgen fallback for non-P1 files runs in a
+    #: helper process that is killed after it); a structure over it fails its item.
+    parse_timeout_s: float = Field(60.0, gt=0)
+
+
+class AuthSettings(BaseModel):
+    """API keys and per-key limits."""
+
+    #: Require ``Authorization: Bearer <key>`` on every API call; default: on in scaled mode (a Postgres
+    #: database), off in embedded mode (a single user on 127.0.0.1).
+    required: bool | None = None
+    #: Requests per minute and key (token bucket, per API process); 429 with Retry-After beyond it.
+    requests_per_minute: int = Field(600, ge=1)
+    #: Jobs a key may have queued or running at once; 429 beyond it.
+    max_active_jobs: int = Field(20, ge=1)
 
 
 class S3Settings(BaseModel):
@@ -74,6 +106,7 @@ class Settings(BaseSettings):
     upload: UploadSettings = UploadSettings()
     inference: InferenceSettings = InferenceSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    auth: AuthSettings = AuthSettings()
     #: Model used when a request names none: ``name`` or ``name:version``; default: the shipped model,
     #: else the latest registered one.
     default_model: str | None = None
@@ -104,6 +137,13 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'retnet.db').resolve()}"
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether API keys are required (the setting, else: scaled mode with a Postgres database)."""
+        if self.auth.required is not None:
+            return self.auth.required
+        return self.db_url.startswith("postgresql")
 
     @property
     def broker(self) -> str:

@@ -96,7 +96,10 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     input_key: Mapped[str | None] = mapped_column(String(400))
     error: Mapped[str | None] = mapped_column(Text)
-    #: Client-chosen ``Idempotency-Key`` of the request that created the job: a retry returns this job.
+    #: Name of the API key that created the job (None: no key, auth off); only it (and admins) may see it.
+    owner: Mapped[str | None] = mapped_column(String(100), index=True)
+    #: ``<owner>/<Idempotency-Key>`` of the request that created the job: a retry by the same owner with the
+    #: same key returns this job.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     #: Training jobs: the task execution that holds the job and until when (renewed by its heartbeat).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -172,6 +175,9 @@ class ModelVersion(Base):
     card: Mapped[dict[str, Any]] = mapped_column(JSON)
     storage_prefix: Mapped[str] = mapped_column(String(400))
     shipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: API key whose training job made it (its name is ``owner/...``); None: shipped or admin-registered,
+    #: readable by everyone and writable by nobody else.
+    owner: Mapped[str | None] = mapped_column(String(100), index=True)
     training_job_id: Mapped[str | None] = mapped_column(ForeignKey("job.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -193,3 +199,17 @@ class Prediction(Base):
 
     item: Mapped[JobItem] = relationship(back_populates="prediction")
     model: Mapped[ModelVersion] = relationship()
+
+
+class ApiKey(Base):
+    """An API key: stored as the sha256 of the secret (the secret itself is shown once, at creation)."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

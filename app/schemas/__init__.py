@@ -153,3 +153,12 @@ class Health(BaseModel):
     storage: ComponentHealth
     model: ComponentHealth
     version: str
+
+
+class JobList(BaseModel):
+    """A page of the caller's jobs, newest first."""
+
+    data: list[JobPublic]
+    total: int
+    limit: int
+    offset: int

@@ -47,3 +47,19 @@ class UnavailableError(ServiceError):
     """A dependency the request needs is missing (no model registered)."""
 
     status_code = 503
+
+
+class UnauthorizedError(ServiceError):
+    """No valid API key (401 with ``WWW-Authenticate: Bearer``)."""
+
+    status_code = 401
+
+
+class TooManyRequestsError(ServiceError):
+    """A per-key limit was hit (429); ``retry_after`` in s goes to the ``Retry-After`` header."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

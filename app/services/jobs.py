@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from typing import Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from app.db.tables import Job, JobItem, JobStatus, Prediction
@@ -22,14 +23,56 @@ from app.schemas import (
 )
 from app.services import progress
 from app.services.errors import ConflictError, NotFoundError
+from app.services.keys import LOCAL, Caller
+from app.storage import ObjectStore
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    """The job row or 404."""
+def get_job(session: Session, job_id: str, caller: Caller = LOCAL) -> Job:
+    """The job row or 404 (also when it belongs to another key: its existence is not disclosed)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or not caller.can_see(job.owner):
         raise NotFoundError(f"no job with id '{job_id}'")
     return job
+
+
+def list_jobs(session: Session, caller: Caller, *, status: str | None = None, kind: str | None = None,
+              limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+    """The caller's jobs (an admin's: everyone's), newest first, with the total before pagination."""
+    query = select(Job)
+    if not caller.admin:
+        query = query.where(Job.owner == caller.name)
+    if status:
+        query = query.where(Job.status == status)
+    if kind:
+        query = query.where(Job.kind == kind)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)))
+    return rows, total
+
+
+def delete_job(session: Session, store: ObjectStore, job_id: str, caller: Caller) -> None:
+    """Remove a job with its items, predictions and the uploads no other job still uses.
+
+    A queued or running job is cancelled first (its tasks then find nothing to do). Cached voxel grids stay:
+    they are keyed by structure, shared by every job, and removed by retention (``retnet purge``).
+    """
+    with session.begin():
+        job = get_job(session, job_id, caller)
+        progress.cancel_job(session, job_id)
+        keys = set(session.scalars(select(JobItem.raw_key).where(JobItem.job_id == job_id)))
+        if job.input_key:
+            keys.add(job.input_key)
+        labels_key = (job.params or {}).get("labels_key")
+        if labels_key:
+            keys.add(str(labels_key))
+        session.execute(delete(Prediction).where(Prediction.item_id.in_(select(JobItem.id)
+                                                                        .where(JobItem.job_id == job_id))))
+        session.execute(delete(JobItem).where(JobItem.job_id == job_id))
+        session.execute(delete(Job).where(Job.id == job_id))
+        still_used = set(session.scalars(select(JobItem.raw_key).where(JobItem.raw_key.in_(keys))))
+        still_used |= set(session.scalars(select(Job.input_key).where(Job.input_key.in_(keys))))
+    for key in sorted(keys - still_used):
+        store.delete(key)
 
 
 def job_public(job: Job) -> JobPublic:
@@ -42,10 +85,10 @@ def job_public(job: Job) -> JobPublic:
     )
 
 
-def cancel(session: Session, job_id: str) -> Job:
+def cancel(session: Session, job_id: str, caller: Caller = LOCAL) -> Job:
     """Cancel a queued or running job and its unfinished items (one transaction); 409 when already final."""
     with session.begin():
-        job = get_job(session, job_id)
+        job = get_job(session, job_id, caller)
         moved = progress.cancel_job(session, job_id)
         session.refresh(job)
         if not moved:
@@ -131,11 +174,16 @@ CSV_COLUMNS = ["rank", "name", "status", "value", "unit", "property", "model", "
                "cache_hit", "parse_ms", "voxelize_ms", "inference_ms", "error"]
 
 
-def results_csv(page: ResultsPage) -> str:
-    """CSV rendering of a results page."""
+#: Rows read per query while streaming a CSV export.
+CSV_BATCH = 1000
+
+
+def results_csv(page: ResultsPage, *, header: bool = True) -> str:
+    """CSV rendering of a results page (``header=False``: the rows alone, for the batches of a stream)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    if header:
+        writer.writerow(CSV_COLUMNS)
     for rank, r in enumerate(page.items, start=page.offset + 1):
         p, s, t = r.prediction, r.structure, r.timings
         writer.writerow([
@@ -149,3 +197,23 @@ def results_csv(page: ResultsPage) -> str:
 
 def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
+
+
+def iter_results_csv(db_url: str, job: Job, *, order: Literal["desc", "asc", "input"] = "desc", offset: int = 0,
+                     limit: int | None = None, batch: int = CSV_BATCH) -> Iterator[str]:
+    """The job's results as CSV text chunks: the header, then every row (or ``limit`` rows from ``offset``) in the
+    order of the JSON results, read ``batch`` rows per query, each query in its own short transaction."""
+    from app.db.session import session_scope
+
+    yield results_csv(ResultsPage(job_id=job.id, status=JobStatus(job.status), total=0, limit=0, offset=0,
+                                  items=[]))
+    position, end = offset, None if limit is None else offset + limit
+    while end is None or position < end:
+        size = batch if end is None else min(batch, end - position)
+        with session_scope(db_url) as session:
+            page = results_page(session, job, limit=size, offset=position, order=order)
+        if page.items:
+            yield results_csv(page, header=False)
+        position += len(page.items)
+        if len(page.items) < size:
+            return

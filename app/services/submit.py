@@ -7,11 +7,10 @@ import hashlib
 import io
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -19,11 +18,12 @@ from sqlalchemy.orm import Session
 
 from app.core import queue
 from app.core.config import Settings
-from app.db.tables import Job, JobItem, JobKind, JobStatus, Prediction, Structure, new_id, utcnow
+from app.db.tables import Job, JobItem, JobKind, JobStatus, ModelVersion, Prediction, Structure, new_id, utcnow
 from app.services import leases
-from app.services.errors import UnprocessableError
-from app.services.registry import resolve_model
-from app.services.uploads import read_zip, stem
+from app.services.errors import ConflictError, TooManyRequestsError, UnprocessableError
+from app.services.keys import LOCAL, Caller
+from app.services.registry import registry_name, resolve_model
+from app.services.uploads import StoredUpload, read_zip, stem
 from app.storage import ObjectStore, raw_key, voxel_key
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,19 @@ def store_raw(store: ObjectStore, upload: Upload) -> str:
     return key
 
 
+#: Characters of the ``structure.name`` and ``structure.formula`` columns.
+STRUCTURE_TEXT_CHARS = 300
+
+
 def upsert_structures(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert structure rows (``sha256, name, formula, n_atoms, raw_key``) unless they exist (concurrency-safe)."""
+    """Insert structure rows (``sha256, name, formula, n_atoms, raw_key``) unless they exist (concurrency-safe).
+
+    Name and formula are cut to the column width (a hostile CIF can have a formula of any length).
+    """
     if not rows:
         return
-    unique = list({r["sha256"]: r for r in rows}.values())
+    unique = [{**r, "name": str(r["name"])[:STRUCTURE_TEXT_CHARS], "formula": str(r["formula"])[:STRUCTURE_TEXT_CHARS]}
+              for r in {r["sha256"]: r for r in rows}.values()]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(insert(Structure).values(unique).on_conflict_do_nothing(index_elements=["sha256"]))
 
@@ -60,14 +68,43 @@ def upsert_structure(session: Session, *, sha256: str, name: str, formula: str, 
                                  "raw_key": raw}])
 
 
-def request_fingerprint(kind: str, uploads: list[Upload], **params: Any) -> str:
-    """sha256 of what a request asks for: a retry under the same ``Idempotency-Key`` must ask the same."""
+def _content_digest(upload: Upload | StoredUpload) -> bytes:
+    """sha256 of an upload's bytes (stored uploads carry it: they are not read again)."""
+    if isinstance(upload, StoredUpload):
+        return bytes.fromhex(upload.sha256)
+    return hashlib.sha256(upload.data).digest()
+
+
+def request_fingerprint(kind: str, uploads: list[Upload] | list[StoredUpload], **params: Any) -> str:
+    """sha256 of what a request asks for: a retry under the same ``Idempotency-Key`` must ask the same.
+
+    File names, the sha256 of each file's bytes and the parameters; the same bytes as :class:`Upload` or as
+    :class:`StoredUpload` give the same fingerprint.
+    """
     h = hashlib.sha256(kind.encode())
     for u in uploads:
         h.update(u.filename.encode(errors="replace"))
-        h.update(hashlib.sha256(u.data).digest())
+        h.update(_content_digest(u))
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def scoped_key(caller: Caller, idempotency_key: str | None) -> str | None:
+    """The stored form of a client's ``Idempotency-Key``: scoped to its owner (two keys never collide)."""
+    return f"{caller.name or ''}/{idempotency_key}" if idempotency_key else None
+
+
+def check_quota(session: Session, settings: Settings, caller: Caller) -> None:
+    """429 when a key already has ``auth.max_active_jobs`` jobs queued or running (the local user has no quota)."""
+    if caller.name is None:
+        return
+    limit = settings.auth.max_active_jobs
+    with session.begin():
+        active = session.scalar(select(func.count()).select_from(Job).where(
+            Job.owner == caller.name, Job.status.in_((JobStatus.queued, JobStatus.running)))) or 0
+    if active >= limit:
+        raise TooManyRequestsError(f"key '{caller.name}' has {active} jobs queued or running; the limit is {limit}: "
+                                 "wait for one to finish or cancel one", retry_after=10)
 
 
 def existing_job(session: Session, idempotency_key: str | None, fingerprint: str) -> str | None:
@@ -79,7 +116,8 @@ def existing_job(session: Session, idempotency_key: str | None, fingerprint: str
     if row is None:
         return None
     if (row.params or {}).get("request_sha256") != fingerprint:
-        raise UnprocessableError(f"Idempotency-Key '{idempotency_key}' was already used for a different request "
+        raise UnprocessableError(f"Idempotency-Key '{idempotency_key.split('/', 1)[-1]}' was already used for a "
+                                 "different request "
                                  f"(job {row.id}); use a new key for a new request")
     return str(row.id)
 
@@ -116,47 +154,38 @@ def _cached_prediction(session: Session, sha: str, model: Any) -> Prediction | N
 
 
 def submit_prediction(session: Session, settings: Settings, store: ObjectStore, upload: Upload,
-                      model_ref: str | None, idempotency_key: str | None = None) -> str:
-    """Parse the CIF (422 on structure errors) and create the job.
+                      model_ref: str | None, idempotency_key: str | None = None, caller: Caller = LOCAL) -> str:
+    """Store the CIF and create the job; the CIF is never parsed here (the voxels worker parses it, under
+    ``pipeline.parse_timeout_s``; a structure error fails the item, which the route answers with 422).
 
-    The same structure predicted by the same model before is answered from the prediction cache (the job is
-    final at once); else voxelization, or inference on a cached grid, is enqueued.
+    The very same bytes parsed before keep their structure hash: predicted by the same model before, they are
+    answered from the prediction cache (the job is final at once), with a cached grid they go straight to
+    inference; anything else is sent to the voxels queue.
     """
-    from models.structure import parse_cif
-
+    idempotency_key = scoped_key(caller, idempotency_key)
     key = raw_key(hashlib.sha256(upload.data).hexdigest(), upload.filename)
     with session.begin():
-        model = resolve_model(session, model_ref, settings.default_model)
-        # the very same bytes were parsed before: reuse the structure hash (and maybe its prediction)
-        known = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
-        cached = _cached_prediction(session, known, model) if known else None
+        model = resolve_model(session, model_ref, settings.default_model, caller)
+        sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
+        cached = _cached_prediction(session, sha, model) if sha else None
         cached_values = (cached.value, list(cached.values)) if cached is not None else None
         session.expunge(model)
     fingerprint = request_fingerprint("predict", [upload], model=model.ref)
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
-    t0 = time.perf_counter()
-    crystal = None if known else parse_cif(upload.data, name=stem(upload.filename))
-    parse_ms = (time.perf_counter() - t0) * 1e3
-    sha = known or crystal.sha256  # type: ignore[union-attr]
-    if cached_values is None and crystal is not None:  # other bytes of a crystal predicted before
-        with session.begin():
-            cached = _cached_prediction(session, sha, model)
-            cached_values = (cached.value, list(cached.values)) if cached is not None else None
     if not store.exists(key):
         store.put(key, upload.data)
-    grid_cached = cached_values is not None or store.exists(voxel_key(sha, model.params_hash))
+    grid_cached = sha is not None and (cached_values is not None
+                                       or store.exists(voxel_key(sha, model.params_hash)))
+    parse_ms = 0.0 if sha is not None else None  # known bytes: nothing to parse; else the worker measures it
 
     def build(s: Session) -> str:
-        if crystal is not None:
-            upsert_structure(s, sha256=crystal.sha256, name=crystal.name, formula=crystal.formula,
-                             n_atoms=crystal.n_atoms, raw=key)
         now = utcnow()
         final = cached_values is not None
         job = Job(kind=JobKind.predict, status=JobStatus.succeeded if final else JobStatus.queued,
                   model_ref=model.ref, progress_total=1, progress_done=1 if final else 0, input_key=key,
                   params={"request_sha256": fingerprint, "prediction_cache_hit": final},
-                  idempotency_key=idempotency_key or None, started_at=now if final else None,
+                  idempotency_key=idempotency_key, owner=caller.name, started_at=now if final else None,
                   finished_at=now if final else None)
         s.add(job)
         s.flush()
@@ -174,6 +203,7 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
                              params_hash=model.params_hash, value=value, values=values))
         return str(job.id)
 
+    check_quota(session, settings, caller)
     job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
     if created and cached_values is None:
         with session.begin():
@@ -182,22 +212,34 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     return job_id
 
 
-def submit_screening(session: Session, settings: Settings, store: ObjectStore, uploads: list[Upload],
-                     model_ref: str | None, name: str | None, idempotency_key: str | None = None) -> str:
-    """One job, one item per CIF; every item is parsed and voxelized by the workers (a bad CIF fails its item)."""
+def check_model(session: Session, settings: Settings, model_ref: str | None, caller: Caller = LOCAL) -> str:
+    """The model a request would use (422 unknown, 503 none registered): checked before its files are stored."""
     with session.begin():
-        model = resolve_model(session, model_ref, settings.default_model)
+        return str(resolve_model(session, model_ref, settings.default_model, caller).ref)
+
+
+def submit_screening(session: Session, settings: Settings, store: ObjectStore, uploads: list[StoredUpload],
+                     model_ref: str | None, name: str | None, idempotency_key: str | None = None,
+                     caller: Caller = LOCAL) -> str:
+    """One job, one item per CIF; every item is parsed and voxelized by the workers (a bad CIF fails its item).
+
+    ``uploads`` are already in storage (the route stores each file or zip member as soon as it is read, see
+    :func:`app.services.uploads.store_zip_cifs`), so a screening never holds its CIFs in memory.
+    """
+    idempotency_key = scoped_key(caller, idempotency_key)
+    with session.begin():
+        model = resolve_model(session, model_ref, settings.default_model, caller)
         model_ref_resolved = model.ref
     fingerprint = request_fingerprint("screening", uploads, model=model_ref_resolved, name=name)
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
-    keys = [store_raw(store, u) for u in uploads]
+    keys = [u.key for u in uploads]
     item_ids = [new_id() for _ in uploads]
 
     def build(s: Session) -> str:
         job = Job(kind=JobKind.screening, status=JobStatus.queued, model_ref=model_ref_resolved, name=name,
                   progress_total=len(uploads), params={"files": len(uploads), "request_sha256": fingerprint},
-                  idempotency_key=idempotency_key or None)
+                  idempotency_key=idempotency_key, owner=caller.name)
         s.add(job)
         s.flush()
         now = utcnow()
@@ -209,6 +251,7 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
         ])
         return str(job.id)
 
+    check_quota(session, settings, caller)
     job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
     if created:
         _dispatch(queue.enqueue_voxelize, item_ids, settings)
@@ -254,8 +297,10 @@ def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
 
 
 def submit_training(session: Session, settings: Settings, store: ObjectStore, archive: Upload,
-                    labels: Upload | None, request: TrainingRequest, idempotency_key: str | None = None) -> str:
+                    labels: Upload | None, request: TrainingRequest, idempotency_key: str | None = None,
+                    caller: Caller = LOCAL) -> str:
     """Validate the zip and labels (422 with the reason), store them, create the job, enqueue ``training.run``."""
+    idempotency_key = scoped_key(caller, idempotency_key)
     fingerprint = request_fingerprint("training", [archive] + ([labels] if labels else []),
                                       **dataclasses.asdict(request))
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
@@ -285,10 +330,16 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
             f"only {len(labelled)} CIF(s) in the zip have a label in the CSV; at least 2 are needed "
             "(the 'name' column must match the CIF file names without .cif)"
         )
+    owner = None if caller.admin else caller.name  # a key's models live in its namespace: owner/name
     with session.begin():
         base_ref = None
         if request.base_model:
-            base_ref = resolve_model(session, request.base_model).ref
+            base_ref = resolve_model(session, request.base_model, caller=caller).ref
+        if request.model_version:
+            ref = f"{registry_name(request.model_name, owner)}:{request.model_version}"
+            if session.scalar(select(ModelVersion.id).where(ModelVersion.ref == ref)) is not None:
+                raise ConflictError(f"model {ref} already exists; choose another version (or leave it out for a "
+                                    "new one)")
     zip_key = store_raw(store, archive)
     labels_key = store_raw(store, labels)
     params = {
@@ -298,16 +349,18 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         "seed": request.seed, "base_model": base_ref, "freeze": request.freeze, "model_name": request.model_name,
         "model_version": request.model_version, "unit": request.unit, "property": request.property,
         "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled), "request_sha256": fingerprint,
+        "owner": owner,
     }
 
     def build(s: Session) -> str:
         job = Job(kind=JobKind.training, status=JobStatus.queued, name=request.model_name, model_ref=base_ref,
                   input_key=zip_key, params=params, progress_total=request.epochs,
-                  details={"phase": "queued"}, idempotency_key=idempotency_key or None)
+                  details={"phase": "queued"}, idempotency_key=idempotency_key, owner=caller.name)
         s.add(job)
         s.flush()
         return str(job.id)
 
+    check_quota(session, settings, caller)
     job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
     if created:
         _dispatch(queue.enqueue_training, job_id, settings)

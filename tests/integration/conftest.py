@@ -97,6 +97,17 @@ def scaled_env(pg_url: str, redis_url: str, model_dir: Path, tmp_path_factory: p
     return env
 
 
+def admin_key(settings) -> str:  # type: ignore[no-untyped-def]
+    """A fresh admin API key in the settings' database."""
+    import uuid
+
+    from app.db.session import session_scope
+    from app.services.keys import create_key
+
+    with session_scope(settings.db_url) as session:
+        return create_key(session, f"test-admin-{uuid.uuid4().hex[:8]}", admin=True)
+
+
 def settings_from_env(env: dict[str, str]):  # type: ignore[no-untyped-def]
     """Settings built from a RETNET_* environment dict (nested keys included)."""
     from app.core.config import Settings
@@ -130,6 +141,7 @@ def scaled_client(scaled_env: dict[str, str]):  # type: ignore[no-untyped-def]
     from app.main import create_app
 
     settings = settings_from_env(scaled_env)
-    assert not settings.embedded
+    assert not settings.embedded and settings.auth_required  # scaled mode: API keys by default
     with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {admin_key(settings)}"
         yield client

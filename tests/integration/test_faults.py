@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.conftest import settings_from_env
+from tests.integration.conftest import admin_key, settings_from_env
 from tests.integration.faults import PostgresCluster, RedisServer, StorageOutage
 from tests.integration.helpers import (
     WorkerProcess,
@@ -100,6 +100,7 @@ def scaled_stack(db_url: str, broker_url: str, tmp_path: Path, model_dir: Path) 
     logs = tmp_path / "logs"
     logs.mkdir()
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {admin_key(settings)}"
         stack = Stack(env, client, Path(settings.store_uri.removeprefix("file://")), logs)
         try:
             stack.start_worker("voxels")

@@ -6,11 +6,12 @@ import html
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
-from app.api.deps import SessionDep
+from app.api.deps import OptionalCallerDep, SessionDep
 from app.db.tables import Job
+from app.services import jobs as jobs_service
 from app.services import registry
+from app.services.keys import Caller
 
 router = APIRouter(tags=["dashboard"])
 
@@ -31,12 +32,12 @@ accept=".cif,.zip"><input name="name" placeholder="name"><button>Screen</button>
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def dashboard(session: SessionDep) -> HTMLResponse:
-    """The lab dashboard."""
+def dashboard(session: SessionDep, caller: OptionalCallerDep) -> HTMLResponse:
+    """The lab dashboard: the caller's recent jobs (none without a key when keys are required)."""
     e = html.escape
     with session.begin():
-        models = registry.list_models(session)
-        jobs = list(session.scalars(select(Job).order_by(Job.created_at.desc()).limit(25)))
+        models = registry.list_models(session, caller=caller or Caller(name=None, admin=False))
+        jobs = jobs_service.list_jobs(session, caller, limit=25)[0] if caller is not None else []
         model_rows = "".join(
             f"<tr><td>{e(m.ref)}</td><td>{e(', '.join(str(t.get('name')) for t in m.card.get('targets', [])))}</td>"
             f"<td>{e(_r2(m.card))}</td><td>{m.created_at:%Y-%m-%d %H:%M}</td></tr>" for m in models
@@ -45,7 +46,8 @@ def dashboard(session: SessionDep) -> HTMLResponse:
             f"<tr><td><a href='/jobs/{j.id}'>{j.id[:8]}</a>{_results_links(j)}</td>"
             f"<td>{e(j.kind)}</td><td>{e(j.status)}</td><td>{_progress(j)}</td>"
             f"<td>{j.created_at:%Y-%m-%d %H:%M:%S}</td></tr>" for j in jobs
-        ) or "<tr><td colspan=5>no jobs yet</td></tr>"
+        ) or ("<tr><td colspan=5>no jobs yet</td></tr>" if caller is not None else
+              "<tr><td colspan=5>API keys are required: send yours (Authorization: Bearer) to see your jobs</td></tr>")
     return HTMLResponse(PAGE.format(models=model_rows, jobs=job_rows))
 
 

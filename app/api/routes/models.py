@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import CallerDep, SessionDep, SettingsDep
 from app.db.tables import ModelVersion
 from app.schemas import ModelList, ModelPublic, ModelVersions
 from app.services import registry
@@ -25,21 +25,21 @@ def model_public(row: ModelVersion) -> ModelPublic:
 
 
 @router.get("", response_model=ModelList)
-def list_models(session: SessionDep, settings: SettingsDep) -> ModelList:
-    """Every registered model version, newest first."""
+def list_models(session: SessionDep, settings: SettingsDep, caller: CallerDep) -> ModelList:
+    """Every model version the caller may use (global ones and its own), newest first."""
     with session.begin():
-        rows = registry.list_models(session)
+        rows = registry.list_models(session, caller=caller)
         try:
-            default = registry.resolve_model(session, None, settings.default_model).ref if rows else None
+            default = registry.resolve_model(session, None, settings.default_model, caller).ref if rows else None
         except ServiceError:
             default = None
         return ModelList(data=[model_public(r) for r in rows], count=len(rows), default=default)
 
 
-@router.get("/{name}", response_model=ModelVersions, responses={404: {"description": "unknown model"}})
-def read_model(name: str, session: SessionDep) -> ModelVersions:
-    """Versions of one model (``name`` or ``name:version``)."""
+@router.get("/{name:path}", response_model=ModelVersions, responses={404: {"description": "unknown model"}})
+def read_model(name: str, session: SessionDep, caller: CallerDep) -> ModelVersions:
+    """Versions of one model (``name``, ``owner/name`` or either with ``:version``)."""
     with session.begin():
-        rows = registry.get_model_versions(session, name)
+        rows = registry.get_model_versions(session, name, caller)
         versions = [model_public(r) for r in rows]
         return ModelVersions(name=rows[0].name, versions=versions, latest=versions[0])

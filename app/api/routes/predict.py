@@ -10,14 +10,15 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
+from app.api.errors import failed_job_response
 from app.api.responses import accepted_response
-from app.db.tables import FINAL
+from app.db.tables import FINAL, JobStatus
 from app.schemas import JobAccepted, PredictionResult
 from app.services import jobs as jobs_service
 from app.services.errors import BadRequestError, UnprocessableError
 from app.services.submit import Upload, submit_prediction
-from app.services.uploads import is_zip_name, read_limited
+from app.services.uploads import is_zip_name, read_limited, safe_filename
 
 router = APIRouter(tags=["predict"])
 
@@ -30,13 +31,15 @@ MAX_WAIT_S = 600.0
     responses={202: {"model": JobAccepted, "description": "not ready within `wait`: poll GET /jobs/{job_id}"},
                400: {"description": "empty file"}, 413: {"description": "file over the size limit"},
                422: {"description": "not a CIF, invalid structure or unknown model"},
-               503: {"description": "no model registered"}},
+               500: {"description": "the model failed to load or to predict (`detail`, `job_id`)"},
+               503: {"description": "no model registered, or a dependency failed the job (`detail`, `job_id`)"}},
 )
 async def predict(
     settings: SettingsDep,
     session: SessionDep,
     store: StoreDep,
     idempotency_key: IdempotencyKeyDep,
+    caller: CallerDep,
     file: Annotated[UploadFile, File(description="one CIF file")],
     model: Annotated[str | None, Form(description="model name or name:version (default: the default model)")] = None,
     wait: Annotated[float, Form(ge=0, le=MAX_WAIT_S, description="seconds to wait for the result")] = 30.0,
@@ -45,8 +48,9 @@ async def predict(
     if is_zip_name(file.filename):
         raise BadRequestError("POST /predict takes one CIF; send zips of CIFs to POST /screenings")
     data = await read_limited(file, settings.upload.max_cif_bytes, what="CIF")
-    upload = Upload(filename=file.filename or "structure.cif", data=data)
-    job_id = await run_in_threadpool(submit_prediction, session, settings, store, upload, model, idempotency_key)
+    upload = Upload(filename=safe_filename(file.filename, default="structure.cif"), data=data)
+    job_id = await run_in_threadpool(submit_prediction, session, settings, store, upload, model, idempotency_key,
+                                     caller=caller)
     deadline = time.monotonic() + wait
     delay = 0.005
     while True:
@@ -59,6 +63,8 @@ async def predict(
         result = jobs_service.item_result(item)
         if result.prediction is None and item.error_code == "structure":
             raise UnprocessableError(result.error or "invalid structure")
+        if result.prediction is None and result.status == JobStatus.failed:  # the model or the service failed
+            return failed_job_response(result.error, job_id=job.id, item_id=result.item_id)
         return result
     return accepted_response(jobs_service.job_accepted(job))
 

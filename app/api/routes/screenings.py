@@ -8,13 +8,22 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
 from app.api.responses import accepted_response
 from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
-from app.services.errors import BadRequestError, PayloadTooLargeError
-from app.services.submit import Upload, submit_screening
-from app.services.uploads import cifs_from_zip, is_zip_name, read_limited
+from app.services.errors import BadRequestError
+from app.services.submit import check_model, submit_screening
+from app.services.uploads import (
+    MemberBudget,
+    StoredUpload,
+    is_zip_name,
+    read_limited,
+    safe_filename,
+    spooled_file,
+    store_upload,
+    store_zip_cifs,
+)
 
 router = APIRouter(tags=["screenings"])
 
@@ -30,6 +39,7 @@ async def create_screening(
     session: SessionDep,
     store: StoreDep,
     idempotency_key: IdempotencyKeyDep,
+    caller: CallerDep,
     files: Annotated[list[UploadFile], File(description="CIF files, or one .zip of CIFs")],
     model: Annotated[str | None, Form(description="model name or name:version")] = None,
     name: Annotated[str | None, Form(max_length=200, description="a label for this screening")] = None,
@@ -37,19 +47,21 @@ async def create_screening(
     """Screen many structures; poll GET /jobs/{job_id}, then GET /jobs/{job_id}/results."""
     if not files:
         raise BadRequestError("send CIF files in the 'files' field (or one .zip of CIFs)")
-    uploads: list[Upload] = []
+    await run_in_threadpool(check_model, session, settings, model, caller)  # before anything is stored
+    # each file, each zip member, is stored as soon as it is read: one CIF in memory at a time; the structure
+    # count and the expanded bytes are checked while reading (``budget``)
+    budget = MemberBudget(settings.upload)
+    uploads: list[StoredUpload] = []
     for f in files:
         if is_zip_name(f.filename):
-            data = await read_limited(f, settings.upload.max_zip_bytes, what="zip")
-            members = await run_in_threadpool(cifs_from_zip, data, settings)
-            uploads.extend(Upload(m.name, m.data) for m in members)
+            archive = spooled_file(f, settings.upload.max_zip_bytes, what="zip")
+            uploads += await run_in_threadpool(store_zip_cifs, archive, settings, store, budget)
         else:
+            budget.add_files()
             # an empty CIF fails its own item (like an empty member of a zip), not the whole screening
             data = await read_limited(f, settings.upload.max_cif_bytes, what="CIF", allow_empty=True)
-            uploads.append(Upload(f.filename or f"structure_{len(uploads)}.cif", data))
-    if len(uploads) > settings.upload.max_files:
-        raise PayloadTooLargeError(f"{len(uploads)} structures in one screening; the limit is "
-                                   f"{settings.upload.max_files}")
+            filename = safe_filename(f.filename, default=f"structure_{len(uploads)}.cif")
+            uploads.append(await run_in_threadpool(store_upload, store, filename, data))
     job_id = await run_in_threadpool(submit_screening, session, settings, store, uploads, model, name,
-                                    idempotency_key)
+                                    idempotency_key, caller=caller)
     return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
 from app.api.responses import accepted_response
 from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
@@ -30,6 +30,7 @@ async def create_training_job(
     session: SessionDep,
     store: StoreDep,
     idempotency_key: IdempotencyKeyDep,
+    caller: CallerDep,
     file: Annotated[UploadFile, File(description=".zip with CIFs and a labels CSV (name,<target>...)")],
     labels: Annotated[UploadFile | None, File(description="labels CSV, when not inside the zip")] = None,
     targets: Annotated[str, Form(description="target column(s), comma-separated")] = "",
@@ -40,7 +41,7 @@ async def create_training_job(
     augment: Annotated[bool, Form()] = True,
     translate: Annotated[bool, Form(description="also augment with random periodic translations")] = False,
     val_fraction: Annotated[float, Form(ge=0, lt=1)] = 0.2,
-    seed: Annotated[int, Form()] = 0,
+    seed: Annotated[int, Form(ge=0, le=2**32 - 1, description="random seed of the split and the training")] = 0,
     base_model: Annotated[str | None, Form(description="fine-tune this model (name or name:version)")] = None,
     freeze: Annotated[Literal["conv", "all-but-output"] | None, Form()] = None,
     name: Annotated[str, Form(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="name of the new model")] = "retnet",
@@ -64,5 +65,5 @@ async def create_training_job(
     )
     job_id = await run_in_threadpool(submit_training, session, settings, store, Upload(file.filename or "train.zip",
                                                                                        data), label_upload, request,
-                                    idempotency_key)
+                                    idempotency_key, caller=caller)
     return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))
