@@ -473,8 +473,13 @@ class RetNetEnsemble(nn.Module):
         self._fused_cache = None
 
     def train(self, mode: bool = True) -> RetNetEnsemble:
-        """Set training mode (members as :meth:`RetNet.train`); drops the fused weights."""
-        self.invalidate_fused()
+        """Set training mode (members as :meth:`RetNet.train`); entering training drops the fused weights.
+
+        ``train(False)`` (= ``eval()``, as every predict call does to restore the mode) keeps them: they are
+        checked against the weights' version counters anyway.
+        """
+        if mode:
+            self.invalidate_fused()
         return super().train(mode)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RetNetEnsemble:
