@@ -1,4 +1,5 @@
-"""The ``retnet`` command line: voxelize, train, predict, evaluate, serve, worker, db, sweep (and simulate).
+"""The ``retnet`` command line: voxelize, train, predict, evaluate, serve, worker, db, sweep, purge (and
+simulate).
 
 A thin adapter over library functions (``models.pipeline``, ``models.training``,
 ``models.artifacts``, ``app.server``, ``worker.main``). Heavy modules (numpy,
@@ -422,6 +423,33 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from app.core.config import get_settings
+    from app.db.migrate import check_migrated
+    from app.services.retention import purge
+    from app.storage import cached_store
+
+    settings = get_settings()
+    check_migrated(settings.db_url)
+    store = cached_store(settings.store_uri, settings.s3.endpoint_url, settings.s3.region)
+    report = purge(settings, store, older_than_days=args.older_than, dry_run=args.dry_run)
+    if args.dry_run or args.verbose:
+        for key in report.uploads + report.grids:
+            print(key)
+    _err(report.summary())
+    return EXIT_OK
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not days > 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(f"the age must be a positive number of days, not {text}")
+    return days
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 
@@ -556,6 +584,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", type=float, default=None, metavar="MIN",
                    help="minutes in 'queued' without progress (default: RETNET_SWEEP_AFTER_S, 10 min)")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("purge", help="delete finished jobs, uploads and cached voxel grids older than N days",
+                       description="Retention: delete finished jobs (with their items and predictions) last changed "
+                       "more than DAYS days ago, the raw uploads no remaining job or structure uses and the cached "
+                       "voxel grids no remaining job uses, both written more than DAYS days ago (file mtime / S3 "
+                       "LastModified). Queued and running jobs and registered models are never deleted. The API "
+                       "does the same hourly with RETNET_RETENTION_DAYS.")
+    p.add_argument("--older-than", type=_positive_days, required=True, metavar="DAYS",
+                   help="age in days (fractions allowed: 0.5 = 12 h)")
+    p.add_argument("--dry-run", action="store_true", help="report (and list the objects) without deleting anything")
+    p.add_argument("--verbose", "-v", action="store_true", help="list the deleted objects")
+    p.set_defaults(func=_cmd_purge)
 
     from app.cli_keys import register_keys
 

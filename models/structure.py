@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import cif_checks
 from models.errors import (
     DegenerateCellError,
     EmptyStructureError,
@@ -169,8 +170,12 @@ def validate_crystal(crystal: Crystal) -> None:
         raise EmptyStructureError(f"{crystal.name}: the structure holds no atoms")
     if not np.all(np.isfinite(crystal.lattice)):
         raise DegenerateCellError(f"{crystal.name}: the cell parameters are not finite numbers")
+    if not np.all(np.isfinite(crystal.frac_coords)):
+        raise InvalidCIFError(f"{crystal.name}: atom coordinates are not finite numbers")
     volume = crystal.volume
     widths = crystal.widths if volume > 0 else np.zeros(3)
+    if not math.isfinite(volume) or not np.all(np.isfinite(widths)):
+        raise DegenerateCellError(f"{crystal.name}: the cell volume is not a finite number (cell lengths too large)")
     if volume < 1e-6 or widths.min() < MIN_CELL_WIDTH:
         raise DegenerateCellError(
             f"{crystal.name}: degenerate unit cell (volume {volume:.3g} Å³, smallest perpendicular "
@@ -209,12 +214,39 @@ def _label(crystal: Crystal, i: int) -> str:
 
 
 def _decode(data: bytes, name: str) -> str:
-    if b"\x00" in data[:4096]:
+    encoding = cif_checks.utf16_or_32(data)
+    if encoding is not None:
+        raise InvalidCIFError(f"{name}: the file is {encoding} text; save the CIF as UTF-8 or ASCII")
+    if b"\x00" in data:
         raise InvalidCIFError(f"{name}: not a CIF (binary content)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def _cif_text(data: bytes | str, name: str) -> str:
+    """The CIF as text after the cheap checks every parse starts with (raises :class:`StructureError`)."""
+    text = _decode(data, name) if isinstance(data, bytes) else data
+    if not text.strip():
+        raise InvalidCIFError(f"{name}: the file is empty")
+    if "data_" not in text:
+        raise InvalidCIFError(f"{name}: not a CIF (no 'data_' block)")
+    if "_cell_length_a" not in text:
+        raise InvalidCIFError(f"{name}: the CIF has no unit cell (_cell_length_a missing)")
+    if "_atom_site_fract_x" not in text and "_atom_site_Cartn_x" not in text:
+        raise EmptyStructureError(f"{name}: the CIF has no atom sites")
+    cif_checks.check_duplicate_tags(text, name)
+    return text
+
+
+def parse_cif_fast(data: bytes | str, name: str = "structure") -> Crystal | None:
+    """The fast half of :func:`parse_cif`: its checks (raising the same errors), then the P1 reader.
+
+    Returns None when the file needs pymatgen's ``CifParser`` (symmetry, partial occupancies, unusual tags):
+    callers that bound parsing time run :func:`parse_cif` for those elsewhere (``worker.parsing``).
+    """
+    return _parse_p1_fast(_cif_text(data, name), name)
 
 
 def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) -> Crystal:
@@ -238,16 +270,7 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
     EmptyStructureError, DegenerateCellError, OverlappingAtomsError
         See :func:`validate_crystal`.
     """
-    text = _decode(data, name) if isinstance(data, bytes) else data
-    if not text.strip():
-        raise InvalidCIFError(f"{name}: the file is empty")
-    if "data_" not in text:
-        raise InvalidCIFError(f"{name}: not a CIF (no 'data_' block)")
-    if "_cell_length_a" not in text:
-        raise InvalidCIFError(f"{name}: the CIF has no unit cell (_cell_length_a missing)")
-    if "_atom_site_fract_x" not in text and "_atom_site_Cartn_x" not in text:
-        raise EmptyStructureError(f"{name}: the CIF has no atom sites")
-
+    text = _cif_text(data, name)
     if fast:
         crystal = _parse_p1_fast(text, name)
         if crystal is not None:
@@ -261,6 +284,9 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
         try:
             # check_cif=False skips a stoichiometry cross-check that only ever warns.
             parser = CifParser.from_str(text, check_cif=False)
+            blocks = [block.data for block in parser._cif.data.values()]  # noqa: SLF001  (the tokenized blocks)
+            for block in blocks:
+                cif_checks.check_block(block, name)
             structures = parser.parse_structures(primitive=False)
         except StructureError:
             raise
@@ -268,7 +294,10 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
             raise _explain_pymatgen_failure(exc, getattr(parser, "warnings", []), name) from exc
     if not structures:
         raise EmptyStructureError(f"{name}: the CIF holds no readable structure")
-    return crystal_from_pymatgen(structures[0], name=name)
+    crystal = crystal_from_pymatgen(structures[0], name=name)
+    for block in blocks:
+        cif_checks.check_declared_size(block, crystal.n_atoms, name)
+    return crystal
 
 
 #: pymatgen's CifParser defaults, reproduced by the fast reader.
@@ -306,6 +335,7 @@ def _parse_p1_fast(text: str, name: str) -> Crystal | None:
             if len(blocks) != 1:
                 return None
             data = blocks[0].data
+            cif_checks.check_block(data, name)  # a refused file goes to pymatgen's path, which raises the error
             if any(("magn" in key or "_atom_site_moment" in key or "oxidation_number" in key) for key in data):
                 return None
             ops: list[object] = []
@@ -327,6 +357,7 @@ def _parse_p1_fast(text: str, name: str) -> Crystal | None:
                 isinstance(c, list) and len(c) == len(labels) for c in columns
             ) or len(symbols) != len(labels) or not labels:
                 return None
+            cif_checks.check_declared_size(data, len(labels), name)
             occupancies = data.get("_atom_site_occupancy")
             if occupancies is not None:
                 if not isinstance(occupancies, list) or len(occupancies) != len(labels):
@@ -363,6 +394,10 @@ def _parse_p1_fast(text: str, name: str) -> Crystal | None:
     return crystal
 
 
+#: What pymatgen's CIF tokenizer says about a loop whose values do not fill its columns.
+_LOOP_FAILURES = ("is not a multiple of", "modulo by zero", "zip() argument")
+
+
 def _explain_pymatgen_failure(exc: Exception, parser_warnings: list[str], name: str) -> StructureError:
     """Turn pymatgen's generic failure ("Invalid CIF file with no structures!") into a precise error.
 
@@ -370,6 +405,9 @@ def _explain_pymatgen_failure(exc: Exception, parser_warnings: list[str], name: 
     the reasons we recognise map to their own error types.
     """
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if any(phrase in reason for phrase in _LOOP_FAILURES):
+        return InvalidCIFError(f"{name}: a loop_ does not hold whole rows of values (the file is truncated, a row "
+                               f"is incomplete or a loop has no tags; pymatgen: {reason})")
     if "no structures" not in reason.lower():
         return InvalidCIFError(f"{name}: pymatgen cannot read this CIF ({reason})")
     details = [w.split("\n", 1)[1].strip() for w in parser_warnings

@@ -115,11 +115,12 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
                  params_hash: str) -> _VoxelOutcome:
     """Make sure the item's grid is stored: a cache hit, or parse + voxelize + store.
 
-    Structure errors come back in ``error``; storage errors propagate (transient).
+    Structure errors come back in ``error`` (a CIF that takes longer than ``pipeline.parse_timeout_s`` to read is
+    one); storage errors propagate (transient).
     """
     from models.errors import StructureError
-    from models.structure import parse_cif
     from models.voxels import compute_voxels
+    from worker.parsing import parse_limited
 
     store = ctx.store
     if sha is not None and store.exists(voxel_key(sha, params_hash)):
@@ -130,7 +131,7 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
         raise StorageUnavailableError(f"the raw upload {raw_key} is missing from storage") from exc
     t0 = time.perf_counter()
     try:
-        crystal = parse_cif(raw, name=stem(name))
+        crystal = parse_limited(raw, stem(name), ctx.settings.pipeline.parse_timeout_s)
     except StructureError as exc:
         return _VoxelOutcome(error=str(exc))
     out = _VoxelOutcome(crystal.sha256, {"parse_ms": (time.perf_counter() - t0) * 1e3}, crystal)

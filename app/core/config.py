@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     sweep_after_s: float = Field(30, gt=0)
     #: How often the API process runs the sweeper, in s (0: never; then run ``retnet sweep`` from cron).
     sweep_interval_s: float = Field(5, ge=0)
+    #: Retention in days: the API's sweeper thread deletes, at most once an hour, finished jobs (items,
+    #: predictions) older than this, the uploads no remaining job or structure uses and the voxel grids no
+    #: remaining job uses that were written before then (``app.services.retention``; ``retnet purge`` does the
+    #: same by hand). None: keep everything forever. Registered models are never deleted.
+    retention_days: float | None = Field(None, gt=0)
     #: Register the shipped default model at start-up.
     register_shipped_model: bool = True
 

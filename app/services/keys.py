@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session

@@ -23,7 +23,7 @@ from app.services import leases
 from app.services.errors import ConflictError, TooManyRequestsError, UnprocessableError
 from app.services.keys import LOCAL, Caller
 from app.services.registry import registry_name, resolve_model
-from app.services.uploads import StoredUpload, read_zip, stem
+from app.services.uploads import FileUpload, StoredUpload, stem, store_file, training_zip_contents
 from app.storage import ObjectStore, raw_key, voxel_key
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ class Upload:
     data: bytes
 
 
-def store_raw(store: ObjectStore, upload: Upload) -> str:
-    """Keep the raw upload (content-addressed) and return its key."""
+def store_raw(store: ObjectStore, upload: Upload | FileUpload) -> str:
+    """Keep the raw upload (content-addressed) and return its key (a spooled file is streamed)."""
+    if isinstance(upload, FileUpload):
+        return store_file(store, upload)
     key = raw_key(hashlib.sha256(upload.data).hexdigest(), upload.filename)
     if not store.exists(key):
         store.put(key, upload.data)
@@ -68,18 +70,18 @@ def upsert_structure(session: Session, *, sha256: str, name: str, formula: str, 
                                  "raw_key": raw}])
 
 
-def _content_digest(upload: Upload | StoredUpload) -> bytes:
-    """sha256 of an upload's bytes (stored uploads carry it: they are not read again)."""
-    if isinstance(upload, StoredUpload):
-        return bytes.fromhex(upload.sha256)
-    return hashlib.sha256(upload.data).digest()
+def _content_digest(upload: Upload | StoredUpload | FileUpload) -> bytes:
+    """sha256 of an upload's bytes (stored and spooled uploads carry it: they are not read again)."""
+    if isinstance(upload, Upload):
+        return hashlib.sha256(upload.data).digest()
+    return bytes.fromhex(upload.sha256)
 
 
-def request_fingerprint(kind: str, uploads: list[Upload] | list[StoredUpload], **params: Any) -> str:
+def request_fingerprint(kind: str, uploads: list[Any], **params: Any) -> str:
     """sha256 of what a request asks for: a retry under the same ``Idempotency-Key`` must ask the same.
 
     File names, the sha256 of each file's bytes and the parameters; the same bytes as :class:`Upload` or as
-    :class:`StoredUpload` give the same fingerprint.
+    :class:`StoredUpload` (or :class:`FileUpload`) give the same fingerprint.
     """
     h = hashlib.sha256(kind.encode())
     for u in uploads:
@@ -153,17 +155,18 @@ def _cached_prediction(session: Session, sha: str, model: Any) -> Prediction | N
                            .order_by(Prediction.created_at).limit(1)).first()
 
 
-def submit_prediction(session: Session, settings: Settings, store: ObjectStore, upload: Upload,
+def submit_prediction(session: Session, settings: Settings, store: ObjectStore, upload: Upload | FileUpload,
                       model_ref: str | None, idempotency_key: str | None = None, caller: Caller = LOCAL) -> str:
     """Store the CIF and create the job; the CIF is never parsed here (the voxels worker parses it, under
     ``pipeline.parse_timeout_s``; a structure error fails the item, which the route answers with 422).
 
     The very same bytes parsed before keep their structure hash: predicted by the same model before, they are
     answered from the prediction cache (the job is final at once), with a cached grid they go straight to
-    inference; anything else is sent to the voxels queue.
+    inference; anything else is sent to the voxels queue. A :class:`FileUpload` (the route's) is hashed and
+    stored from its spooled file, never read whole into memory.
     """
     idempotency_key = scoped_key(caller, idempotency_key)
-    key = raw_key(hashlib.sha256(upload.data).hexdigest(), upload.filename)
+    key = raw_key(_content_digest(upload).hex(), upload.filename)
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model, caller)
         sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
@@ -173,8 +176,7 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     fingerprint = request_fingerprint("predict", [upload], model=model.ref)
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
-    if not store.exists(key):
-        store.put(key, upload.data)
+    store_raw(store, upload)
     grid_cached = sha is not None and (cached_values is not None
                                        or store.exists(voxel_key(sha, model.params_hash)))
     parse_ms = 0.0 if sha is not None else None  # known bytes: nothing to parse; else the worker measures it
@@ -296,7 +298,7 @@ def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
     return table
 
 
-def submit_training(session: Session, settings: Settings, store: ObjectStore, archive: Upload,
+def submit_training(session: Session, settings: Settings, store: ObjectStore, archive: Upload | FileUpload,
                     labels: Upload | None, request: TrainingRequest, idempotency_key: str | None = None,
                     caller: Caller = LOCAL) -> str:
     """Validate the zip and labels (422 with the reason), store them, create the job, enqueue ``training.run``."""
@@ -305,12 +307,11 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
                                       **dataclasses.asdict(request))
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
-    grouped = read_zip(archive.data, settings, suffixes=(".cif", ".csv"))
-    cifs = grouped[".cif"]
+    # members read one at a time from the spooled zip; only CIF names and the CSVs are kept
+    cifs, csvs = training_zip_contents(archive.data if isinstance(archive, Upload) else archive.file, settings)
     if not cifs:
         raise UnprocessableError("the training zip holds no .cif files")
     if labels is None:
-        csvs = grouped[".csv"]
         if len(csvs) != 1:
             raise UnprocessableError(
                 "the training zip must hold exactly one labels CSV (name,<target>...) or send it as the "
@@ -323,7 +324,7 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         raise UnprocessableError(f"freeze={request.freeze} keeps layers of a base model fixed: give base_model too "
                                  "(or leave freeze out to train from scratch)")
     table = _labels_table(labels.data, request.targets)
-    names = {stem(c.name) for c in cifs}
+    names = {stem(c) for c in cifs}
     labelled = names & {str(n) for n in table["name"]}
     if len(labelled) < 2:
         raise UnprocessableError(

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select, update
 
@@ -26,6 +28,9 @@ from app.core.config import Settings
 from app.db.session import session_scope
 from app.db.tables import Job, JobItem, JobKind, JobStatus, utcnow
 from app.services.leases import INFERENCE_STAGE, VOXELS_STAGE
+
+if TYPE_CHECKING:
+    from app.services.retention import PurgeReport
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +115,31 @@ def sweep(settings: Settings, *, older_than_s: float, include_running: bool = Fa
 
 
 class PeriodicSweeper:
-    """Runs :func:`sweep` every ``settings.sweep_interval_s`` seconds in a daemon thread of the API process."""
+    """Runs :func:`sweep` every ``settings.sweep_interval_s`` seconds in a daemon thread of the API process, and
+    retention (:func:`app.services.retention.purge`) at most every :attr:`retention_interval_s` when
+    ``settings.retention_days`` is set."""
+
+    #: Seconds between two retention purges of the thread.
+    retention_interval_s: float = 3600.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_purge: float | None = None
+
+    def maybe_purge(self, now: float | None = None) -> PurgeReport | None:
+        """Run retention when it is configured and an hour has passed since the last run; the report or None."""
+        days = self.settings.retention_days
+        now = time.monotonic() if now is None else now
+        if days is None or (self._last_purge is not None and now - self._last_purge < self.retention_interval_s):
+            return None
+        self._last_purge = now
+        from app.services.retention import purge
+        from app.storage import cached_store
+
+        s = self.settings
+        return purge(s, cached_store(s.store_uri, s.s3.endpoint_url, s.s3.region), older_than_days=days)
 
     def start(self) -> None:
         """Start the thread (no-op when the interval is 0)."""
@@ -130,6 +154,10 @@ class PeriodicSweeper:
                 sweep(self.settings, older_than_s=self.settings.sweep_after_s)
             except Exception:  # noqa: BLE001  (a failed sweep, e.g. the DB briefly down, is retried next time)
                 log.exception("sweep failed")
+            try:
+                self.maybe_purge()
+            except Exception:  # noqa: BLE001  (a failed purge is retried an hour later)
+                log.exception("retention purge failed")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread."""

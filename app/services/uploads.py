@@ -23,7 +23,7 @@ from fastapi import UploadFile
 
 from app.core.config import Settings, UploadSettings
 from app.services.errors import BadRequestError, PayloadTooLargeError, UnprocessableError
-from app.storage import ObjectStore, raw_key
+from app.storage import ObjectStore, put_fileobj, raw_key
 
 #: Bytes read (or decompressed) per step.
 CHUNK = 1024 * 1024
@@ -106,15 +106,16 @@ async def read_limited(upload: UploadFile, limit: int, *, what: str = "file", al
     return b"".join(chunks)
 
 
-def spooled_file(upload: UploadFile, limit: int, *, what: str = "zip") -> BinaryIO:
-    """The upload's spooled file, rewound, after checking its size (413 over ``limit`` bytes, 400 when empty)."""
+def spooled_file(upload: UploadFile, limit: int, *, what: str = "zip", allow_empty: bool = False) -> BinaryIO:
+    """The upload's spooled file, rewound, after checking its size (413 over ``limit`` bytes, 400 when empty
+    unless ``allow_empty``). Starlette keeps files above 1 MB on disk: nothing is read into memory here."""
     fh = upload.file
     fh.seek(0, io.SEEK_END)
     size = fh.tell()
     fh.seek(0)
     if size > limit:
         raise PayloadTooLargeError(f"{what} '{upload.filename}' is larger than the limit of {_limit(limit)}")
-    if size == 0:
+    if size == 0 and not allow_empty:
         raise BadRequestError(f"{what} '{upload.filename or 'upload'}' is empty")
     return fh  # type: ignore[return-value]
 
@@ -136,6 +137,43 @@ def store_upload(store: ObjectStore, filename: str, data: bytes) -> StoredUpload
     if not store.exists(key):
         store.put(key, data)
     return StoredUpload(filename=filename, key=key, sha256=sha, size=len(data))
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """A received file left in its spooled temporary file (a training zip), never read whole into memory."""
+
+    filename: str
+    file: BinaryIO
+    sha256: str
+    size: int
+
+
+def file_upload(fh: BinaryIO, filename: str) -> FileUpload:
+    """Describe a spooled upload: its sha256 and size, read in chunks of :data:`CHUNK` bytes (then rewound)."""
+    digest = hashlib.sha256()
+    fh.seek(0)
+    size = 0
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    fh.seek(0)
+    return FileUpload(filename=filename, file=fh, sha256=digest.hexdigest(), size=size)
+
+
+def store_file(store: ObjectStore, upload: FileUpload) -> str:
+    """Store a spooled upload under its content-addressed key (once), streamed; the key."""
+    key = raw_key(upload.sha256, upload.filename)
+    if not store.exists(key):
+        upload.file.seek(0)
+        put_fileobj(store, key, upload.file)
+    return key
+
+
+def store_spooled(store: ObjectStore, fh: BinaryIO, filename: str) -> StoredUpload:
+    """Hash and store a spooled upload in chunks (one screening file); describe it."""
+    upload = file_upload(fh, filename)
+    return StoredUpload(filename=filename, key=store_file(store, upload), sha256=upload.sha256, size=upload.size)
 
 
 # --- zips ------------------------------------------------------------------------------------------------------------
@@ -167,7 +205,7 @@ class MemberBudget:
         """413 when ``extra`` more expanded bytes pass ``max_unzipped_bytes``."""
         if self.expanded + extra > self.limits.max_unzipped_bytes:
             raise PayloadTooLargeError(
-                f"the zip expands to at least {human(self.expanded + extra)}; the limit is "
+                f"the zip expands to at least {self.expanded + extra} bytes; the limit is "
                 f"{_limit(self.limits.max_unzipped_bytes)} of uncompressed data (RETNET_UPLOAD__MAX_UNZIPPED_BYTES)")
 
 
@@ -322,6 +360,32 @@ def cifs_from_zip(data: bytes | BinaryIO, settings: Settings) -> list[ZipMember]
     if not cifs:
         raise UnprocessableError("the zip holds no .cif files")
     return cifs
+
+
+def training_zip_contents(source: bytes | BinaryIO, settings: Settings) -> tuple[list[str], list[ZipMember]]:
+    """The CIF member names and the CSV members (with their bytes) of a training zip, every member read and
+    checked one at a time (see :func:`iter_zip`); CIF bytes are dropped as soon as they are checked."""
+    names: list[str] = []
+    csvs: list[ZipMember] = []
+    for suffix, member in iter_zip(source, settings, suffixes=(".cif", ".csv")):
+        if suffix == ".cif":
+            names.append(member.name)
+        else:
+            csvs.append(member)
+    return names, csvs
+
+
+def check_zip(source: bytes | BinaryIO, settings: Settings, budget: MemberBudget | None = None) -> int:
+    """Every check that needs only the central directory (see :func:`check_headers`), nothing decompressed;
+    the number of CIF members (422 when there are none)."""
+    limits = settings.upload
+    budget = budget or MemberBudget(limits)
+    with open_zip(source, limits) as archive:
+        selected = _select(archive.infolist(), (".cif",))
+        check_headers(selected, limits, budget)
+    if not selected:
+        raise UnprocessableError("the zip holds no .cif files")
+    return len(selected)
 
 
 def store_zip_cifs(source: bytes | BinaryIO, settings: Settings, store: ObjectStore,

@@ -6,8 +6,9 @@ endpoint_url=...)`` → :class:`S3Store`. Keys are ``/``-separated relative path
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 # The one voxel-cache key scheme, shared with models.pipeline's cache folders (re-exported: key of stored grids).
@@ -46,8 +47,21 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix``, sorted."""
 
+    def list_with_times(self, prefix: str) -> list[tuple[str, datetime]]:
+        """``(key, last modified)`` of the keys starting with ``prefix``, sorted by key (UTC datetimes: file
+        mtime for a local folder, ``LastModified`` for S3)."""
+
     def ping(self) -> None:
         """Raise when the store cannot be reached."""
+
+
+def put_fileobj(store: ObjectStore, key: str, fileobj: BinaryIO) -> None:
+    """Write a file object under ``key``, streamed when the store can (``put_file``), else read whole."""
+    put_file = getattr(store, "put_file", None)
+    if put_file is not None:
+        put_file(key, fileobj)
+    else:
+        store.put(key, fileobj.read())
 
 
 def validate_key(key: str) -> str:

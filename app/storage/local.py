@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from app.storage import ObjectNotFoundError, validate_key
 
@@ -28,6 +31,19 @@ class LocalStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, fileobj: BinaryIO) -> None:
+        """Write a file object atomically, copied in chunks (never whole in memory)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                shutil.copyfileobj(fileobj, fh, 1024 * 1024)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -57,6 +73,22 @@ class LocalStore:
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
+
+    def list_with_times(self, prefix: str) -> list[tuple[str, datetime]]:
+        """``(key, file mtime in UTC)`` under ``prefix``, walking only the folder the prefix names."""
+        folder = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and not path.name.startswith(".tmp-"):
+                try:
+                    if path.is_file():
+                        found.append((key, datetime.fromtimestamp(path.stat().st_mtime, UTC)))
+                except FileNotFoundError:  # removed while walking
+                    continue
+        return sorted(found)
 
     def ping(self) -> None:
         """The root must be a folder where a file can be written and removed (a real write, not a permission

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
+from typing import BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -45,6 +47,11 @@ class S3Store:
         """PUT is atomic in S3."""
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    def put_file(self, key: str, fileobj: BinaryIO) -> None:
+        """Upload a file object in parts (multipart above 8 MB; never whole in memory; the object appears
+        atomically when the upload completes)."""
+        self.client.upload_fileobj(fileobj, self.bucket, self._key(key))
+
     def get(self, key: str) -> bytes:
         """GET an object."""
         try:
@@ -78,6 +85,17 @@ class S3Store:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(keys)
+
+    def list_with_times(self, prefix: str) -> list[tuple[str, datetime]]:
+        """``(key, LastModified)`` under ``prefix`` (the same paginated listing as :meth:`list`)."""
+        full = self._key(prefix.rstrip("/")) if prefix else self.prefix
+        if prefix.endswith("/"):
+            full += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        found: list[tuple[str, datetime]] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            found.extend((obj["Key"][strip:], obj["LastModified"].astimezone(UTC)) for obj in page.get("Contents", []))
+        return sorted(found)
 
     def ping(self) -> None:
         """HEAD the bucket."""

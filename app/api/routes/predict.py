@@ -17,8 +17,8 @@ from app.db.tables import FINAL, JobStatus
 from app.schemas import JobAccepted, PredictionResult
 from app.services import jobs as jobs_service
 from app.services.errors import BadRequestError, UnprocessableError
-from app.services.submit import Upload, submit_prediction
-from app.services.uploads import is_zip_name, read_limited, safe_filename
+from app.services.submit import submit_prediction
+from app.services.uploads import file_upload, is_zip_name, safe_filename, spooled_file
 
 router = APIRouter(tags=["predict"])
 
@@ -47,8 +47,9 @@ async def predict(
     """Predict the adsorption property of one structure."""
     if is_zip_name(file.filename):
         raise BadRequestError("POST /predict takes one CIF; send zips of CIFs to POST /screenings")
-    data = await read_limited(file, settings.upload.max_cif_bytes, what="CIF")
-    upload = Upload(filename=safe_filename(file.filename, default="structure.cif"), data=data)
+    # hashed and stored from the spooled file in chunks: 20 concurrent 20 MB uploads do not sit in memory
+    upload = await run_in_threadpool(file_upload, spooled_file(file, settings.upload.max_cif_bytes, what="CIF"),
+                                     safe_filename(file.filename, default="structure.cif"))
     job_id = await run_in_threadpool(submit_prediction, session, settings, store, upload, model, idempotency_key,
                                      caller=caller)
     deadline = time.monotonic() + wait

@@ -17,11 +17,11 @@ from app.services.submit import check_model, submit_screening
 from app.services.uploads import (
     MemberBudget,
     StoredUpload,
+    check_zip,
     is_zip_name,
-    read_limited,
     safe_filename,
     spooled_file,
-    store_upload,
+    store_spooled,
     store_zip_cifs,
 )
 
@@ -40,16 +40,24 @@ async def create_screening(
     store: StoreDep,
     idempotency_key: IdempotencyKeyDep,
     caller: CallerDep,
-    files: Annotated[list[UploadFile], File(description="CIF files, or one .zip of CIFs")],
+    files: Annotated[list[UploadFile], File(min_length=1, description="CIF files, or one .zip of CIFs")],
     model: Annotated[str | None, Form(description="model name or name:version")] = None,
     name: Annotated[str | None, Form(max_length=200, description="a label for this screening")] = None,
 ) -> JSONResponse:
     """Screen many structures; poll GET /jobs/{job_id}, then GET /jobs/{job_id}/results."""
     if not files:
         raise BadRequestError("send CIF files in the 'files' field (or one .zip of CIFs)")
-    await run_in_threadpool(check_model, session, settings, model, caller)  # before anything is stored
+    # before anything is stored: the zips' central directories (counts, sizes, ratios, paths), then the model
+    declared = MemberBudget(settings.upload)
+    for f in files:
+        if is_zip_name(f.filename):
+            await run_in_threadpool(check_zip, spooled_file(f, settings.upload.max_zip_bytes, what="zip"), settings,
+                                    declared)
+        else:
+            declared.add_files()
+    await run_in_threadpool(check_model, session, settings, model, caller)
     # each file, each zip member, is stored as soon as it is read: one CIF in memory at a time; the structure
-    # count and the expanded bytes are checked while reading (``budget``)
+    # count and the real expanded bytes are checked again while reading (``budget``: headers can lie)
     budget = MemberBudget(settings.upload)
     uploads: list[StoredUpload] = []
     for f in files:
@@ -59,9 +67,9 @@ async def create_screening(
         else:
             budget.add_files()
             # an empty CIF fails its own item (like an empty member of a zip), not the whole screening
-            data = await read_limited(f, settings.upload.max_cif_bytes, what="CIF", allow_empty=True)
+            fh = spooled_file(f, settings.upload.max_cif_bytes, what="CIF", allow_empty=True)
             filename = safe_filename(f.filename, default=f"structure_{len(uploads)}.cif")
-            uploads.append(await run_in_threadpool(store_upload, store, filename, data))
+            uploads.append(await run_in_threadpool(store_spooled, store, fh, filename))
     job_id = await run_in_threadpool(submit_screening, session, settings, store, uploads, model, name,
                                     idempotency_key, caller=caller)
     return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))

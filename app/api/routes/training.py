@@ -14,7 +14,7 @@ from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
 from app.services.errors import BadRequestError
 from app.services.submit import TrainingRequest, Upload, submit_training
-from app.services.uploads import is_zip_name, read_limited
+from app.services.uploads import file_upload, is_zip_name, read_limited, safe_filename, spooled_file
 
 router = APIRouter(tags=["training"])
 
@@ -52,18 +52,19 @@ async def create_training_job(
     """Train (or fine-tune) a RetNet on labelled structures and register the model."""
     if not is_zip_name(file.filename):
         raise BadRequestError(f"'{file.filename}' is not a .zip: send the CIFs and the labels CSV as one zip")
-    data = await read_limited(file, settings.upload.max_zip_bytes, what="zip")
+    # the zip stays in its spooled temporary file: hashed, checked and stored in chunks, never whole in memory
+    archive = await run_in_threadpool(file_upload, spooled_file(file, settings.upload.max_zip_bytes, what="zip"),
+                                      safe_filename(file.filename, default="train.zip"))
     label_upload = None
     if labels is not None and labels.filename:
-        label_upload = Upload(labels.filename, await read_limited(labels, settings.upload.max_cif_bytes,
-                                                                 what="labels CSV"))
+        label_upload = Upload(safe_filename(labels.filename, default="labels.csv"),
+                              await read_limited(labels, settings.upload.max_cif_bytes, what="labels CSV"))
     target_list = [t.strip() for t in (targets or target or "").split(",") if t.strip()]
     request = TrainingRequest(
         targets=target_list, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
         val_fraction=val_fraction, seed=seed, base_model=base_model, freeze=freeze, model_name=name,
         model_version=version, unit=unit, property=property, translate=translate,
     )
-    job_id = await run_in_threadpool(submit_training, session, settings, store, Upload(file.filename or "train.zip",
-                                                                                       data), label_upload, request,
+    job_id = await run_in_threadpool(submit_training, session, settings, store, archive, label_upload, request,
                                     idempotency_key, caller=caller)
     return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))

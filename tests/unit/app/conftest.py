@@ -57,3 +57,16 @@ def model_row(settings) -> str:  # type: ignore[no-untyped-def]
         session.add(ModelVersion(name="m", version="1", ref="m:1", params_hash=params_hash_of(card), card=card,
                                  storage_prefix="models/m/1/"))
     return "m:1"
+
+
+@pytest.fixture()
+def inline_worker(monkeypatch: pytest.MonkeyPatch, settings):  # type: ignore[no-untyped-def]
+    """Run the voxel and inference tasks synchronously, in the calling thread, where they would be enqueued."""
+    from app.core import queue
+    from worker.pipeline import predict_chunk, voxelize_chunk
+    from worker.runtime import WorkerContext
+
+    ctx = WorkerContext(settings)
+    monkeypatch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: voxelize_chunk(ctx, list(ids)))
+    monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None: predict_chunk(ctx, list(ids)))
+    return ctx

@@ -44,19 +44,6 @@ def test_openapi_documents_the_error_bodies(client) -> None:  # type: ignore[no-
     assert "500" in predict
 
 
-@pytest.fixture()
-def inline_worker(monkeypatch: pytest.MonkeyPatch, settings):  # type: ignore[no-untyped-def]
-    """Run the voxel and inference tasks synchronously where they would be enqueued."""
-    from app.core import queue
-    from worker.pipeline import predict_chunk, voxelize_chunk
-    from worker.runtime import WorkerContext
-
-    ctx = WorkerContext(settings)
-    monkeypatch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: voxelize_chunk(ctx, list(ids)))
-    monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None: predict_chunk(ctx, list(ids)))
-    return ctx
-
-
 @pytest.mark.timeout(120)
 def test_model_that_cannot_load_is_a_500_with_the_job(client, model_row, inline_worker,  # type: ignore[no-untyped-def]
                                                       cif_dir: Path) -> None:
