@@ -47,8 +47,9 @@ def run_worker(queues: list[str], concurrency: int | None = None, *, loglevel: s
     argv, conc = worker_argv(queues, concurrency, loglevel=loglevel)
     app = create_worker_app(settings)
     if INFERENCE in queues:
-        # The next chunk is fetched while this one runs its forward pass (chunks are already batches).
-        app.conf.worker_prefetch_multiplier = 2
+        # The threads pool runs Celery's synchronous consumer loop, which fetches more messages only between 2-s
+        # polls once its prefetch window is full: keep the next chunks at hand (chunks are already batches).
+        app.conf.worker_prefetch_multiplier = 16
     if VOXELS in queues and INFERENCE not in queues:
         limit_torch_threads(1)
     app.worker_main(argv)
