@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -48,18 +48,25 @@ async def predict(
     if is_zip_name(file.filename):
         raise BadRequestError("POST /predict takes one CIF; send zips of CIFs to POST /screenings")
     # hashed and stored from the spooled file in chunks: 20 concurrent 20 MB uploads do not sit in memory
-    upload = await run_in_threadpool(file_upload, spooled_file(file, settings.upload.max_cif_bytes, what="CIF"),
-                                     safe_filename(file.filename, default="structure.cif"))
-    job_id = await run_in_threadpool(submit_prediction, session, settings, store, upload, model, idempotency_key,
-                                     caller=caller)
+    spooled = spooled_file(file, settings.upload.max_cif_bytes, what="CIF")
+    name = safe_filename(file.filename, default="structure.cif")
+
+    def submit_and_load() -> tuple[Any, Any]:
+        # One hop to the thread pool for the whole fast path (a prediction-cache hit is final at once).
+        upload = file_upload(spooled, name)
+        job_id = submit_prediction(session, settings, store, upload, model, idempotency_key, caller=caller)
+        return _load(session, job_id)
+
+    job, item = await run_in_threadpool(submit_and_load)
+    job_id = job.id
     deadline = time.monotonic() + wait
     delay = 0.005
     while True:
-        job, item = await run_in_threadpool(_load, session, job_id)
         if job.status in FINAL or time.monotonic() >= deadline:
             break
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.02)
+        job, item = await run_in_threadpool(_load, session, job_id)
     if job.status in FINAL and item is not None:
         result = jobs_service.item_result(item)
         if result.prediction is None and item.error_code == "structure":
