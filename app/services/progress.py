@@ -110,7 +110,11 @@ def refresh_progress(session: Session, job_ids: Iterable[str]) -> None:
 
     Counting instead of incrementing makes progress exactly right whatever ran twice or crashed in between.
     """
-    for job_id in set(job_ids):
+    for job_id in sorted(set(job_ids)):  # sorted: concurrent refreshes lock jobs in the same order
+        # Lock the job row first: a chunk finishing at the same time in another worker then waits for this
+        # transaction, and its count (a new statement, hence a new snapshot) sees these items as committed.
+        # Without the lock both counts can miss the other's items and the job stays 'running' for ever.
+        session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
         done = (select(func.count()).select_from(JobItem)
                 .where(JobItem.job_id == job_id, JobItem.status == JobStatus.succeeded).scalar_subquery())
         failed = (select(func.count()).select_from(JobItem)

@@ -100,6 +100,17 @@ def sweep(settings: Settings, *, older_than_s: float, include_running: bool = Fa
             update(Job).where(Job.kind == JobKind.training, Job.status.in_(ACTIVE), lost_jobs)
             .values(lease_owner=None, lease_until=None, updated_at=now).returning(Job.id)
         ))
+        # Safety net: an active job none of whose items is active any more only missed its final recount.
+        settled = session.scalars(
+            select(Job.id).where(Job.status.in_(ACTIVE), Job.kind != JobKind.training, Job.updated_at <= cutoff,
+                                 ~select(JobItem.id).where(JobItem.job_id == Job.id,
+                                                           JobItem.status.in_(ACTIVE)).exists())
+        ).all()
+        if settled:
+            from app.services.progress import refresh_progress
+
+            refresh_progress(session, settled)
+            log.warning("sweeper closed %d job(s) whose items were all final", len(settled))
     # Sent after the commit (in creation order within each stage).
     if report.items:
         queue.enqueue_voxelize(report.items, settings)

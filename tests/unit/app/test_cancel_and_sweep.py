@@ -280,3 +280,20 @@ def test_embedded_start_resends_orphaned_work(settings, model_row, sent, cif_dir
     with TestClient(create_app(restarted)):
         pass
     assert sent["voxelize"] == ids
+
+
+def test_sweep_closes_a_job_whose_items_are_all_final(client, settings, model_row, sent,  # type: ignore[no-untyped-def]
+                                                      cif_dir: Path) -> None:
+    """A job left 'running' with stale counts (a missed recount) is recounted and closed by the sweeper."""
+    from app.db.session import session_scope
+    from app.db.tables import Job, JobItem
+    from app.services.sweeper import sweep
+
+    job_id = _screen(client, cif_dir, n=2)
+    with session_scope(settings.db_url) as session:
+        session.execute(update(JobItem).where(JobItem.job_id == job_id).values(status="succeeded"))
+        session.execute(update(Job).where(Job.id == job_id).values(status="running", progress_done=1))
+    _age(settings, job_id, 601)
+    sweep(settings, older_than_s=600)
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["progress"] == {"done": 2, "failed": 0, "total": 2}
