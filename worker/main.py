@@ -15,13 +15,15 @@ from app.core.queue import INFERENCE, QUEUES, TRAINING, VOXELS
 
 
 def worker_argv(queues: list[str], concurrency: int | None, *, loglevel: str = "INFO") -> tuple[list[str], int]:
-    """Celery worker arguments: inference → threads pool (1 thread per device; batches), voxels → prefork."""
+    """Celery worker arguments: inference and training → solo pool (one task at a time in the worker's own
+    process: the model stays loaded, CUDA is never forked, and the consumer reconnects after a broker restart —
+    the threads pool did not: after a lost connection its consumer stopped for good), voxels → prefork."""
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         raise ValueError(f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}")
     cpu = os.cpu_count() or 1
     if queues == [INFERENCE]:
-        pool, default = "threads", 1
+        pool, default = "solo", 1
     elif queues == [TRAINING]:
         pool, default = "solo", 1
     else:
@@ -47,8 +49,7 @@ def run_worker(queues: list[str], concurrency: int | None = None, *, loglevel: s
     argv, conc = worker_argv(queues, concurrency, loglevel=loglevel)
     app = create_worker_app(settings)
     if INFERENCE in queues:
-        # The threads pool runs Celery's synchronous consumer loop, which fetches more messages only between 2-s
-        # polls once its prefetch window is full: keep the next chunks at hand (chunks are already batches).
+        # Keep the next chunks at hand while one runs its forward pass (chunks are already batches).
         app.conf.worker_prefetch_multiplier = 16
     if VOXELS in queues and INFERENCE not in queues:
         limit_torch_threads(1)
