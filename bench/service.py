@@ -43,6 +43,8 @@ from typing import Any
 
 import httpx
 
+from app.core.config import settings_from_env
+
 REPO = Path(__file__).resolve().parents[1]
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -76,18 +78,6 @@ def register_model(settings: Any, data_dir: Path) -> str:
                 targets=[Target(name="ch4", unit="mol/kg", property="CH4 uptake, 298 K, 5.8 bar")]))
             row = register_model_dir(session, store, folder)
         return str(row.ref)
-
-
-def _settings(env: dict[str, str]) -> Any:
-    from app.core.config import Settings
-
-    old = dict(os.environ)
-    try:
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -128,7 +118,7 @@ def deployment(tmp: Path, *, scaled: bool, voxel_workers: int
             env.update(RETNET_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db}",
                        RETNET_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
                        RETNET_STORAGE_URI=(data / "store").as_uri())
-        settings = _settings(env)
+        settings = settings_from_env(env)
         data.mkdir(parents=True, exist_ok=True)
         ref = register_model(settings, data)
         headers: dict[str, str] = {}
@@ -330,7 +320,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warm = screening(client, files, "bench-warm")
             latency = predict_latency(client, files, args.latency_requests)
             crowd = concurrent_clients(url, headers, files, args.clients, args.concurrent_seconds)
-            settings = _settings(env)
+            settings = settings_from_env(env)
             rates = model_rates(settings, ref, files)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -149,6 +149,12 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
     return out
 
 
+def _structure_row(crystal: Any, raw_key: str) -> dict[str, Any]:
+    """The ``structure`` row of a parsed crystal and the upload it came from."""
+    return {"sha256": crystal.sha256, "name": crystal.name, "formula": crystal.formula, "n_atoms": crystal.n_atoms,
+            "raw_key": raw_key}
+
+
 def _model_missing(items: list[_Item], models: dict[str, _ModelInfo]) -> list[tuple[str, str, str]]:
     return [(i.id, f"model {i.model_ref} is not registered", "internal") for i in items if i.model_ref not in models]
 
@@ -179,8 +185,7 @@ def voxelize_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | Non
     ready = [i for i in items if i.id in outcomes and outcomes[i.id].error is None]
     crystals = {o.crystal.sha256: (o.crystal, i.raw_key) for i in ready if (o := outcomes[i.id]).crystal is not None}
     with session_scope(ctx.db_url) as session:
-        upsert_structures(session, [{"sha256": c.sha256, "name": c.name, "formula": c.formula, "n_atoms": c.n_atoms,
-                                         "raw_key": raw} for c, raw in crystals.values()])
+        upsert_structures(session, [_structure_row(c, raw) for c, raw in crystals.values()])
         fields = [{"id": i.id, "structure_sha256": o.sha, "parse_ms": o.fields.get("parse_ms"),
                    "voxelize_ms": o.fields.get("voxelize_ms"), "cache_hit": o.fields.get("cache_hit")}
                   for i in ready if (o := outcomes[i.id])]
@@ -273,9 +278,8 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
             results.append((info, ready, out.reshape(len(ready), -1), per_item_ms))
     with session_scope(ctx.db_url) as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        upsert_structures(session, [{"sha256": c.sha256, "name": c.name, "formula": c.formula, "n_atoms": c.n_atoms,
-                                         "raw_key": i.raw_key} for (_, ready, _, _) in results
-                                    for i, _, o in ready if (c := o.crystal) is not None])
+        upsert_structures(session, [_structure_row(o.crystal, i.raw_key) for (_, ready, _, _) in results
+                                    for i, _, o in ready if o.crystal is not None])
         for info, ready, out, per_item_ms in results:
             recomputed = [{"id": i.id, "structure_sha256": o.sha} for i, _, o in ready if o.sha != i.sha]
             progress.set_item_fields(session, recomputed, owner=owner)

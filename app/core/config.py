@@ -173,6 +173,19 @@ class Settings(BaseSettings):
         return (self.data_dir / "cache").resolve()
 
 
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """Settings as a process with ``env`` (RETNET_* variables, nested keys included) would read them."""
+    import os
+
+    old = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Return the process-wide settings (tests call ``get_settings.cache_clear()``)."""

@@ -110,15 +110,9 @@ def admin_key(settings) -> str:  # type: ignore[no-untyped-def]
 
 def settings_from_env(env: dict[str, str]):  # type: ignore[no-untyped-def]
     """Settings built from a RETNET_* environment dict (nested keys included)."""
-    from app.core.config import Settings
+    from app.core.config import settings_from_env as from_env
 
-    old = dict(os.environ)
-    try:
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    return from_env(env)
 
 
 @pytest.fixture(scope="module")
