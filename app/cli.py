@@ -301,22 +301,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             except Exception as exc:
                 rows.append({"name": source.name, "sha256": "", "error": describe_error(exc)})
             bar.update(1)
-    predictions = model.predict(np.stack(grids)) if grids else np.zeros((0, model.n_outputs))
+    detailed = model.predict_detailed(np.stack(grids)) if grids else None
     table: list[dict[str, Any]] = []
-    by_row = {i: predictions[k] for k, (i, _) in enumerate(owners)}
+    by_row = {i: k for k, (i, _) in enumerate(owners)}
     for i, row in enumerate(rows):
+        k = by_row.get(i)
         for t, target in enumerate(model.card.targets):
-            value = by_row[i][t] if i in by_row else None
+            value = sigma = in_domain = None
+            if k is not None and detailed is not None:
+                value = detailed.values[k][t]
+                sigma = None if detailed.sigma is None else detailed.sigma[k][t]
+                in_domain = None if detailed.in_domain is None else bool(detailed.in_domain[k])
             table.append({"name": row["name"], "value": "" if value is None else f"{value:.6g}",
+                          "uncertainty": "" if sigma is None else f"{sigma:.3g}",
+                          "in_domain": "" if in_domain is None else in_domain,
                           "unit": target.unit, "property": target.property, "model": model.ref,
                           "sha256": row["sha256"], "error": row["error"]})
-    columns = ["name", "value", "unit", "property", "model", "sha256", "error"]
+    columns = ["name", "value", "uncertainty", "in_domain", "unit", "property", "model", "sha256", "error"]
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(table)
     else:
-        _print_table(table, ["name", "value", "unit", "property", "error"])
+        _print_table(table, ["name", "value", "uncertainty", "in_domain", "unit", "property", "error"])
     failed = sum(1 for r in rows if r["error"])
     _err(f"predicted {len(rows) - failed} of {len(rows)} structure(s) with {model.ref}; {failed} failed")
     return EXIT_FAILURES if failed else EXIT_OK

@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -33,8 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from models.params import VoxelParams
 from models.retnet import INPUT_SIZE, RetNet, RetNetEnsemble
-from models.training import TrainResult, fingerprint_grids, predict_grids, resolve_device
+from models.training import TrainResult, fingerprint_grids, member_outputs_grids, predict_grids, resolve_device
 from models.transforms import Standardizer
+from models.uncertainty import DOMAIN_FILE, Domain, Neighbour, SpreadCalibration
 
 #: File names inside a model folder.
 WEIGHTS_FILE = "weights.pt"
@@ -86,6 +88,9 @@ class Target(BaseModel):
     name: str = Field(min_length=1)
     unit: str
     property: str
+    gas: str | None = Field(None, description="adsorbate, e.g. CH4")
+    temperature_k: float | None = Field(None, gt=0, description="temperature of the label (K)")
+    pressure_bar: float | None = Field(None, gt=0, description="pressure of the label (bar)")
 
 
 def library_versions() -> dict[str, str]:
@@ -94,13 +99,23 @@ def library_versions() -> dict[str, str]:
         own = metadata.version(_DISTRIBUTION)
     except metadata.PackageNotFoundError:
         own = "unknown"
-    return {
+    versions = {
         "torch": torch.__version__,
         "numpy": np.__version__,
         "pydantic": pydantic.VERSION,
         "python": platform.python_version(),
         _DISTRIBUTION: own,
     }
+    for name in _GRID_LIBRARIES:  # what the grids (parsing, voxel kernel) and the calibration depend on
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+#: Libraries besides torch/numpy/pydantic whose versions a card records.
+_GRID_LIBRARIES = ("pymatgen", "numba", "scipy", "scikit-learn")
 
 
 def _utc_now() -> datetime:
@@ -161,6 +176,10 @@ class ModelCard(BaseModel):
     description: str = ""
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     ensemble_size: int = Field(1, ge=1)
+    uncertainty: dict[str, Any] | None = Field(
+        None, description="calibration of σ (models.uncertainty.SpreadCalibration.to_dict) and its test coverage")
+    domain: dict[str, Any] | None = Field(
+        None, description="applicability domain summary (models.uncertainty.Domain.card_summary); data in domain.npz")
 
     @field_validator("created_at")
     @classmethod
@@ -283,6 +302,27 @@ def save_model(
     return folder
 
 
+@dataclass
+class DetailedPredictions:
+    """Output of :meth:`LoadedModel.predict_detailed` for N grids and k outputs.
+
+    Attributes
+    ----------
+    values : np.ndarray (N, k)
+        Ensemble mean, in the model's unit.
+    sigma : np.ndarray (N, k) or None
+        Calibrated one-standard-deviation uncertainty, same unit.
+    in_domain : np.ndarray (N,) of bool, or None
+    neighbours : list of list of Neighbour, or None
+        The nearest training structures of each grid, nearest first.
+    """
+
+    values: np.ndarray
+    sigma: np.ndarray | None
+    in_domain: np.ndarray | None
+    neighbours: list[list[Neighbour]] | None
+
+
 class LoadedModel:
     """A verified model ready for inference.
 
@@ -298,12 +338,14 @@ class LoadedModel:
     """
 
     def __init__(self, card: ModelCard, model: RetNet | RetNetEnsemble, standardizer: Standardizer,
-                 device: torch.device, path: Path) -> None:
+                 device: torch.device, path: Path, domain: Domain | None = None) -> None:
         self.card = card
         self.model = model
         self.standardizer = standardizer
         self.device = device
         self.path = path
+        self.domain = domain
+        self.calibration = SpreadCalibration.from_dict(card.uncertainty) if card.uncertainty else None
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.ref!r}, device={str(self.device)!r}, path={str(self.path)!r})"
@@ -335,6 +377,22 @@ class LoadedModel:
     def predict(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
         """Predict from raw grids (N, 25, 25, 25) (or one (25, 25, 25) grid) → float64 (N, k), in :attr:`unit`."""
         return predict_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size)
+
+    def predict_detailed(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> DetailedPredictions:
+        """Predictions with their calibrated σ and applicability domain, from one forward pass.
+
+        σ and the domain are ``None`` for a model whose card has no calibration or which ships no domain file.
+        """
+        members, fingerprints = member_outputs_grids(self.model, self.standardizer, self._grids(grids),
+                                                     batch_size=batch_size)
+        values = members.mean(axis=0)
+        in_domain, neighbours = (None, None) if self.domain is None else self.domain.assess(fingerprints)
+        sigma = None
+        if self.calibration is not None:
+            spread = members.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(values)
+            score = None if neighbours is None else np.array([np.mean([n.distance for n in row]) for row in neighbours])
+            sigma = self.calibration.sigma(spread, score)
+        return DetailedPredictions(values, sigma, in_domain, neighbours)
 
     def fingerprints(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
         """20-dimensional fingerprints of raw grids → float64 (N, 20)."""
@@ -424,7 +482,13 @@ def _load_folder(folder: Path, source: Path, device: torch.device) -> LoadedMode
         message = f"weights in {folder} do not fit a RetNet with {card.n_outputs} output(s): {err}"
         raise CorruptModelError(message) from err
     model.to(device).eval()
-    return LoadedModel(card, model, Standardizer.from_dict(card.standardization), device, source)
+    domain = None
+    if (folder / DOMAIN_FILE).is_file():
+        try:
+            domain = Domain.load(folder / DOMAIN_FILE)
+        except (OSError, ValueError, KeyError) as err:
+            raise CorruptModelError(f"unreadable applicability domain {folder / DOMAIN_FILE}: {err}") from err
+    return LoadedModel(card, model, Standardizer.from_dict(card.standardization), device, source, domain)
 
 
 def load_model(path: str | Path, *, device: torch.device | str | None = None) -> LoadedModel:

@@ -191,3 +191,25 @@ def history_plot(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(handles),
                   fontsize="small", frameon=False)
     return _save(fig, path)
+
+
+def calibration_plot(curve: Sequence[Mapping[str, float]], path: str | Path, *, unit: str = "",
+                     coverage: float | None = None, title: str = "Uncertainty calibration") -> Path:
+    """Predicted σ against the observed RMSE in bins of equal count (a calibrated σ lies on the diagonal)."""
+    sigma = np.array([p["sigma"] for p in curve], dtype=float)
+    rmse = np.array([p["rmse"] for p in curve], dtype=float)
+    fig = Figure(figsize=(4.2, 4.0))
+    ax = fig.subplots()
+    top = float(max(sigma.max(initial=0.0), rmse.max(initial=0.0)) * 1.1 or 1.0)
+    ax.plot([0, top], [0, top], color="0.6", lw=1, ls="--", label="ideal")
+    ax.plot(sigma, rmse, "o-", color="C0", label="binned test structures")
+    suffix = f" ({unit})" if unit else ""
+    ax.set_xlabel(f"predicted σ{suffix}")
+    ax.set_ylabel(f"observed RMSE{suffix}")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_title(title)
+    if coverage is not None:
+        ax.text(0.04, 0.94, f"±1.96σ coverage: {coverage:.0%}", transform=ax.transAxes, va="top")
+    ax.legend(loc="lower right", frameon=False)
+    return _save(fig, path)

@@ -162,6 +162,11 @@ class RetNet(nn.Module):
         """Predict k values per grid: (B, 1, 25, 25, 25) → (B, k), in the labels' units."""
         return self.output(self.fingerprint(x))
 
+    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fingerprints (1, B, 20) and predictions (1, B, k) in one pass: the one-member form of an ensemble's."""
+        fingerprint = self.fingerprint(x)
+        return fingerprint[None], self.output(fingerprint)[None]
+
     def train(self, mode: bool = True) -> RetNet:
         """Set training mode, keeping frozen parts (see :func:`freeze`) in eval mode."""
         super().train(mode)
@@ -459,6 +464,13 @@ class RetNetEnsemble(nn.Module):
         if self.uses_fused():
             return self._fused_pass(x)[0]
         return torch.stack([member.fingerprint(x) for member in self.members])
+
+    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's fingerprints (n_members, B, 20) and predictions (n_members, B, k) in one pass."""
+        if self.uses_fused():
+            return self._fused_pass(x)
+        pairs = [member.member_outputs(x) for member in self.members]
+        return torch.cat([f for f, _ in pairs]), torch.cat([p for _, p in pairs])
 
     def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
         """The first member's 20-dimensional fingerprint (members' fingerprint spaces differ)."""

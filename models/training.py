@@ -490,3 +490,33 @@ def fingerprint_grids(
 ) -> np.ndarray:
     """Return the 20-dimensional fingerprints, float64 (N, 20); arguments as :func:`predict_grids`."""
     return _batched(model.fingerprint, model, standardizer, grids, FINGERPRINT_SIZE, batch_size, device)
+
+
+def member_outputs_grids(
+    model: RetNet,
+    standardizer: Standardizer,
+    grids: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every member's predictions and fingerprints in one pass (arguments as :func:`predict_grids`).
+
+    Returns
+    -------
+    predictions : np.ndarray, float64, shape (n_members, N, k)
+        In label units (a single RetNet is one member).
+    fingerprints : np.ndarray, float64, shape (N, n_members · 20)
+        The members' fingerprints side by side.
+    """
+    members = len(getattr(model, "members", [model]))
+    k = model.n_outputs
+
+    def apply(batch: torch.Tensor) -> torch.Tensor:
+        fingerprints, predictions = model.member_outputs(batch)
+        return torch.cat([predictions.permute(1, 0, 2).reshape(len(batch), -1),
+                          fingerprints.permute(1, 0, 2).reshape(len(batch), -1)], dim=1)
+
+    out = _batched(apply, model, standardizer, grids, members * (k + FINGERPRINT_SIZE), batch_size, device)
+    predictions = out[:, : members * k].reshape(len(out), members, k).transpose(1, 0, 2)
+    return np.ascontiguousarray(predictions), out[:, members * k:]

@@ -493,6 +493,53 @@ def _ship_backbone(args: argparse.Namespace, base: str) -> None:
     save_model(out, model, card, overwrite=True)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Calibrate σ (validation split), fit the applicability domain (training pool), score both (test split).
+
+    Re-releases the model folder ``--model`` as ``--version``: same weights, the card gains ``uncertainty`` and
+    ``domain``, the folder gains ``domain.npz`` and ``calibration.png``. The split is re-derived from the card
+    (``extra_label_rows``) and checked against its ``test_names``.
+    """
+    import shutil
+    import tempfile
+
+    from models.artifacts import CARD_FILE, library_versions, load_model
+    from models.calibration import calibrate_model
+    from models.plots import calibration_plot
+    from models.uncertainty import DOMAIN_FILE
+
+    loaded = load_model(args.model, device="cpu")
+    card = loaded.card
+    data = dataset(extra_rows=card.training_data.get("extra_label_rows"))
+    test_names = [data["names"][i] for i in data["test"]]
+    if sorted(test_names) != sorted(card.training_data.get("test_names", test_names)):
+        raise SystemExit("the re-derived test split differs from the card's test_names: wrong --extra-rows?")
+    train = data["pool"] if card.training_data.get("n_train") == len(data["pool"]) else \
+        train_subset(data["pool"], card.training_data["n_train"])
+    g, y = data["grids"], data["y"]
+    calibration = calibrate_model(loaded.model, loaded.standardizer, train_x=g[train], train_y=y[train],
+                                  train_names=[data["names"][i] for i in train], val_x=g[data["val"]],
+                                  val_y=y[data["val"]], test_x=g[data["test"]], test_y=y[data["test"]])
+    fields = calibration.card_fields()
+    targets = [t.model_copy(update={"gas": "CH4", "temperature_k": 298.0, "pressure_bar": 5.8}) for t in card.targets]
+    new_card = card.model_copy(update={"version": args.version, "targets": targets, **fields,
+                                       "library_versions": library_versions()})
+    out = Path(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model"
+        shutil.copytree(out, staged)
+        calibration.domain.save(staged / DOMAIN_FILE)
+        coverage = (fields["uncertainty"].get("test_coverage") or [None])[0]
+        calibration_plot(fields["uncertainty"]["curve"], staged / "calibration.png", unit=UNIT, coverage=coverage,
+                         title=f"{card.name}:{args.version}, test split (n={len(data['test'])})")
+        (staged / CARD_FILE).write_text(new_card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        load_model(staged, device="cpu")  # verifies the re-released folder
+        shutil.rmtree(out)
+        shutil.copytree(staged, out)
+    print(json.dumps({"uncertainty": {k: v for k, v in fields["uncertainty"].items() if k != "curve"},
+                      "domain": fields["domain"]}, indent=1, default=float))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path.home() / "retnet-runs" / "ch4")
@@ -537,6 +584,11 @@ def main() -> int:
     p.add_argument("--ensemble", action="store_true",
                    help="average the selected run with its re-runs under other seeds (finetune --seed N)")
     p.set_defaults(func=cmd_ship)
+    p = sub.add_parser("calibrate", help="uncertainty calibration + applicability domain of a shipped model")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
+    p.add_argument("--version", required=True, help="version of the re-released card")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("report")
     p.set_defaults(func=cmd_report)
     args = parser.parse_args()

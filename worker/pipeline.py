@@ -237,6 +237,18 @@ def _load_model(ctx: WorkerContext, ref: str, info: _ModelInfo) -> tuple[Any, st
         return None, f"cannot load model {ref}: {exc}"
 
 
+def prediction_fields(out: Any) -> list[dict[str, Any]]:
+    """The ``prediction`` row fields of each grid of a :class:`models.artifacts.DetailedPredictions`."""
+    rows = []
+    for n, values in enumerate(np.asarray(out.values, dtype=np.float64)):
+        sigma = None if out.sigma is None else [float(x) for x in out.sigma[n]]
+        rows.append({"value": float(values[0]), "values": [float(x) for x in values],
+                     "uncertainty": None if sigma is None else sigma[0], "uncertainties": sigma,
+                     "in_domain": None if out.in_domain is None else bool(out.in_domain[n]),
+                     "neighbours": None if out.neighbours is None else [nb.to_dict() for nb in out.neighbours[n]]})
+    return rows
+
+
 def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None = None) -> list[str]:
     """``inference.predict``: fetch the chunk's grids concurrently, one forward pass per model, bulk write.
 
@@ -272,10 +284,10 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
             if not ready:
                 continue
             t0 = time.perf_counter()
-            out = np.asarray(loaded.predict(np.stack([g for _, g, _ in ready]).astype(np.float32),
-                                            batch_size=ctx.settings.inference.batch_size), dtype=np.float64)
+            out = loaded.predict_detailed(np.stack([g for _, g, _ in ready]).astype(np.float32),
+                                          batch_size=ctx.settings.inference.batch_size)
             per_item_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
-            results.append((info, ready, out.reshape(len(ready), -1), per_item_ms))
+            results.append((info, ready, prediction_fields(out), per_item_ms))
     with session_scope(ctx.db_url) as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         upsert_structures(session, [_structure_row(o.crystal, i.raw_key) for (_, ready, _, _) in results
@@ -286,8 +298,8 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
             moved = set(progress.succeed_items(session, [i.id for i, _, _ in ready], owner=owner,
                                                inference_ms=per_item_ms, batch_size=len(ready)))
             rows = [{"id": new_id(), "item_id": i.id, "structure_sha256": o.sha, "model_id": info.id,
-                         "params_hash": info.params_hash, "value": float(v[0]), "values": [float(x) for x in v]}
-                    for (i, _, o), v in zip(ready, out, strict=True) if i.id in moved]
+                         "params_hash": info.params_hash, **fields}
+                    for (i, _, o), fields in zip(ready, out, strict=True) if i.id in moved]
             if rows:
                 session.execute(insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["item_id"]))
             done += [r["item_id"] for r in rows]

@@ -195,6 +195,14 @@ class Prediction(Base):
     params_hash: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float, index=True)
     values: Mapped[list[float]] = mapped_column(JSON)
+    #: One standard deviation of ``value`` (same unit); None when the model has no calibrated uncertainty.
+    uncertainty: Mapped[float | None] = mapped_column(Float)
+    #: σ of each of ``values``.
+    uncertainties: Mapped[list[float] | None] = mapped_column(JSON)
+    #: Within the model's applicability domain; None when the model ships no domain.
+    in_domain: Mapped[bool | None] = mapped_column(Boolean)
+    #: The nearest training structures: ``[{"name", "distance", "label"}, ...]``, nearest first.
+    neighbours: Mapped[list[dict] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     item: Mapped[JobItem] = relationship(back_populates="prediction")

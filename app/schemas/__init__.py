@@ -42,6 +42,14 @@ class JobAccepted(BaseModel):
     job: JobPublic
 
 
+class Neighbour(BaseModel):
+    """A training structure near the predicted one in the model's fingerprint space."""
+
+    name: str
+    distance: float = Field(description="standardized fingerprint distance (the domain threshold is in the card)")
+    label: float = Field(description="its GCMC label, in the prediction's unit")
+
+
 class PredictionValue(BaseModel):
     """Model output for one structure."""
 
@@ -49,6 +57,12 @@ class PredictionValue(BaseModel):
     unit: str
     property: str
     model: str
+    uncertainty: float | None = Field(
+        None, description="one standard deviation of `value`, same unit, calibrated so that ±1.96σ covers 95 % "
+                          "of held-out errors (None: the model has no calibration)")
+    in_domain: bool | None = Field(
+        None, description="whether the structure lies within the model's applicability domain (None: unknown)")
+    neighbours: list[Neighbour] | None = Field(None, description="the 5 nearest training structures, nearest first")
     values: dict[str, float] | None = Field(None, description="every output of a multi-target model")
 
 

@@ -123,7 +123,8 @@ def item_result(item: JobItem) -> PredictionResult:
         prediction = PredictionValue(
             value=pred.value, unit=str(first.get("unit", "")),
             property=str(first.get("property") or first.get("name") or ""),
-            model=pred.model.ref, values=values,
+            model=pred.model.ref, values=values, uncertainty=pred.uncertainty, in_domain=pred.in_domain,
+            neighbours=pred.neighbours,
         )
     structure = None
     if item.structure is not None:
@@ -170,8 +171,8 @@ def results_page(session: Session, job: Job, *, limit: int, offset: int,
                        items=items)
 
 
-CSV_COLUMNS = ["rank", "name", "status", "value", "unit", "property", "model", "sha256", "formula", "n_atoms",
-               "cache_hit", "parse_ms", "voxelize_ms", "inference_ms", "error"]
+CSV_COLUMNS = ["rank", "name", "status", "value", "uncertainty", "in_domain", "unit", "property", "model", "sha256",
+               "formula", "n_atoms", "cache_hit", "parse_ms", "voxelize_ms", "inference_ms", "error"]
 
 
 #: Rows read per query while streaming a CSV export.
@@ -187,12 +188,17 @@ def results_csv(page: ResultsPage, *, header: bool = True) -> str:
     for rank, r in enumerate(page.items, start=page.offset + 1):
         p, s, t = r.prediction, r.structure, r.timings
         writer.writerow([
-            rank, r.name, r.status.value, p.value if p else "", p.unit if p else "", p.property if p else "",
+            rank, r.name, r.status.value, p.value if p else "", _opt(p.uncertainty) if p else "",
+            _opt(p.in_domain) if p else "", p.unit if p else "", p.property if p else "",
             p.model if p else "", s.sha256 if s else "", s.formula if s else "", s.n_atoms if s else "",
             "" if t.cache_hit is None else t.cache_hit, _fmt(t.parse_ms), _fmt(t.voxelize_ms),
             _fmt(t.inference_ms), r.error or "",
         ])
     return out.getvalue()
+
+
+def _opt(x: object) -> object:
+    return "" if x is None else x
 
 
 def _fmt(x: float | None) -> str:

@@ -171,7 +171,7 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
         model = resolve_model(session, model_ref, settings.default_model, caller)
         sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
         cached = _cached_prediction(session, sha, model) if sha else None
-        cached_values = (cached.value, list(cached.values)) if cached is not None else None
+        cached_values = _copied_prediction(cached) if cached is not None else None
         session.expunge(model)
     fingerprint = request_fingerprint("predict", [upload], model=model.ref)
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
@@ -200,9 +200,8 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
         s.add(item)
         s.flush()
         if final:
-            value, values = cached_values  # type: ignore[misc]
             s.add(Prediction(item_id=item.id, structure_sha256=sha, model_id=model.id,
-                             params_hash=model.params_hash, value=value, values=values))
+                             params_hash=model.params_hash, **cached_values))
         return str(job.id)
 
     check_quota(session, settings, caller)
@@ -366,3 +365,9 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
     if created:
         _dispatch(queue.enqueue_training, job_id, settings)
     return job_id
+
+
+def _copied_prediction(cached: Prediction) -> dict[str, Any]:
+    """The fields of a cached prediction that a new item's copy carries (value, σ, domain, neighbours)."""
+    return {"value": cached.value, "values": list(cached.values), "uncertainty": cached.uncertainty,
+            "uncertainties": cached.uncertainties, "in_domain": cached.in_domain, "neighbours": cached.neighbours}

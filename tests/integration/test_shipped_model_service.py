@@ -61,3 +61,37 @@ def test_served_predictions_equal_the_training_script(default_client) -> None:  
         assert prediction["model"] == _shipped_ref(SHIPPED)
         assert prediction["unit"] == "mol/kg"
         assert prediction["value"] == pytest.approx(value, rel=1e-4, abs=1e-4)
+
+
+def test_predictions_carry_uncertainty_and_domain(default_client) -> None:  # type: ignore[no-untyped-def]
+    """/predict and the screening results (JSON and CSV) report σ, in_domain and the 5 nearest training MOFs."""
+    from models.datasets import coremof_cif
+
+    dense = Path(__file__).resolve().parents[1] / "data" / "dense" / "alpha_quartz.cif"
+    name = (SHIPPED / "test_names.txt").read_text().split()[0]
+    r = default_client.post("/predict", files={"file": (f"{name}.cif", coremof_cif(name).read_bytes())},
+                            data={"wait": "120"})
+    assert r.status_code == 200, r.text
+    prediction = r.json()["prediction"]
+    assert prediction["uncertainty"] > 0
+    assert isinstance(prediction["in_domain"], bool)
+    assert len(prediction["neighbours"]) == 5
+    assert all({"name", "distance", "label"} <= set(n) for n in prediction["neighbours"])
+    assert name not in {n["name"] for n in prediction["neighbours"]}  # a test structure is not a training one
+    r = default_client.post("/screenings", files=[("files", (f"{name}.cif", coremof_cif(name).read_bytes())),
+                                                  ("files", ("alpha_quartz.cif", dense.read_bytes()))])
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    import time
+
+    deadline = time.monotonic() + 120
+    while default_client.get(f"/jobs/{job_id}").json()["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    items = {i["name"]: i["prediction"] for i in default_client.get(f"/jobs/{job_id}/results").json()["items"]}
+    assert items["alpha_quartz.cif"]["in_domain"] is False
+    assert items[f"{name}.cif"]["uncertainty"] == pytest.approx(prediction["uncertainty"])
+    rows = list(csv.DictReader(default_client.get(f"/jobs/{job_id}/results?format=csv").text.splitlines()))
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["alpha_quartz.cif"]["in_domain"] == "False"
+    assert float(by_name[f"{name}.cif"]["uncertainty"]) == pytest.approx(prediction["uncertainty"])
