@@ -128,6 +128,13 @@ def _default_property(column: str) -> str:
     return column
 
 
+def _default_conditions(column: str) -> dict[str, Any]:
+    """Gas, temperature (K) and pressure (bar) of a known label column (the project's CH4 protocol)."""
+    if column.lower().startswith("ch4_uptake"):
+        return {"gas": "CH4", "temperature_k": 298.0, "pressure_bar": 5.8}
+    return {}
+
+
 def _load_base_model(reference: str | None, device: str | None) -> Any:
     if reference is None:
         return None
@@ -213,11 +220,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs.update(1)
 
     val = (data.grids[val_idx], data.targets[val_idx]) if n_val else None
+    train_x, train_y = data.grids[train_idx], data.targets[train_idx]
+    if args.vibration_copies:
+        train_x, train_y = _with_vibration(args, data.names, train_idx, train_x, train_y, params)
     with epochs:
-        result = train_retnet(data.grids[train_idx], data.targets[train_idx], config, val=val, base_model=base,
-                              progress=on_epoch)
+        result = train_retnet(train_x, train_y, config, val=val, base_model=base, progress=on_epoch)
 
-    target_models = [Target(name=t, unit=u, property=p) for t, u, p in zip(targets, units, properties, strict=True)]
+    target_models = [Target(name=t, unit=u, property=p, **(_default_conditions(t) if p == _default_property(t) else {}))
+                     for t, u, p in zip(targets, units, properties, strict=True)]
     metrics: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="retnet-train-") as tmp:
         extra: dict[str, Path] = {}
@@ -236,7 +246,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            "n_train": int(len(train_idx)), "n_val": int(n_val), "split_seed": args.seed,
                            "labels_sha256": data.labels_sha256, "left_out": len(data.failures),
                            "metrics_on": "validation split" if n_val else "none (no validation split)",
-                           "base_model": getattr(base, "ref", None)},
+                           "base_model": getattr(base, "ref", None),
+                           "vibration_copies": args.vibration_copies,
+                           "vibration_amplitude": args.vibration_amplitude if args.vibration_copies else None},
             metrics=metrics, preliminary=n < 100,
             description=args.description or f"RetNet trained with `retnet train` on {n} structures",
         )
@@ -247,6 +259,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         summary += f"; validation R² {first['r2']['value']:.3f}, MAE {first['mae']['value']:.3g} {units[0]}"
     _err(summary)
     return EXIT_FAILURES if data.failures and args.strict else EXIT_OK
+
+
+def _with_vibration(args: argparse.Namespace, names: list[str], train_idx: Any, train_x: Any, train_y: Any,
+                    params: Any) -> tuple[Any, Any]:
+    """The training grids and labels plus ``--vibration-copies`` thermally jittered copies of each structure."""
+    import numpy as np
+
+    from models.pipeline import cif_sources
+    from models.structure import parse_cif
+    from models.vibration import DEFAULT_AMPLITUDE, vibrated_copies, with_vibrated
+    from models.voxels import compute_voxels
+
+    if args.vibration_amplitude is None:
+        args.vibration_amplitude = DEFAULT_AMPLITUDE
+    sources = {s.name: s for s in cif_sources(args.data)}
+    copies = []
+    for i in train_idx:
+        crystal = parse_cif(sources[names[i]].read(), names[i])
+        copies.append([compute_voxels(c, params, threads=args.threads)
+                       for c in vibrated_copies(crystal, args.vibration_copies, args.vibration_amplitude, args.seed)])
+    _err(f"vibration augmentation: {args.vibration_copies} jittered copies of each training structure "
+         f"(RMS {args.vibration_amplitude} Å per axis)")
+    return with_vibrated(train_x, train_y, np.asarray(copies, dtype=np.float32))
 
 
 def _jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -501,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="samples per step (default: %(default)s)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="no random grid symmetries during training")
+    p.add_argument("--vibration-copies", type=int, default=0, metavar="K",
+                   help="vibration augmentation: K thermally jittered, re-voxelized copies of each training "
+                        "structure (default: %(default)s = off)")
+    p.add_argument("--vibration-amplitude", type=float, default=None, metavar="Å",
+                   help="RMS displacement per Cartesian axis of the jitter (default: models.vibration."
+                        "DEFAULT_AMPLITUDE, 0.12 Å: thermal motion of MOF framework atoms at 298 K)")
     p.add_argument("--translate", action="store_true",
                    help="also shift each sample by a random periodic translation (exact symmetry; default: off)")
     p.add_argument("--val-fraction", type=float, default=0.2,

@@ -40,7 +40,14 @@ DatasetProgress = Callable[[int, int, list[dict[str, str]]], None]
 EpochProgress = Callable[[dict[str, Any]], None]
 
 NO_VALIDATION = "training set (no validation split requested)"
-ON_VALIDATION = "validation split"
+ON_VALIDATION = "validation split (no test split: none requested, or fewer than 10 structures)"
+#: Fewest usable structures for which a job holds a test split out (``test_fraction``).
+MIN_TEST_SPLIT = 10
+ON_TEST = "test split"
+#: Fewest validation (and training) structures to calibrate σ and fit the applicability domain.
+MIN_CALIBRATION = 5
+#: Bootstrap resamples of the card's confidence intervals (as the shipped model's).
+N_BOOTSTRAP = 10_000
 
 
 @dataclass
@@ -59,6 +66,9 @@ class LabelledDataset:
         Label columns.
     skipped : list of dict
         ``{"name", "error"}`` of each labelled CIF left out (missing label, bad structure).
+    vibrated : ndarray, float32, shape (N, k, n, n, n), or None
+        k thermally jittered copies of each structure (:mod:`models.vibration`), used for training structures
+        only; None when vibration augmentation is off.
     """
 
     names: list[str]
@@ -66,6 +76,7 @@ class LabelledDataset:
     y: np.ndarray
     targets: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    vibrated: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -78,17 +89,19 @@ class TrainingOutcome:
     Attributes
     ----------
     result : models.training.TrainResult
-    train_idx, val_idx : ndarray of int
-        Indices into the dataset (sorted).
+    train_idx, val_idx, test_idx : ndarray of int
+        Indices into the dataset (sorted); the test split is held out of training and model selection.
     history : list of dict
         Epoch events, non-finite floats replaced by None (JSON-safe).
     evaluated_on : str
-        "validation split", or "training set (no validation split requested)".
+        "test split", "validation split" (no test split requested), or "training set (…)".
     eval_y, eval_pred : ndarray, float64, shape (M, k)
         Labels and predictions of the evaluated structures.
     metrics : dict
         :func:`models.metrics.regression_metrics` as JSON values (flat for one target, else per target);
         empty with fewer than 2 evaluated structures.
+    calibration : models.calibration.Calibration or None
+        σ calibrated on the validation split and the applicability domain (None without enough structures).
     """
 
     result: Any
@@ -99,6 +112,8 @@ class TrainingOutcome:
     eval_y: np.ndarray
     eval_pred: np.ndarray
     metrics: dict[str, Any]
+    test_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    calibration: Any = None
 
     @property
     def n_train(self) -> int:
@@ -109,6 +124,11 @@ class TrainingOutcome:
     def n_val(self) -> int:
         """Validation structures (0: none)."""
         return int(len(self.val_idx))
+
+    @property
+    def n_test(self) -> int:
+        """Test structures (0: none)."""
+        return int(len(self.test_idx))
 
     @property
     def last_epoch(self) -> dict[str, Any]:
@@ -142,6 +162,8 @@ def load_dataset(
     grid_for: GridFor | None = None,
     progress: DatasetProgress | None = None,
     threads: int | None = None,
+    vibration_copies: int = 0,
+    vibration_amplitude: float | None = None,
 ) -> LabelledDataset:
     """Parse and voxelize the labelled CIFs of a job.
 
@@ -161,6 +183,11 @@ def load_dataset(
         Called after each labelled CIF.
     threads : int, optional
         CPU threads of the default grid computation.
+    vibration_copies : int
+        Thermally jittered copies per structure (:mod:`models.vibration`; 0: none). Their grids go through
+        ``grid_for`` under the copy's own hash (content hash + amplitude + seed), so a cache keeps each once.
+    vibration_amplitude : float, optional
+        RMS displacement per axis (Å); default :data:`models.vibration.DEFAULT_AMPLITUDE`.
 
     Raises
     ------
@@ -179,28 +206,35 @@ def load_dataset(
         def grid_for(crystal: Any) -> np.ndarray:
             return compute_voxels(crystal, params, threads=threads)
 
+    from models.vibration import DEFAULT_AMPLITUDE, vibrated_copies
+
+    amplitude = DEFAULT_AMPLITUDE if vibration_amplitude is None else float(vibration_amplitude)
     labels = read_label_table(labels_csv)
     todo = [(name, data) for name, data in cifs if name in labels.index]
-    grids, ys, names, skipped = [], [], [], []
+    grids, ys, names, skipped, vibrated = [], [], [], [], []
     for i, (name, data) in enumerate(todo):
         y = labels.loc[name, targets].to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(y)):
             skipped.append({"name": name, "error": "missing label"})
         else:
             try:
-                grid = grid_for(parse_cif(data, name=name))
+                crystal = parse_cif(data, name=name)
+                grid = grid_for(crystal)
+                copies = [grid_for(c) for c in vibrated_copies(crystal, vibration_copies, amplitude)]
             except StructureError as exc:
                 skipped.append({"name": name, "error": str(exc)})
             else:
                 grids.append(grid)
                 ys.append(y)
                 names.append(name)
+                vibrated.append(copies)
         if progress is not None:
             progress(i + 1, len(todo), skipped)
     if len(grids) < 2:
         raise ValueError(f"only {len(grids)} usable labelled structures; skipped: {skipped[:10]}")
     return LabelledDataset(names=names, x=np.stack(grids).astype(np.float32), y=np.stack(ys),
-                           targets=list(targets), skipped=skipped)
+                           targets=list(targets), skipped=skipped,
+                           vibrated=np.asarray(vibrated, dtype=np.float32) if vibration_copies > 0 else None)
 
 
 def train_config(params: Mapping[str, Any], device: str | None = None) -> Any:
@@ -234,7 +268,8 @@ def train_and_evaluate(
     dataset : LabelledDataset
     params : mapping
         Job parameters: ``epochs``, ``batch_size``, ``learning_rate``, ``augment``, optional
-        ``translate``, ``val_fraction``, ``seed``, ``freeze``.
+        ``translate``, ``test_fraction`` (held out first), ``val_fraction`` (of the rest), ``seed``, ``freeze``.
+        Splits: :func:`models.training.train_val_split` twice (test from all, then validation from the rest).
     base_model : LoadedModel, optional
         Fine-tuning start.
     device : str, optional
@@ -243,10 +278,16 @@ def train_and_evaluate(
         See :data:`EpochProgress`; an exception it raises stops the training.
     """
     from models.training import predict_grids, train_retnet, train_val_split
+    from models.vibration import with_vibrated
 
     config = train_config(params, device)
     val_fraction = float(params.get("val_fraction") or 0.0)
-    train_idx, val_idx = train_val_split(len(dataset), val_fraction, config.seed)
+    test_fraction = float(params.get("test_fraction") or 0.0)
+    if len(dataset) < MIN_TEST_SPLIT:
+        test_fraction = 0.0  # too few structures to hold a test split out: scored on validation, as the card says
+    rest, test_idx = train_val_split(len(dataset), test_fraction, config.seed)
+    rest_train, rest_val = train_val_split(len(rest), val_fraction, config.seed)
+    train_idx, val_idx = np.sort(rest[rest_train]), np.sort(rest[rest_val])
     history: list[dict[str, Any]] = []
 
     def on_epoch(event: dict[str, Any]) -> None:
@@ -257,14 +298,29 @@ def train_and_evaluate(
 
     x, y = dataset.x, dataset.y
     val = (x[val_idx], y[val_idx]) if len(val_idx) else None
-    result = train_retnet(x[train_idx], y[train_idx], config, val=val, base_model=base_model, progress=on_epoch)
-    eval_idx, evaluated_on = (val_idx, ON_VALIDATION) if len(val_idx) else (train_idx, NO_VALIDATION)
+    # the jittered copies of the training structures only (never of validation or test), with their labels
+    train_x, train_y = with_vibrated(x[train_idx], y[train_idx],
+                                     None if dataset.vibrated is None else dataset.vibrated[train_idx])
+    result = train_retnet(train_x, train_y, config, val=val, base_model=base_model, progress=on_epoch)
+    if len(test_idx):
+        eval_idx, evaluated_on = test_idx, ON_TEST
+    else:
+        eval_idx, evaluated_on = (val_idx, ON_VALIDATION) if len(val_idx) else (train_idx, NO_VALIDATION)
     eval_y = y[eval_idx]
     pred = np.asarray(predict_grids(result.model, result.standardizer, x[eval_idx]), dtype=np.float64)
     pred = pred.reshape(len(eval_idx), -1)
+    calibration = None
+    if len(val_idx) >= MIN_CALIBRATION and len(train_idx) >= MIN_CALIBRATION:
+        from models.calibration import calibrate_model
+
+        calibration = calibrate_model(
+            result.model, result.standardizer, train_x=x[train_idx], train_y=y[train_idx],
+            train_names=[dataset.names[i] for i in train_idx], val_x=x[val_idx], val_y=y[val_idx],
+            test_x=x[test_idx] if len(test_idx) else None, test_y=y[test_idx] if len(test_idx) else None)
     return TrainingOutcome(result=result, train_idx=train_idx, val_idx=val_idx, history=history,
                            evaluated_on=evaluated_on, eval_y=eval_y, eval_pred=pred,
-                           metrics=regression_metrics_json(eval_y, pred, dataset.targets))
+                           metrics=regression_metrics_json(eval_y, pred, dataset.targets), test_idx=test_idx,
+                           calibration=calibration)
 
 
 def label_hash(names: list[str], y: np.ndarray) -> str:
@@ -275,7 +331,7 @@ def label_hash(names: list[str], y: np.ndarray) -> str:
 
 
 def regression_metrics_json(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str]) -> dict[str, Any]:
-    """R², MAE, RMSE, Spearman ρ with 95 % CIs (1000 bootstrap resamples, seed 0) as JSON values.
+    """R², MAE, RMSE, Spearman ρ with 95 % CIs (:data:`N_BOOTSTRAP` resamples, seed 0) as JSON values.
 
     Flat for one target, ``{target: metrics}`` for several; empty (per target) with fewer than 2 rows.
     """
@@ -284,7 +340,7 @@ def regression_metrics_json(y_true: np.ndarray, y_pred: np.ndarray, targets: lis
     out: dict[str, Any] = {}
     for j, target in enumerate(targets):
         if len(y_true) >= 2:
-            m = regression_metrics(y_true[:, j], y_pred[:, j], n_boot=1000, seed=0)
+            m = regression_metrics(y_true[:, j], y_pred[:, j], n_boot=N_BOOTSTRAP, seed=0)
             entry = {k: _jsonable(v) for k, v in m.items()}
         else:
             entry = {}
@@ -325,14 +381,19 @@ def build_card(
 
     config = outcome.result.config
     unit = params.get("unit") or ""
-    targets = [Target(name=t, unit=unit, property=params.get("property") or t) for t in dataset.targets]
-    training = {"source": source, "size": outcome.n_train, "n_val": outcome.n_val,
+    conditions = {k: params.get(k) for k in ("gas", "temperature_k", "pressure_bar") if params.get(k) is not None}
+    targets = [Target(name=t, unit=unit, property=params.get("property") or t, **conditions) for t in dataset.targets]
+    training = {"source": source, "size": outcome.n_train, "n_val": outcome.n_val, "n_test": outcome.n_test,
+                "vibration_copies": int(params.get("vibration_copies") or 0),
+                "vibration_amplitude": params.get("vibration_amplitude") if params.get("vibration_copies") else None,
                 "split_seed": int(params.get("seed") or 0), "label_hash": label_hash(dataset.names, dataset.y),
                 "structures": len(dataset), "skipped": len(dataset.skipped), "epochs": int(params["epochs"]),
                 "base_model": params.get("base_model"), "augment": config.augment, "translate": config.translate}
-    metrics = {**outcome.metrics, "evaluated_on": outcome.evaluated_on, "n_eval": int(len(outcome.eval_y))}
+    metrics = {**outcome.metrics, "evaluated_on": outcome.evaluated_on, "n_eval": int(len(outcome.eval_y)),
+               "n_bootstrap": N_BOOTSTRAP}
+    fields = outcome.calibration.card_fields() if outcome.calibration is not None else {}
     return ModelCard(name=params["model_name"], version=version, targets=targets,
-                     voxel_params=voxel_params or VoxelParams(), training_data=training, metrics=metrics)
+                     voxel_params=voxel_params or VoxelParams(), training_data=training, metrics=metrics, **fields)
 
 
 def save_job_model(folder: Path, outcome: TrainingOutcome, card: Any) -> Path:
@@ -340,11 +401,19 @@ def save_job_model(folder: Path, outcome: TrainingOutcome, card: Any) -> Path:
     from models.artifacts import save_model
 
     path = save_model(folder, outcome.result, card, overwrite=True)
+    if outcome.calibration is not None:
+        from models.uncertainty import DOMAIN_FILE
+
+        outcome.calibration.domain.save(path / DOMAIN_FILE)
     try:
-        from models.plots import history_plot, parity_plot
+        from models.plots import calibration_plot, history_plot, parity_plot
 
         target = card.targets[0]
-        shown = "validation" if outcome.evaluated_on == ON_VALIDATION else "training set"
+        shown = {ON_TEST: "test", ON_VALIDATION: "validation"}.get(outcome.evaluated_on, "training set")
+        if outcome.calibration is not None and card.uncertainty:
+            cov = (card.uncertainty.get("test_coverage") or card.uncertainty.get("val_coverage") or [None])[0]
+            calibration_plot(card.uncertainty["curve"], path / "calibration.png", unit=target.unit, coverage=cov,
+                             title=f"{card.ref}, {card.uncertainty['curve_split']} split")
         parity_plot(outcome.eval_y[:, 0], outcome.eval_pred[:, 0], path / "parity.png",
                     title=f"{target.name} ({shown})", unit=target.unit)
         if outcome.history:

@@ -96,7 +96,9 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
 
     t0 = time.perf_counter()
     dataset = load_dataset([(stem(m.name), m.data) for m in members], labels_csv, targets, voxel_params,
-                           grid_for=_grid_cache(ctx, voxel_params), progress=on_structure)
+                           grid_for=_grid_cache(ctx, voxel_params), progress=on_structure,
+                           vibration_copies=int(params.get("vibration_copies") or 0),
+                           vibration_amplitude=params.get("vibration_amplitude"))
     skipped = dataset.skipped
     log.info("job %s: %d structures voxelized in %.1f s (%d skipped)", job_id, len(dataset),
              time.perf_counter() - t0, len(skipped))
@@ -108,7 +110,7 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
                  progress_done=int(event.get("epoch") or 0), progress_total=epochs)
 
     outcome = train_and_evaluate(dataset, params, base_model=base, device=ctx.device, progress=on_epoch)
-    sizes = {"n_train": outcome.n_train, "n_val": outcome.n_val}
+    sizes = {"n_train": outcome.n_train, "n_val": outcome.n_val, "n_test": outcome.n_test}
     log.info("job %s: trained on %d, validated on %d", job_id, outcome.n_train, outcome.n_val)
     _details(ctx, job_id, {"phase": "evaluating", **outcome.last_epoch, **sizes, "skipped": skipped[-20:]})
 

@@ -277,6 +277,12 @@ class TrainingRequest:
     unit: str
     property: str | None
     translate: bool = False
+    test_fraction: float = 0.0
+    vibration_copies: int = 0
+    vibration_amplitude: float | None = None
+    gas: str | None = None
+    temperature_k: float | None = None
+    pressure_bar: float | None = None
 
 
 def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
@@ -345,7 +351,9 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
     params = {
         "targets": request.targets, "epochs": request.epochs, "batch_size": request.batch_size,
         "learning_rate": request.learning_rate, "augment": request.augment, "translate": request.translate,
-        "val_fraction": request.val_fraction,
+        "val_fraction": request.val_fraction, "test_fraction": request.test_fraction,
+        "vibration_copies": request.vibration_copies, "vibration_amplitude": request.vibration_amplitude,
+        "gas": request.gas, "temperature_k": request.temperature_k, "pressure_bar": request.pressure_bar,
         "seed": request.seed, "base_model": base_ref, "freeze": request.freeze, "model_name": request.model_name,
         "model_version": request.model_version, "unit": request.unit, "property": request.property,
         "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled), "request_sha256": fingerprint,

@@ -203,7 +203,8 @@ def test_train_saves_a_model_with_metrics_and_parity_plot(trained: Path) -> None
     card = json.loads((folder / "card.json").read_text())
     assert card["name"] == "cli-test" and card["version"] == "3"
     assert card["targets"] == [{"name": "ch4_uptake_mol_kg", "unit": "mol/kg",
-                                "property": "CH4 uptake, 298 K, 5.8 bar"}]
+                                "property": "CH4 uptake, 298 K, 5.8 bar", "gas": "CH4", "temperature_k": 298.0,
+                                "pressure_bar": 5.8}]
     assert set(card["metrics"]) == {"r2", "mae", "rmse", "spearman"}
     assert set(card["metrics"]["mae"]) == {"value", "ci_low", "ci_high"}
     assert card["training_data"]["n_train"] == 6 and card["training_data"]["n_val"] == 2
@@ -224,8 +225,9 @@ def test_predict_csv_with_a_bad_cif(trained: Path, capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert code == 1
     rows = list(csv.DictReader(io.StringIO(captured.out)))
-    assert captured.out.splitlines()[0].startswith("name,value,unit,")
-    assert list(rows[0]) == ["name", "value", "unit", "property", "model", "sha256", "error"]
+    assert captured.out.splitlines()[0].startswith("name,value,uncertainty,in_domain,unit,")
+    assert list(rows[0]) == ["name", "value", "uncertainty", "in_domain", "unit", "property", "model", "sha256",
+                             "error"]
     assert [r["name"] for r in rows] == ["FIGXAU_clean", "empty", "SAYTUJ_clean"]
     assert rows[1]["value"] == "" and rows[1]["error"] == "empty: the file is empty"
     for row in (rows[0], rows[2]):
@@ -237,7 +239,7 @@ def test_predict_csv_with_a_bad_cif(trained: Path, capsys: pytest.CaptureFixture
 def test_predict_table(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "--model", str(trained / "model"), str(SMALL[0]), "--device", "cpu"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["name", "value", "unit", "property", "error"]
+    assert out[0].split() == ["name", "value", "uncertainty", "in_domain", "unit", "property", "error"]
     assert out[2].startswith("FIGXAU_clean")
 
 
@@ -295,3 +297,28 @@ def test_simulate_is_registered() -> None:
 
     choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert "simulate" in choices
+
+
+def test_predict_csv_of_the_shipped_model_has_uncertainty_and_domain(capsys: pytest.CaptureFixture[str]) -> None:
+    dense = Path(__file__).resolve().parents[1] / "data" / "dense" / "alpha_quartz.cif"
+    assert main(["predict", str(SMALL[0]), str(dense), "--format", "csv", "--device", "cpu"]) == 0
+    rows = {r["name"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert float(rows["FIGXAU_clean"]["uncertainty"]) > 0
+    assert rows["alpha_quartz"]["in_domain"] == "False"
+
+
+def test_train_with_vibration_augmentation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cifs = sorted((Path(__file__).resolve().parents[1] / "data" / "cifs").glob("*_clean.cif"))[:4]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("name,ch4_uptake_mol_kg\n" + "".join(f"{p.stem},{1 + i}\n" for i, p in enumerate(cifs)))
+    data = tmp_path / "cifs"
+    data.mkdir()
+    for p in cifs:
+        (data / p.name).write_bytes(p.read_bytes())
+    code = main(["train", "--data", str(data), "--labels", str(labels), "--target", "ch4_uptake_mol_kg",
+                 "--out", str(tmp_path / "m"), "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.5",
+                 "--vibration-copies", "2", "--name", "vib", "--version", "1", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "2 jittered copies" in capsys.readouterr().err
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training_data"]["vibration_copies"] == 2 and card["training_data"]["vibration_amplitude"] == 0.12

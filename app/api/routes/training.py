@@ -40,7 +40,17 @@ async def create_training_job(
     learning_rate: Annotated[float, Form(gt=0, le=10)] = 1e-3,
     augment: Annotated[bool, Form()] = True,
     translate: Annotated[bool, Form(description="also augment with random periodic translations")] = False,
-    val_fraction: Annotated[float, Form(ge=0, lt=1)] = 0.2,
+    val_fraction: Annotated[float, Form(ge=0, lt=1, description="validation share of what the test split leaves "
+                                                                 "(early stopping, σ calibration, domain)")] = 0.2,
+    test_fraction: Annotated[float, Form(ge=0, lt=1, description="held-out test share, scored in the card "
+                                                                  "(10,000 bootstrap resamples); 0: none")] = 0.2,
+    vibration_copies: Annotated[int, Form(ge=0, le=16, description="vibration augmentation: jittered copies of "
+                                                                    "each training structure (0: off)")] = 0,
+    vibration_amplitude: Annotated[float | None, Form(ge=0, le=0.5, description="RMS thermal displacement per "
+                                                                                 "axis (Å; default 0.12)")] = None,
+    gas: Annotated[str | None, Form(max_length=50, description="adsorbate of the labels, e.g. CH4")] = None,
+    temperature_k: Annotated[float | None, Form(gt=0, le=5000, description="temperature of the labels (K)")] = None,
+    pressure_bar: Annotated[float | None, Form(gt=0, le=1e5, description="pressure of the labels (bar)")] = None,
     seed: Annotated[int, Form(ge=0, le=2**32 - 1, description="random seed of the split and the training")] = 0,
     base_model: Annotated[str | None, Form(description="fine-tune this model (name or name:version)")] = None,
     freeze: Annotated[Literal["conv", "all-but-output"] | None, Form()] = None,
@@ -63,7 +73,9 @@ async def create_training_job(
     request = TrainingRequest(
         targets=target_list, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
         val_fraction=val_fraction, seed=seed, base_model=base_model, freeze=freeze, model_name=name,
-        model_version=version, unit=unit, property=property, translate=translate,
+        model_version=version, unit=unit, property=property, translate=translate, test_fraction=test_fraction,
+        vibration_copies=vibration_copies, vibration_amplitude=vibration_amplitude, gas=gas,
+        temperature_k=temperature_k, pressure_bar=pressure_bar,
     )
     job_id = await run_in_threadpool(submit_training, session, settings, store, archive, label_upload, request,
                                     idempotency_key, caller=caller)

@@ -37,7 +37,9 @@ def test_run_training_registers_the_model_and_caches_the_grids(client, settings,
     result = job["result"]
     assert result["model"] == "tiny-ch4:1" and "r2" in result["metrics"]
     assert (result["n_train"], result["n_val"]) == (4, 2)  # train_val_split: round(6 × 0.34) = 2
-    assert result["evaluated_on"] == "validation split" and result["skipped"] == []
+    from models.training_job import ON_VALIDATION
+
+    assert result["evaluated_on"] == ON_VALIDATION and result["skipped"] == []  # 6 < 10: no test split
     detail = client.get("/models/tiny-ch4").json()["latest"]
     assert detail["training_data"]["size"] == 4 and detail["training_data"]["translate"] is True
     assert detail["metrics"]["n_eval"] == 2

@@ -150,7 +150,8 @@ def test_build_card_and_save_job_model(trained, tmp_path: Path) -> None:  # type
     assert card.training_data == {
         "source": "training job abc", "size": 4, "n_val": 2, "split_seed": 1,
         "label_hash": label_hash(data.names, data.y), "structures": 6, "skipped": 1, "epochs": 2,
-        "base_model": None, "augment": False, "translate": True}
+        "base_model": None, "augment": False, "translate": True, "n_test": 0, "vibration_copies": 0,
+        "vibration_amplitude": None}
     assert card.metrics["evaluated_on"] == ON_VALIDATION and card.metrics["n_eval"] == 2
     assert card.metrics["r2"] == outcome.metrics["r2"]
 
@@ -165,3 +166,60 @@ def test_label_hash_ignores_row_order() -> None:
     y = np.array([[1.0], [2.0]])
     assert label_hash(["a", "b"], y) == label_hash(["b", "a"], y[::-1])
     assert label_hash(["a", "b"], y) != label_hash(["a", "b"], y + 1)
+
+
+# --- held-out test split, calibration, vibration augmentation ------------------------------------------
+
+
+def test_test_split_is_held_out_scored_and_calibrated(tmp_path: Path) -> None:
+    """With test_fraction the card's metrics come from structures never trained or validated on (10,000
+    bootstrap resamples), σ is calibrated on validation, the domain built from training, both scored on test."""
+    from models.training_job import N_BOOTSTRAP, ON_TEST
+
+    data = _dataset(30)
+    params = {**PARAMS, "epochs": 1, "val_fraction": 0.25, "test_fraction": 0.2, "gas": "CH4",
+              "temperature_k": 298.0, "pressure_bar": 5.8}
+    outcome = train_and_evaluate(data, params, device="cpu")
+    assert (outcome.n_train, outcome.n_val, outcome.n_test) == (18, 6, 6)
+    parts = [set(outcome.train_idx), set(outcome.val_idx), set(outcome.test_idx)]
+    assert set().union(*parts) == set(range(30)) and sum(map(len, parts)) == 30  # disjoint, complete
+    rest, test = train_val_split(30, 0.2, seed=1)
+    assert np.array_equal(outcome.test_idx, test)  # the project's one split function, applied twice
+    assert outcome.evaluated_on == ON_TEST
+    np.testing.assert_array_equal(outcome.eval_y, data.y[outcome.test_idx])
+    assert outcome.calibration is not None
+    card = build_card(data, outcome, params, version="1", source="test")
+    assert card.metrics["n_bootstrap"] == N_BOOTSTRAP and card.metrics["n_eval"] == 6
+    assert card.training_data["n_test"] == 6
+    assert card.uncertainty["test_coverage"] is not None and card.domain["n_train"] == 18
+    target = card.targets[0]
+    assert (target.gas, target.temperature_k, target.pressure_bar) == ("CH4", 298.0, 5.8)
+    folder = save_job_model(tmp_path / "model", outcome, card)
+    assert (folder / "domain.npz").exists() and (folder / "calibration.png").exists()
+    detailed = load_model(folder, device="cpu").predict_detailed(data.x[:3])
+    assert detailed.sigma is not None and (detailed.sigma > 0).all()
+    assert detailed.in_domain is not None and len(detailed.neighbours[0]) == 5
+    train_names = {data.names[i] for i in outcome.train_idx}
+    assert {n.name for row in detailed.neighbours for n in row} <= train_names
+
+
+def test_vibrated_copies_train_only_the_training_structures(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.training
+
+    data = _dataset(10)
+    copies = np.stack([np.stack([x * 0 + 1000 + i] * 2) for i, x in enumerate(data.x)])  # (10, 2, 25, 25, 25)
+    data.vibrated = copies.astype(np.float32)
+    seen = {}
+    real_training = models.training.train_retnet
+
+    def recording(x, y, config, **kwargs):  # noqa: ANN001, ANN003  (records what training gets, then trains)
+        seen["x"], seen["y"] = x, y
+        return real_training(x, y, config, **kwargs)
+
+    monkeypatch.setattr(models.training, "train_retnet", recording)
+    outcome = train_and_evaluate(data, {**PARAMS, "epochs": 1, "val_fraction": 0.2}, device="cpu")
+    n = outcome.n_train
+    assert len(seen["x"]) == 3 * n  # each training structure once plus its 2 copies
+    copy_ids = {int(g[0, 0, 0]) - 1000 for g in seen["x"][n:]}
+    assert copy_ids == {int(i) for i in outcome.train_idx}  # never a validation structure's copy
+    np.testing.assert_array_equal(seen["y"][n:], np.repeat(data.y[outcome.train_idx], 2, axis=0))
