@@ -178,17 +178,45 @@ def epoch_printer() -> Callable[[dict[str, Any]], None]:
     return progress
 
 
+def vibrated_grids(names: list[str], copies: int, amplitude: float) -> np.ndarray:
+    """Grids (N, copies, 25, 25, 25) of thermally jittered copies (models.vibration), cached on disk by the copy's
+    hash (content hash + amplitude + seed) next to the plain grids."""
+    from models.datasets import coremof_cif
+    from models.structure import parse_cif
+    from models.vibration import vibrated_copies
+    from models.voxels import compute_voxels
+
+    folder = grid_dir() / "vibrated"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = np.empty((len(names), copies, 25, 25, 25), np.float32)
+    for i, name in enumerate(names):
+        crystal = parse_cif(coremof_cif(name).read_bytes(), name)
+        for j, copy in enumerate(vibrated_copies(crystal, copies, amplitude)):
+            path = folder / f"{copy.sha256}.npy"
+            if not path.exists():
+                np.save(path.with_suffix(".tmp.npy"), compute_voxels(copy, VoxelParams()))
+                path.with_suffix(".tmp.npy").rename(path)
+            out[i, j] = np.load(path)
+    return out
+
+
 def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, base: Any = None,
            freeze: str | None = None, augment: bool = True, standardizer: Any = None,
-           learning_rate: float = 1e-3, translate: bool = False) -> tuple[Any, list[dict[str, Any]]]:
+           learning_rate: float = 1e-3, translate: bool = False, vibration_copies: int = 0,
+           vibration_amplitude: float | None = None) -> tuple[Any, list[dict[str, Any]]]:
     from models.training import TrainConfig, train_retnet
+    from models.vibration import DEFAULT_AMPLITUDE, with_vibrated
 
     config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None,
                          learning_rate=learning_rate, translate=translate)
     val = (data["grids"][data["val"]], data["y"][data["val"]][:, None])
     progress = epoch_printer()
-    result = train_retnet(data["grids"][train], data["y"][train][:, None], config, val=val,
-                          base_model=base, progress=progress, standardizer=standardizer)
+    x, y = data["grids"][train], data["y"][train][:, None]
+    if vibration_copies:
+        copies = vibrated_grids([data["names"][i] for i in train], vibration_copies,
+                                DEFAULT_AMPLITUDE if vibration_amplitude is None else vibration_amplitude)
+        x, y = with_vibrated(x, y, copies)
+    result = train_retnet(x, y, config, val=val, base_model=base, progress=progress, standardizer=standardizer)
     return result, result.history
 
 
@@ -217,15 +245,22 @@ def _save_run(args: argparse.Namespace, tag: str, result: Any, data: dict[str, A
 
 def cmd_scratch(args: argparse.Namespace) -> None:
     data = dataset(extra_rows=args.extra_rows)
-    variant = "scratch" + ("_translate" if args.translate else "") + ("" if args.seed == 0 else f"_seed{args.seed}")
+    variant = "scratch" + ("_translate" if args.translate else "") + _vibration_tag(args) \
+        + ("" if args.seed == 0 else f"_seed{args.seed}")
     for size in args.sizes:
         tag = f"retnet_{variant}_{size}"
         if (args.runs / f"{tag}.json").exists():
             continue
         train = train_subset(data["pool"], size)
-        result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, translate=args.translate)
+        result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, translate=args.translate,
+                           vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude)
         _save_run(args, tag, result, data, train, {"variant": variant, "size_label": str(size),
-                                                   "translate": args.translate})
+                                                   "translate": args.translate,
+                                                   "vibration_copies": args.vibration_copies})
+
+
+def _vibration_tag(args: argparse.Namespace) -> str:
+    return f"_vib{args.vibration_copies}" if getattr(args, "vibration_copies", 0) else ""
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -287,6 +322,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     base, base_standardizer = _load_pretrained(args, args.base)
     suffix = ("" if args.base == "pretrained" else f"_{args.base}") + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}")
     suffix += "_translate" if args.translate else ""
+    suffix += _vibration_tag(args)
     suffix += "" if args.seed == 0 else f"_seed{args.seed}"
     for freeze in args.freeze:
         for size in args.sizes:
@@ -297,10 +333,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             # The backbone's input standardization travels with it.
             result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
                                freeze=None if freeze == "none" else freeze, standardizer=base_standardizer,
-                               learning_rate=args.lr, translate=args.translate)
+                               learning_rate=args.lr, translate=args.translate,
+                               vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude)
             _save_run(args, tag, result, data, train, {"variant": f"finetune{suffix}_{freeze}",
                                                        "size_label": str(size), "base": args.base,
-                                                       "translate": args.translate})
+                                                       "translate": args.translate,
+                                                       "vibration_copies": args.vibration_copies})
 
 
 def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -540,6 +578,82 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                       "domain": fields["domain"]}, indent=1, default=float))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Every baseline against the shipped model on the shipped model's own split (same labels, same test set).
+
+    Training sizes ``--sizes`` (subsets of the model's training pool, seeds ``--seeds``; "all" = the pool plus
+    the validation split, which tree models do not need), 95 % CIs from 10,000 bootstrap resamples of the test
+    set, R² and MAE averaged over the seeds. Writes ``<runs>/compare.json`` and prints a Markdown table.
+    """
+    from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+
+    from models.artifacts import load_model
+    from models.metrics import regression_metrics, seed_mean_metrics
+
+    loaded = load_model(args.model, device="cpu")
+    card = loaded.card
+    data = dataset(extra_rows=card.training_data.get("extra_label_rows"))
+    test = data["test"]
+    if sorted(data["names"][i] for i in test) != sorted(card.training_data.get("test_names", [])):
+        raise SystemExit("the re-derived test split differs from the card's test_names")
+    props = coremof_properties().loc[data["names"]]
+    geometric = props[GEOMETRIC_DESCRIPTORS].to_numpy(dtype=np.float64)
+    density = 1.0 / props["cm3_g"].to_numpy(dtype=np.float64)  # g/cm³ (cm3_g is the specific volume)
+    histogram = energy_histogram(data["grids"])
+    from models.training import member_outputs_grids
+
+    _, fingerprints = member_outputs_grids(loaded.model, loaded.standardizer, data["grids"])
+    features = {
+        "RF, geometric descriptors": ("rf", geometric),
+        "RF, energy histogram": ("rf", histogram),
+        "RF, histogram + geometric + density": ("rf", np.column_stack([histogram, geometric, density])),
+        "Extra Trees, histogram + geometric + density": ("et", np.column_stack([histogram, geometric, density])),
+        "Gradient boosting, histogram + geometric + density": ("hgb", np.column_stack([histogram, geometric,
+                                                                                      density])),
+        "Extra Trees, RetNet fingerprints + histogram + geometric + density": (
+            "et", np.column_stack([fingerprints, histogram, geometric, density])),
+    }
+    makers = {"rf": lambda seed: RandomForestRegressor(n_estimators=500, random_state=seed, n_jobs=args.jobs),
+              "et": lambda seed: ExtraTreesRegressor(n_estimators=500, random_state=seed, n_jobs=args.jobs),
+              "hgb": lambda seed: HistGradientBoostingRegressor(random_state=seed)}
+    y = data["y"]
+    rows: list[dict[str, Any]] = []
+    stacked = {k for k in features if "RetNet fingerprints" in k}
+    for label, (kind, x) in features.items():
+        # the fingerprints come from a network trained on the whole pool: on a subset they would leak its labels
+        for size in (["all"] if label in stacked else args.sizes):
+            seeds = [0] if size == "all" else args.seeds
+            preds, n_train = [], 0
+            for seed in seeds:
+                train = np.concatenate([data["pool"], data["val"]]) if size == "all" else \
+                    train_subset(data["pool"], size, seed)
+                n_train = len(train)
+                model = makers[kind](seed).fit(x[train], y[train])
+                preds.append(model.predict(x[test]))
+            m = seed_mean_metrics(y[test], np.array(preds), n_boot=10000, seed=0) if len(preds) > 1 else \
+                regression_metrics(y[test], preds[0], n_boot=10000, seed=0)
+            rows.append({"model": label, "size": str(size), "n_train": n_train, "seeds": len(seeds),
+                         **{k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}})
+            print(f"{label:70s} {size:>4} R2 {rows[-1]['r2']['value']:.3f} MAE {rows[-1]['mae']['value']:.3f}",
+                  flush=True)
+    shipped = regression_metrics(y[test], loaded.predict(data["grids"][test])[:, 0], n_boot=10000, seed=0)
+    rows.append({"model": f"shipped {card.ref} (RetNet ensemble)", "size": "all",
+                 "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
+                 **{k: _metric_json(v) for k, v in shipped.items() if k in ("r2", "mae")}})
+    save_json(args.runs / "compare.json", {"model": card.ref, "n_test": len(test), "rows": rows})
+    print("\n| model | train size | seeds | R² [95 % CI] | MAE mol/kg [95 % CI] |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['n_train']} | {r['seeds']} | {_ci(r['r2'])} | {_ci(r['mae'])} |")
+
+
+def _metric_json(metric: Any) -> dict[str, float]:
+    return {k: float(getattr(metric, k)) for k in ("value", "ci_low", "ci_high")}
+
+
+def _ci(metric: dict[str, float]) -> str:
+    return f"{metric['value']:.3f} [{metric['ci_low']:.3f}, {metric['ci_high']:.3f}]"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path.home() / "retnet-runs" / "ch4")
@@ -560,6 +674,11 @@ def main() -> int:
     p.add_argument("--translate", action="store_true",
                    help="also augment with random periodic translations (exact for any cell; not in the thesis)")
     p.set_defaults(func=cmd_scratch)
+    p.add_argument("--vibration-copies", type=int, default=0, metavar="K",
+                   help="vibration augmentation: K jittered copies per training structure (models.vibration)")
+    p.add_argument("--vibration-amplitude", type=float, default=None, metavar="Å",
+                   help="RMS displacement per axis (default: models.vibration.DEFAULT_AMPLITUDE)")
+
     p = sub.add_parser("pretrain")
     p.add_argument("--limit", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=10)
@@ -578,6 +697,11 @@ def main() -> int:
     p.add_argument("--translate", action="store_true",
                    help="also augment with random periodic translations (exact for any cell; not in the thesis)")
     p.set_defaults(func=cmd_finetune)
+    p.add_argument("--vibration-copies", type=int, default=0, metavar="K",
+                   help="vibration augmentation: K jittered copies per training structure (models.vibration)")
+    p.add_argument("--vibration-amplitude", type=float, default=None, metavar="Å",
+                   help="RMS displacement per axis (default: models.vibration.DEFAULT_AMPLITUDE)")
+
     p = sub.add_parser("ship")
     p.add_argument("--version", default="1")
     p.add_argument("--tag", default=None, help="ship this run instead of the best by validation R²")
@@ -588,6 +712,13 @@ def main() -> int:
     p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
     p.add_argument("--version", required=True, help="version of the re-released card")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("compare", help="every baseline against the shipped model on its own split")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
+    p.add_argument("--sizes", nargs="+", default=["50", "100", "200", "all"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=1)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report")
     p.set_defaults(func=cmd_report)
