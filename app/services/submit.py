@@ -204,7 +204,8 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
                              params_hash=model.params_hash, **cached_values))
         return str(job.id)
 
-    check_quota(session, settings, caller)
+    if cached_values is None:  # a prediction-cache hit is final at once: it never counts against the quota
+        check_quota(session, settings, caller)
     job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
     if created and cached_values is None:
         with session.begin():
