@@ -7,6 +7,8 @@ simulation box is at least twice the cut-off, 300 initialisation + 700
 production cycles with translation/reinsertion/swap moves. The label is
 RASPA2's "Average loading absolute [mol/kg framework]" (value and error).
 Structures whose supercell exceeds 3,000 atoms are skipped, not simulated.
+An isotherm is the same protocol at several pressures (``pressure_pa``; one
+simulation per pressure, rows with :data:`ISOTHERM_COLUMNS`).
 
 RASPA2 (``pip install .[gcmc]``) is optional: everything here except
 :func:`simulate_ch4` works without it.
@@ -72,6 +74,23 @@ LABEL_COLUMNS = [
     "supercell_atoms",
     "status",
 ]
+#: Pressure of the reference labels, bar.
+REFERENCE_PRESSURE_BAR = 5.8
+#: Pressures of an isotherm label set, bar (1 bar; 5.8 and 65 bar: the DOE deliverable-capacity pair; 35 bar).
+ISOTHERM_PRESSURES_BAR = (1.0, 5.8, 35.0, 65.0)
+#: Columns of an isotherm labels CSV (one row per structure and pressure), in order.
+ISOTHERM_COLUMNS = [
+    "name",
+    "pressure_bar",
+    "ch4_uptake_mol_kg",
+    "ch4_uptake_err",
+    "seconds",
+    "supercell_atoms",
+    "status",
+]
+#: Statuses of a row that holds a label: simulated here (``ok``), or copied from a reference-protocol
+#: 5.8 bar label of the same structure (``ok_reused``, isotherm files only; see docs/gcmc.md).
+LABEL_STATUSES = ("ok", "ok_reused")
 
 _WIDTH_TOLERANCE = 1e-6
 
@@ -151,6 +170,8 @@ class GcmcResult:
         Unit cells along a, b, c.
     message : str
         Why the simulation failed (empty otherwise).
+    pressure_pa : float
+        The simulated pressure, Pa (default: the reference 5.8 bar).
     """
 
     name: str
@@ -162,6 +183,21 @@ class GcmcResult:
     supercell_atoms: int | None = None
     unit_cells: tuple[int, int, int] | None = None
     message: str = ""
+    pressure_pa: float = PRESSURE_PA
+
+    @property
+    def pressure_bar(self) -> float:
+        """The simulated pressure, bar."""
+        return pressure_bar_from_pa(self.pressure_pa)
+
+    def as_isotherm_row(self) -> dict[str, str]:
+        """The result as an isotherm-CSV row (keys :data:`ISOTHERM_COLUMNS`; numbers formatted as in :meth:`as_row`)."""
+        row = self.as_row()
+        return {
+            "name": self.name,
+            "pressure_bar": format_pressure_bar(self.pressure_bar),
+            **{column: row[column] for column in ISOTHERM_COLUMNS[2:]},
+        }
 
     def as_row(self) -> dict[str, str]:
         """The result as a labels-CSV row (keys :data:`LABEL_COLUMNS`, values formatted as in the reference CSV)."""
@@ -182,6 +218,35 @@ class GcmcResult:
 
 def _format_float(value: float) -> str:
     return repr(float(value))
+
+
+def pressure_pa_from_bar(pressure_bar: float) -> float:
+    """Pressure in Pa from bar (1 bar = 10⁵ Pa), rounded to µPa so that 5.8 bar is exactly 580000.0 Pa.
+
+    Examples
+    --------
+    >>> pressure_pa_from_bar(5.8), pressure_pa_from_bar(0.1)
+    (580000.0, 10000.0)
+    """
+    return round(float(pressure_bar) * 1e5, 6)
+
+
+def pressure_bar_from_pa(pressure_pa: float) -> float:
+    """Pressure in bar from Pa, rounded to 10⁻¹¹ bar (µPa) so that 580000 Pa is exactly 5.8 bar."""
+    return round(float(pressure_pa) / 1e5, 11)
+
+
+def format_pressure_bar(pressure_bar: float) -> str:
+    """The ``pressure_bar`` CSV field: the shortest text that reads back as the same float (``1``, ``5.8``).
+
+    Examples
+    --------
+    >>> [format_pressure_bar(p) for p in (1.0, 5.8, 35.0, 0.125)]
+    ['1', '5.8', '35', '0.125']
+    """
+    value = float(pressure_bar)
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def raspa_input(
@@ -437,8 +502,9 @@ def simulate_ch4(
     init_cycles: int = DEFAULT_INIT_CYCLES,
     max_supercell_atoms: int = MAX_SUPERCELL_ATOMS,
     timeout_s: float | None = None,
+    pressure_pa: float = PRESSURE_PA,
 ) -> GcmcResult:
-    """Absolute CH4 uptake of one framework at 298 K and 5.8 bar by GCMC (DESIGN.md §6).
+    """Absolute CH4 uptake of one framework at 298 K and 5.8 bar (or ``pressure_pa``) by GCMC (DESIGN.md §6).
 
     Parameters
     ----------
@@ -453,6 +519,9 @@ def simulate_ch4(
         Larger simulation boxes are not simulated (``status="skipped_large"``).
     timeout_s : float, optional
         Give up on the simulation after this many seconds (``status="failed"``).
+    pressure_pa : float
+        External pressure, Pa (default 580000 = 5.8 bar, the reference; an isotherm runs one call per
+        pressure, see :func:`pressure_pa_from_bar`). Everything else stays the reference protocol.
 
     Returns
     -------
@@ -473,7 +542,9 @@ def simulate_ch4(
         cells = unit_cells_for(lattice)
     except Exception as exc:  # pymatgen raises bare ValueError/KeyError/IndexError on bad CIFs
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return GcmcResult(name=label, status="failed", message=f"cannot read the CIF: {reason}")
+        return GcmcResult(
+            name=label, status="failed", message=f"cannot read the CIF: {reason}", pressure_pa=pressure_pa
+        )
     supercell_atoms = n_atoms * cells[0] * cells[1] * cells[2]
     if supercell_atoms > max_supercell_atoms:
         return GcmcResult(
@@ -483,8 +554,9 @@ def simulate_ch4(
             unit_cells=cells,
             message=f"{supercell_atoms} atoms in the {cells[0]}x{cells[1]}x{cells[2]} supercell "
             f"(limit {max_supercell_atoms})",
+            pressure_pa=pressure_pa,
         )
-    script = raspa_input(cells, cycles=cycles, init_cycles=init_cycles)
+    script = raspa_input(cells, cycles=cycles, init_cycles=init_cycles, pressure_pa=pressure_pa)
     start = time.perf_counter()
     try:
         output = run_raspa(script, cif, timeout_s=timeout_s)
@@ -500,6 +572,7 @@ def simulate_ch4(
             supercell_atoms=supercell_atoms,
             unit_cells=cells,
             message=str(exc),
+            pressure_pa=pressure_pa,
         )
     return GcmcResult(
         name=label,
@@ -510,6 +583,7 @@ def simulate_ch4(
         seconds=time.perf_counter() - start,
         supercell_atoms=supercell_atoms,
         unit_cells=cells,
+        pressure_pa=pressure_pa,
     )
 
 
@@ -517,14 +591,21 @@ __all__: Sequence[str] = [
     "CUTOFF_ANGSTROM",
     "DEFAULT_CYCLES",
     "DEFAULT_INIT_CYCLES",
+    "ISOTHERM_COLUMNS",
+    "ISOTHERM_PRESSURES_BAR",
     "LABEL_COLUMNS",
+    "LABEL_STATUSES",
     "MAX_SUPERCELL_ATOMS",
     "PRESSURE_PA",
+    "REFERENCE_PRESSURE_BAR",
     "TEMPERATURE_K",
     "GcmcResult",
     "RaspaNotAvailableError",
     "RaspaOutputError",
+    "format_pressure_bar",
     "parse_loading",
+    "pressure_bar_from_pa",
+    "pressure_pa_from_bar",
     "raspa_available",
     "raspa_input",
     "raspa_paths",

@@ -255,3 +255,53 @@ def test_simulation_runs_inside_a_daemonic_worker() -> None:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         status, uptake = pool.apply(_simulate_in_pool_worker, (str(_small_coremof_cif()),))
     assert status == "ok" and uptake is not None and uptake > 0
+
+
+# --- isotherm pressures (additive: the 5.8 bar protocol above is unchanged) ---------------------------------
+
+
+def test_isotherm_pressures_in_the_input_script() -> None:
+    from models.gcmc import ISOTHERM_PRESSURES_BAR, pressure_pa_from_bar
+
+    lines = {
+        p: raspa_input((2, 2, 3), pressure_pa=pressure_pa_from_bar(p)).splitlines() for p in ISOTHERM_PRESSURES_BAR
+    }
+    assert [line for p in ISOTHERM_PRESSURES_BAR for line in lines[p] if line.startswith("ExternalPressure")] == [
+        "ExternalPressure 100000.0", "ExternalPressure 580000.0", "ExternalPressure 3500000.0",
+        "ExternalPressure 6500000.0"]
+    # at 5.8 bar the script is the reference script itself; the others differ in that one line only
+    assert lines[5.8] == DESIGN_SCRIPT.splitlines()
+    for p in ISOTHERM_PRESSURES_BAR:
+        assert [a for a, b in zip(lines[p], DESIGN_SCRIPT.splitlines(), strict=True) if a != b] == (
+            [] if p == 5.8 else [f"ExternalPressure {p * 1e5:.1f}"])
+
+
+def test_pressure_conversion_and_csv_format() -> None:
+    from models.gcmc import PRESSURE_PA, format_pressure_bar, pressure_bar_from_pa, pressure_pa_from_bar
+
+    assert pressure_pa_from_bar(5.8) == PRESSURE_PA == 580000.0
+    assert pressure_bar_from_pa(PRESSURE_PA) == 5.8
+    for p in (0.1, 0.3, 1.0, 5.8, 35.0, 65.0, 12.345678):
+        assert pressure_bar_from_pa(pressure_pa_from_bar(p)) == p
+        assert float(format_pressure_bar(p)) == p
+    assert [format_pressure_bar(p) for p in (1.0, 5.8, 65.0, 12.345678)] == ["1", "5.8", "65", "12.345678"]
+
+
+def test_isotherm_row() -> None:
+    from models.gcmc import ISOTHERM_COLUMNS, pressure_pa_from_bar
+
+    result = GcmcResult(name="X", status="ok", uptake_mol_kg=3.98, uptake_err=0.1135, molecules_per_uc=3.2,
+                        seconds=43.04, supercell_atoms=600, unit_cells=(4, 3, 2), pressure_pa=pressure_pa_from_bar(65))
+    assert result.pressure_bar == 65.0
+    assert result.as_isotherm_row() == {
+        "name": "X", "pressure_bar": "65", "ch4_uptake_mol_kg": "3.9800000000", "ch4_uptake_err": "0.1135000000",
+        "seconds": "43.04", "supercell_atoms": "600", "status": "ok"}
+    assert list(result.as_isotherm_row()) == ISOTHERM_COLUMNS
+    assert GcmcResult(name="Y", status="ok").pressure_bar == 5.8  # the default is the reference pressure
+
+
+def test_skipped_and_failed_results_carry_the_pressure() -> None:
+    skipped = simulate_ch4(SMALL_CIF, name="cube", max_supercell_atoms=53, pressure_pa=6.5e6)
+    assert skipped.status == "skipped_large" and skipped.pressure_bar == 65.0
+    failed = simulate_ch4("data_x\n_cell_length_a 10\n", name="broken", pressure_pa=1e5)
+    assert failed.status == "failed" and failed.as_isotherm_row()["pressure_bar"] == "1"
