@@ -37,6 +37,10 @@ def _details(ctx: WorkerContext, job_id: str, details: dict[str, Any], **values:
             raise JobNoLongerActiveError(job_id)
 
 
+#: Epochs of loss curve kept in a training job's live ``details.history``.
+MAX_HISTORY = 1000
+
+
 def run_training(ctx: WorkerContext, job_id: str) -> None:
     """Run one training job end to end; a failure marks the job failed with the reason."""
     with session_scope(ctx.db_url) as session:
@@ -105,14 +109,19 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
 
     epochs = int(params["epochs"])
 
+    curve: list[dict[str, Any]] = []  # the loss curves so far (the dashboard draws them live)
+
     def on_epoch(event: dict[str, Any]) -> None:
-        _details(ctx, job_id, {"phase": "training", **event, "skipped": skipped[-20:]},
+        curve.append({k: event.get(k) for k in ("epoch", "train_loss", "val_loss", "val_r2")})
+        _details(ctx, job_id, {"phase": "training", **event, "history": curve[-MAX_HISTORY:],
+                               "skipped": skipped[-20:]},
                  progress_done=int(event.get("epoch") or 0), progress_total=epochs)
 
     outcome = train_and_evaluate(dataset, params, base_model=base, device=ctx.device, progress=on_epoch)
     sizes = {"n_train": outcome.n_train, "n_val": outcome.n_val, "n_test": outcome.n_test}
     log.info("job %s: trained on %d, validated on %d", job_id, outcome.n_train, outcome.n_val)
-    _details(ctx, job_id, {"phase": "evaluating", **outcome.last_epoch, **sizes, "skipped": skipped[-20:]})
+    _details(ctx, job_id, {"phase": "evaluating", **outcome.last_epoch, **sizes, "history": curve[-MAX_HISTORY:],
+                           "skipped": skipped[-20:]})
 
     version = params.get("model_version") or datetime.now(UTC).strftime("%Y%m%d%H%M%S") + f"-{job_id[:8]}"
     card = build_card(dataset, outcome, params, version=version, source=f"training job {job_id}",
@@ -125,6 +134,7 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
             ref = register_model_dir(session, store, folder, training_job_id=job_id, owner=params.get("owner"),
                                      exist_ok=False).ref
             progress.set_job_details(session, job_id, {"phase": "done", **outcome.last_epoch, **sizes,
+                                                       "history": curve[-MAX_HISTORY:],
                                                        "skipped": skipped[-20:]})
             progress.succeed_job(session, job_id, {"model": ref, "metrics": outcome.metrics,
                                                    "evaluated_on": outcome.evaluated_on, **sizes,

@@ -65,7 +65,7 @@ def test_without_a_valid_key_every_api_call_is_401_json(api, keys, cif_dir: Path
             assert r.status_code == 401, (path, r.text)
             assert isinstance(r.json()["detail"], str) and r.headers["www-authenticate"] == "Bearer"
     assert api.get("/health").status_code in (200, 503)  # probes stay open
-    assert "API keys are required" in api.get("/").text
+    assert api.get("/").status_code == 200  # the page loads; its API calls ask for the key
 
 
 def test_jobs_are_visible_only_to_their_key_and_admins(api, keys, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]

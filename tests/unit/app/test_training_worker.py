@@ -34,6 +34,7 @@ def test_run_training_registers_the_model_and_caches_the_grids(client, settings,
     assert job["status"] == "succeeded", job
     assert job["progress"]["done"] == 2 and job["progress"]["total"] == 2
     assert job["details"]["phase"] == "done" and job["details"]["epoch"] == 2
+    assert [e["epoch"] for e in job["details"]["history"]] == [1, 2]  # the live loss curve
     result = job["result"]
     assert result["model"] == "tiny-ch4:1" and "r2" in result["metrics"]
     assert (result["n_train"], result["n_val"]) == (4, 2)  # train_val_split: round(6 × 0.34) = 2
