@@ -319,9 +319,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from models.artifacts import load_model
     from models.pipeline import cif_sources, describe_error
     from models.structure import parse_cif
+    from models.units import CM3_STP_PER_CM3, MOL_PER_KG, crystal_density_g_cm3, mol_per_kg_to_cm3_stp_per_cm3
     from models.voxels import compute_voxels
 
     model = load_model(_resolve_model(args.model), device=args.device)
+    if args.units == CM3_STP_PER_CM3 and any(t.unit != MOL_PER_KG for t in model.card.targets):
+        raise CommandError(f"--units {CM3_STP_PER_CM3} needs a model in {MOL_PER_KG}; {model.ref} predicts "
+                           f"{model.unit}")
     params = model.card.voxel_params
     sources = cif_sources(args.cifs)
     rows: list[dict[str, Any]] = []
@@ -332,7 +336,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 crystal = parse_cif(source.read(), source.name)
                 grids.append(compute_voxels(crystal, params, device="cpu", threads=args.threads))
                 owners.append((len(rows), crystal.sha256))
-                rows.append({"name": source.name, "sha256": crystal.sha256, "error": ""})
+                rows.append({"name": source.name, "sha256": crystal.sha256, "error": "",
+                             "density": crystal_density_g_cm3(crystal)})
             except Exception as exc:
                 rows.append({"name": source.name, "sha256": "", "error": describe_error(exc)})
             bar.update(1)
@@ -343,14 +348,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         k = by_row.get(i)
         for t, target in enumerate(model.card.targets):
             value = sigma = in_domain = None
+            factor, unit = 1.0, target.unit
+            if args.units == CM3_STP_PER_CM3 and "density" in row:
+                factor, unit = float(mol_per_kg_to_cm3_stp_per_cm3(1.0, row["density"])), CM3_STP_PER_CM3
             if k is not None and detailed is not None:
-                value = detailed.values[k][t]
-                sigma = None if detailed.sigma is None else detailed.sigma[k][t]
+                value = detailed.values[k][t] * factor
+                sigma = None if detailed.sigma is None else detailed.sigma[k][t] * factor
                 in_domain = None if detailed.in_domain is None else bool(detailed.in_domain[k])
             table.append({"name": row["name"], "value": "" if value is None else f"{value:.6g}",
                           "uncertainty": "" if sigma is None else f"{sigma:.3g}",
                           "in_domain": "" if in_domain is None else in_domain,
-                          "unit": target.unit, "property": target.property, "model": model.ref,
+                          "unit": unit, "property": target.property, "model": model.ref,
                           "sha256": row["sha256"], "error": row["error"]})
     columns = ["name", "value", "uncertainty", "in_domain", "unit", "property", "model", "sha256", "error"]
     if args.format == "csv":
@@ -577,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device for inference (default: CUDA if available)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument("--units", choices=["mol/kg", "cm3(STP)/cm3"], default="mol/kg",
+                   help="unit of the values: the model's mol/kg, or volumetric cm3(STP)/cm3 converted with the "
+                        "crystal density from the CIF (STP = 273.15 K, 1 atm)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a model on labelled CIFs",
@@ -645,9 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="list the deleted objects")
     p.set_defaults(func=_cmd_purge)
 
+    from app.cli_client import register_client
     from app.cli_keys import register_keys
 
     register_keys(sub)
+    register_client(sub)
 
     try:
         from app.cli_simulate import register_simulate
