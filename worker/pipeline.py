@@ -151,8 +151,10 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
 
 def _structure_row(crystal: Any, raw_key: str) -> dict[str, Any]:
     """The ``structure`` row of a parsed crystal and the upload it came from."""
+    from models.units import crystal_density_g_cm3
+
     return {"sha256": crystal.sha256, "name": crystal.name, "formula": crystal.formula, "n_atoms": crystal.n_atoms,
-            "raw_key": raw_key}
+            "density_g_cm3": crystal_density_g_cm3(crystal), "raw_key": raw_key}
 
 
 def _model_missing(items: list[_Item], models: dict[str, _ModelInfo]) -> list[tuple[str, str, str]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Form, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -110,3 +110,9 @@ def idempotency_key(
 
 
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
+
+
+#: ``units`` form field of ``POST /predict`` and ``POST /screenings``.
+UnitsForm = Annotated[Literal["mol/kg", "cm3(STP)/cm3"], Form(
+    description="unit of the values: mol/kg (the model's) or cm3(STP)/cm3, volumetric, converted with the crystal "
+                "density from the CIF (STP = 273.15 K, 1 atm; 22,413.97 cm³/mol)")]

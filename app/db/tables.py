@@ -121,6 +121,8 @@ class Structure(Base):
     name: Mapped[str] = mapped_column(String(300))
     formula: Mapped[str] = mapped_column(String(300))
     n_atoms: Mapped[int] = mapped_column(Integer)
+    #: Crystal density (g/cm³) from the CIF: converts mol/kg to cm³(STP)/cm³.
+    density_g_cm3: Mapped[float | None] = mapped_column(Float)
     raw_key: Mapped[str] = mapped_column(String(400), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

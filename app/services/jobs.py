@@ -10,7 +10,7 @@ from typing import Literal
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
-from app.db.tables import Job, JobItem, JobStatus, Prediction
+from app.db.tables import Job, JobItem, JobStatus, Prediction, Structure
 from app.schemas import (
     JobAccepted,
     JobPublic,
@@ -25,6 +25,7 @@ from app.services import progress
 from app.services.errors import ConflictError, NotFoundError
 from app.services.keys import LOCAL, Caller
 from app.storage import ObjectStore
+from models.units import CM3_STP_PER_CM3
 
 
 def get_job(session: Session, job_id: str, caller: Caller = LOCAL) -> Job:
@@ -108,8 +109,17 @@ def accepted(session: Session, job_id: str) -> JobAccepted:
         return job_accepted(get_job(session, job_id))
 
 
-def item_result(item: JobItem) -> PredictionResult:
-    """One item with its prediction (the ``POST /predict`` body)."""
+def job_units(job: Job) -> str:
+    """The unit a job's results are given in (``units`` of the request; the model's mol/kg by default)."""
+    return str((job.params or {}).get("units") or "mol/kg")
+
+
+def item_result(item: JobItem, units: str = "mol/kg") -> PredictionResult:
+    """One item with its prediction (the ``POST /predict`` body), its value and σ in ``units``.
+
+    ``cm3(STP)/cm3`` converts the model's mol/kg with the structure's density (:mod:`models.units`); the
+    neighbours' labels stay in the model's unit.
+    """
     prediction = None
     pred: Prediction | None = item.prediction
     if pred is not None:
@@ -120,10 +130,18 @@ def item_result(item: JobItem) -> PredictionResult:
         if len(pred.values) > 1:
             values = {str(t.get("name", f"output_{i}")): float(v) for i, (t, v) in
                       enumerate(zip(targets + [{}] * len(pred.values), pred.values, strict=False))}
+        factor, unit = 1.0, str(first.get("unit", ""))
+        density = item.structure.density_g_cm3 if item.structure is not None else None
+        if units == CM3_STP_PER_CM3 and density:
+            from models.units import mol_per_kg_to_cm3_stp_per_cm3
+
+            factor, unit = float(mol_per_kg_to_cm3_stp_per_cm3(1.0, density)), CM3_STP_PER_CM3
+            values = {k: v * factor for k, v in values.items()} if values else values
         prediction = PredictionValue(
-            value=pred.value, unit=str(first.get("unit", "")),
+            value=pred.value * factor, unit=unit,
             property=str(first.get("property") or first.get("name") or ""),
-            model=pred.model.ref, values=values, uncertainty=pred.uncertainty, in_domain=pred.in_domain,
+            model=pred.model.ref, values=values,
+            uncertainty=None if pred.uncertainty is None else pred.uncertainty * factor, in_domain=pred.in_domain,
             neighbours=pred.neighbours,
         )
     structure = None
@@ -156,17 +174,20 @@ def first_item(session: Session, job_id: str) -> JobItem | None:
 def results_page(session: Session, job: Job, *, limit: int, offset: int,
                  order: Literal["desc", "asc", "input"] = "desc") -> ResultsPage:
     """Items with predictions, sorted by predicted value (failed items last), paginated."""
+    units = job_units(job)
     query = (
-        select(JobItem).outerjoin(Prediction, Prediction.item_id == JobItem.id).where(JobItem.job_id == job.id)
+        select(JobItem).outerjoin(Prediction, Prediction.item_id == JobItem.id)
+        .outerjoin(Structure, Structure.sha256 == JobItem.structure_sha256).where(JobItem.job_id == job.id)
         .options(joinedload(JobItem.prediction).joinedload(Prediction.model), joinedload(JobItem.structure))
     )
     if order == "input":
         query = query.order_by(JobItem.position)
-    else:
-        value = Prediction.value.desc() if order == "desc" else Prediction.value.asc()
+    else:  # ranked in the unit shown: volumetric values are the gravimetric ones times the density
+        shown = Prediction.value * Structure.density_g_cm3 if units == CM3_STP_PER_CM3 else Prediction.value
+        value = shown.desc() if order == "desc" else shown.asc()
         query = query.order_by(Prediction.value.is_(None), value, JobItem.position)
     total = session.scalar(select(func.count()).select_from(JobItem).where(JobItem.job_id == job.id)) or 0
-    items = [item_result(i) for i in session.scalars(query.limit(limit).offset(offset)).unique()]
+    items = [item_result(i, units) for i in session.scalars(query.limit(limit).offset(offset)).unique()]
     return ResultsPage(job_id=job.id, status=JobStatus(job.status), total=total, limit=limit, offset=offset,
                        items=items)
 

@@ -25,6 +25,7 @@ from app.services.keys import LOCAL, Caller
 from app.services.registry import registry_name, resolve_model
 from app.services.uploads import FileUpload, StoredUpload, stem, store_file, training_zip_contents
 from app.storage import ObjectStore, raw_key, voxel_key
+from models.units import CM3_STP_PER_CM3, MOL_PER_KG
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,16 @@ def scoped_key(caller: Caller, idempotency_key: str | None) -> str | None:
     return f"{caller.name or ''}/{idempotency_key}" if idempotency_key else None
 
 
+def check_units(card: dict[str, Any], units: str) -> None:
+    """422 unless ``units`` can express this model's output (cm³(STP)/cm³ needs a model in mol/kg)."""
+    if units == MOL_PER_KG:
+        return
+    model_unit = ((card.get("targets") or [{}])[0]).get("unit")
+    if units != CM3_STP_PER_CM3 or model_unit != MOL_PER_KG:
+        raise UnprocessableError(f"units={units!r}: this model predicts {model_unit!r}; "
+                                 f"{CM3_STP_PER_CM3} is available for models in {MOL_PER_KG}")
+
+
 def check_quota(session: Session, settings: Settings, caller: Caller) -> None:
     """429 when a key already has ``auth.max_active_jobs`` jobs queued or running (the local user has no quota)."""
     if caller.name is None:
@@ -156,7 +167,8 @@ def _cached_prediction(session: Session, sha: str, model: Any) -> Prediction | N
 
 
 def submit_prediction(session: Session, settings: Settings, store: ObjectStore, upload: Upload | FileUpload,
-                      model_ref: str | None, idempotency_key: str | None = None, caller: Caller = LOCAL) -> str:
+                      model_ref: str | None, idempotency_key: str | None = None, caller: Caller = LOCAL,
+                      units: str = MOL_PER_KG) -> str:
     """Store the CIF and create the job; the CIF is never parsed here (the voxels worker parses it, under
     ``pipeline.parse_timeout_s``; a structure error fails the item, which the route answers with 422).
 
@@ -169,11 +181,12 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     key = raw_key(_content_digest(upload).hex(), upload.filename)
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model, caller)
+        check_units(model.card, units)
         sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
         cached = _cached_prediction(session, sha, model) if sha else None
         cached_values = _copied_prediction(cached) if cached is not None else None
         session.expunge(model)
-    fingerprint = request_fingerprint("predict", [upload], model=model.ref)
+    fingerprint = request_fingerprint("predict", [upload], model=model.ref, units=units)
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
     store_raw(store, upload)
@@ -186,7 +199,7 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
         final = cached_values is not None
         job = Job(kind=JobKind.predict, status=JobStatus.succeeded if final else JobStatus.queued,
                   model_ref=model.ref, progress_total=1, progress_done=1 if final else 0, input_key=key,
-                  params={"request_sha256": fingerprint, "prediction_cache_hit": final},
+                  params={"request_sha256": fingerprint, "prediction_cache_hit": final, "units": units},
                   idempotency_key=idempotency_key, owner=caller.name, started_at=now if final else None,
                   finished_at=now if final else None)
         s.add(job)
@@ -214,15 +227,19 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     return job_id
 
 
-def check_model(session: Session, settings: Settings, model_ref: str | None, caller: Caller = LOCAL) -> str:
-    """The model a request would use (422 unknown, 503 none registered): checked before its files are stored."""
+def check_model(session: Session, settings: Settings, model_ref: str | None, caller: Caller = LOCAL,
+                units: str = MOL_PER_KG) -> str:
+    """The model a request would use (422 unknown or units it cannot give, 503 none registered): checked before
+    its files are stored."""
     with session.begin():
-        return str(resolve_model(session, model_ref, settings.default_model, caller).ref)
+        model = resolve_model(session, model_ref, settings.default_model, caller)
+        check_units(model.card, units)
+        return str(model.ref)
 
 
 def submit_screening(session: Session, settings: Settings, store: ObjectStore, uploads: list[StoredUpload],
                      model_ref: str | None, name: str | None, idempotency_key: str | None = None,
-                     caller: Caller = LOCAL) -> str:
+                     caller: Caller = LOCAL, units: str = MOL_PER_KG) -> str:
     """One job, one item per CIF; every item is parsed and voxelized by the workers (a bad CIF fails its item).
 
     ``uploads`` are already in storage (the route stores each file or zip member as soon as it is read, see
@@ -231,8 +248,9 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
     idempotency_key = scoped_key(caller, idempotency_key)
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model, caller)
+        check_units(model.card, units)
         model_ref_resolved = model.ref
-    fingerprint = request_fingerprint("screening", uploads, model=model_ref_resolved, name=name)
+    fingerprint = request_fingerprint("screening", uploads, model=model_ref_resolved, name=name, units=units)
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
     keys = [u.key for u in uploads]
@@ -240,7 +258,8 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
 
     def build(s: Session) -> str:
         job = Job(kind=JobKind.screening, status=JobStatus.queued, model_ref=model_ref_resolved, name=name,
-                  progress_total=len(uploads), params={"files": len(uploads), "request_sha256": fingerprint},
+                  progress_total=len(uploads), params={"files": len(uploads), "request_sha256": fingerprint,
+                                                       "units": units},
                   idempotency_key=idempotency_key, owner=caller.name)
         s.add(job)
         s.flush()

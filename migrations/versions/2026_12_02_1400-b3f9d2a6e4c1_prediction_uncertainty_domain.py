@@ -1,4 +1,4 @@
-"""Uncertainty and applicability domain of each prediction
+"""Uncertainty and applicability domain of each prediction; crystal density of each structure
 
 Revision ID: b3f9d2a6e4c1
 Revises: 8d2e4b6c1a77
@@ -23,10 +23,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column('uncertainties', sa.JSON(), nullable=True))
         batch.add_column(sa.Column('in_domain', sa.Boolean(), nullable=True))
         batch.add_column(sa.Column('neighbours', sa.JSON(), nullable=True))
+    with op.batch_alter_table('structure') as batch:
+        batch.add_column(sa.Column('density_g_cm3', sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     """Downgrade schema."""
+    with op.batch_alter_table('structure') as batch:
+        batch.drop_column('density_g_cm3')
     with op.batch_alter_table('prediction') as batch:
         batch.drop_column('neighbours')
         batch.drop_column('in_domain')

@@ -95,3 +95,42 @@ def test_predictions_carry_uncertainty_and_domain(default_client) -> None:  # ty
     by_name = {row["name"]: row for row in rows}
     assert by_name["alpha_quartz.cif"]["in_domain"] == "False"
     assert float(by_name[f"{name}.cif"]["uncertainty"]) == pytest.approx(prediction["uncertainty"])
+
+
+def test_volumetric_units_convert_with_the_crystal_density(default_client) -> None:  # type: ignore[no-untyped-def]
+    """units=cm3(STP)/cm3: value and σ are the mol/kg ones × density × 22,413.97 / 1000, in /predict and screenings;
+    screenings rank in the unit shown."""
+    from models.datasets import coremof_cif
+    from models.structure import parse_cif
+    from models.units import crystal_density_g_cm3
+
+    names = (SHIPPED / "test_names.txt").read_text().split()[:3]
+    cifs = {n: coremof_cif(n).read_bytes() for n in names}
+    grav, vol = {}, {}
+    for n, data in cifs.items():
+        for units, out in (("mol/kg", grav), ("cm3(STP)/cm3", vol)):
+            r = default_client.post("/predict", files={"file": (f"{n}.cif", data)},
+                                    data={"wait": "120", "units": units})
+            assert r.status_code == 200, r.text
+            out[n] = r.json()["prediction"]
+    for n, data in cifs.items():
+        factor = crystal_density_g_cm3(parse_cif(data, n)) * 22413.969545 / 1000
+        assert vol[n]["unit"] == "cm3(STP)/cm3" and grav[n]["unit"] == "mol/kg"
+        assert vol[n]["value"] == pytest.approx(grav[n]["value"] * factor, rel=1e-6)
+        assert vol[n]["uncertainty"] == pytest.approx(grav[n]["uncertainty"] * factor, rel=1e-6)
+    r = default_client.post("/screenings", files=[("files", (f"{n}.cif", d)) for n, d in cifs.items()],
+                            data={"units": "cm3(STP)/cm3"})
+    assert r.status_code == 202, r.text
+    import time
+
+    job_id, deadline = r.json()["job_id"], time.monotonic() + 120
+    while default_client.get(f"/jobs/{job_id}").json()["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    items = default_client.get(f"/jobs/{job_id}/results").json()["items"]
+    values = [i["prediction"]["value"] for i in items]
+    assert values == sorted(values, reverse=True)  # ranked by the volumetric value
+    assert {i["name"][:-4]: i["prediction"]["value"] for i in items} == pytest.approx(
+        {n: v["value"] for n, v in vol.items()})
+    bad = default_client.post("/predict", files={"file": ("x.cif", cifs[names[0]])}, data={"units": "g/g"})
+    assert bad.status_code == 422 and "units" in bad.text

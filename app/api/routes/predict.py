@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep, UnitsForm
 from app.api.errors import failed_job_response
 from app.api.responses import accepted_response
 from app.db.tables import FINAL, JobStatus
@@ -43,6 +43,7 @@ async def predict(
     file: Annotated[UploadFile, File(description="one CIF file")],
     model: Annotated[str | None, Form(description="model name or name:version (default: the default model)")] = None,
     wait: Annotated[float, Form(ge=0, le=MAX_WAIT_S, description="seconds to wait for the result")] = 30.0,
+    units: UnitsForm = "mol/kg",
 ) -> PredictionResult | JSONResponse:
     """Predict the adsorption property of one structure."""
     if is_zip_name(file.filename):
@@ -54,7 +55,8 @@ async def predict(
     def submit_and_load() -> tuple[Any, Any]:
         # One hop to the thread pool for the whole fast path (a prediction-cache hit is final at once).
         upload = file_upload(spooled, name)
-        job_id = submit_prediction(session, settings, store, upload, model, idempotency_key, caller=caller)
+        job_id = submit_prediction(session, settings, store, upload, model, idempotency_key, caller=caller,
+                                   units=units)
         return _load(session, job_id)
 
     job, item = await run_in_threadpool(submit_and_load)
@@ -68,7 +70,7 @@ async def predict(
         delay = min(delay * 1.5, 0.02)
         job, item = await run_in_threadpool(_load, session, job_id)
     if job.status in FINAL and item is not None:
-        result = jobs_service.item_result(item)
+        result = jobs_service.item_result(item, jobs_service.job_units(job))
         if result.prediction is None and item.error_code == "structure":
             raise UnprocessableError(result.error or "invalid structure")
         if result.prediction is None and result.status == JobStatus.failed:  # the model or the service failed

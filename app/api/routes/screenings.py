@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, StoreDep, UnitsForm
 from app.api.responses import accepted_response
 from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
@@ -43,6 +43,7 @@ async def create_screening(
     files: Annotated[list[UploadFile], File(min_length=1, description="CIF files, or one .zip of CIFs")],
     model: Annotated[str | None, Form(description="model name or name:version")] = None,
     name: Annotated[str | None, Form(max_length=200, description="a label for this screening")] = None,
+    units: UnitsForm = "mol/kg",
 ) -> JSONResponse:
     """Screen many structures; poll GET /jobs/{job_id}, then GET /jobs/{job_id}/results."""
     if not files:
@@ -55,7 +56,7 @@ async def create_screening(
                                     declared)
         else:
             declared.add_files()
-    await run_in_threadpool(check_model, session, settings, model, caller)
+    await run_in_threadpool(check_model, session, settings, model, caller, units)
     # each file, each zip member, is stored as soon as it is read: one CIF in memory at a time; the structure
     # count and the real expanded bytes are checked again while reading (``budget``: headers can lie)
     budget = MemberBudget(settings.upload)
@@ -71,5 +72,5 @@ async def create_screening(
             filename = safe_filename(f.filename, default=f"structure_{len(uploads)}.cif")
             uploads.append(await run_in_threadpool(store_spooled, store, fh, filename))
     job_id = await run_in_threadpool(submit_screening, session, settings, store, uploads, model, name,
-                                    idempotency_key, caller=caller)
+                                    idempotency_key, caller=caller, units=units)
     return accepted_response(await run_in_threadpool(jobs_service.accepted, session, job_id))
