@@ -62,7 +62,14 @@ def upsert_structures(session: Session, rows: list[dict[str, Any]]) -> None:
     unique = [{**r, "name": str(r["name"])[:STRUCTURE_TEXT_CHARS], "formula": str(r["formula"])[:STRUCTURE_TEXT_CHARS]}
               for r in {r["sha256"]: r for r in rows}.values()]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(Structure).values(unique).on_conflict_do_nothing(index_elements=["sha256"]))
+    statement = insert(Structure).values(unique)
+    if all("density_g_cm3" in r for r in unique):  # rows stored before densities were kept get theirs
+        statement = statement.on_conflict_do_update(
+            index_elements=["sha256"], set_={"density_g_cm3": statement.excluded.density_g_cm3},
+            where=Structure.density_g_cm3.is_(None))
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["sha256"])
+    session.execute(statement)
 
 
 def upsert_structure(session: Session, *, sha256: str, name: str, formula: str, n_atoms: int, raw: str) -> None:
