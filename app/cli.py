@@ -334,10 +334,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for source in sources:
             try:
                 crystal = parse_cif(source.read(), source.name)
+                density = crystal_density_g_cm3(crystal) if args.units == CM3_STP_PER_CM3 else None
                 grids.append(compute_voxels(crystal, params, device="cpu", threads=args.threads))
                 owners.append((len(rows), crystal.sha256))
-                rows.append({"name": source.name, "sha256": crystal.sha256, "error": "",
-                             "density": crystal_density_g_cm3(crystal)})
+                rows.append({"name": source.name, "sha256": crystal.sha256, "error": "", "density": density})
             except Exception as exc:
                 rows.append({"name": source.name, "sha256": "", "error": describe_error(exc)})
             bar.update(1)
@@ -349,7 +349,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for t, target in enumerate(model.card.targets):
             value = sigma = in_domain = None
             factor, unit = 1.0, target.unit
-            if args.units == CM3_STP_PER_CM3 and "density" in row:
+            if args.units == CM3_STP_PER_CM3 and row.get("density"):
                 factor, unit = float(mol_per_kg_to_cm3_stp_per_cm3(1.0, row["density"])), CM3_STP_PER_CM3
             if k is not None and detailed is not None:
                 value = detailed.values[k][t] * factor

@@ -33,7 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.params import VoxelParams
-from models.retnet import INPUT_SIZE, RetNet, RetNetEnsemble
+from models.retnet import FINGERPRINT_SIZE, INPUT_SIZE, RetNet, RetNetEnsemble
 from models.training import TrainResult, fingerprint_grids, member_outputs_grids, predict_grids, resolve_device
 from models.transforms import Standardizer
 from models.uncertainty import DOMAIN_FILE, Domain, Neighbour, SpreadCalibration
@@ -486,8 +486,15 @@ def _load_folder(folder: Path, source: Path, device: torch.device) -> LoadedMode
     if (folder / DOMAIN_FILE).is_file():
         try:
             domain = Domain.load(folder / DOMAIN_FILE)
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
             raise CorruptModelError(f"unreadable applicability domain {folder / DOMAIN_FILE}: {err}") from err
+        width = card.ensemble_size * FINGERPRINT_SIZE
+        if domain.fingerprints.shape[1] != width:
+            raise CorruptModelError(f"{folder / DOMAIN_FILE} holds {domain.fingerprints.shape[1]}-d fingerprints; "
+                                    f"this model's are {width}-d")
+    elif card.domain or any((card.uncertainty or {}).get("distance_gain") or []):
+        # σ of such a model depends on the distance to its training data: without the domain it would be wrong
+        raise CorruptModelError(f"the card of {folder} describes an applicability domain but {DOMAIN_FILE} is missing")
     return LoadedModel(card, model, Standardizer.from_dict(card.standardization), device, source, domain)
 
 

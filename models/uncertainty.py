@@ -159,7 +159,8 @@ def calibrate_spread(y_true: np.ndarray, y_pred: np.ndarray, spread: np.ndarray 
     for j in range(p.shape[1]):
         features = ([] if spread is None else [s[:, j]]) + ([] if d is None else [d])
         fitted = _fit_variance(residual[:, j], features) if features else [float(np.sqrt(np.mean(residual[:, j] ** 2)))]
-        base.append(max(fitted[0], 1e-9))
+        # a floor under σ: a quarter of the validation RMSE (near-duplicates of training structures still err)
+        base.append(max(fitted[0], 0.25 * float(np.sqrt(np.mean(residual[:, j] ** 2)))))
         gain.append(fitted[1] if spread is not None else 0.0)
         distance_gain.append(fitted[-1] if d is not None else 0.0)
     dg = tuple(distance_gain) if d is not None else ()
@@ -220,17 +221,23 @@ class Domain:
     def standardize(self, fingerprints: np.ndarray) -> np.ndarray:
         return (np.asarray(fingerprints, dtype=np.float64) - self.mean) / self.std
 
-    def nearest(self, fingerprints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distances and indices (N, k) of the k nearest training structures, nearest first."""
-        q = self.standardize(fingerprints)
-        d2 = (np.sum(q**2, axis=1)[:, None] + np.sum(self.fingerprints**2, axis=1)[None, :]
-              - 2.0 * q @ self.fingerprints.T)
-        dist = np.sqrt(np.maximum(d2, 0.0))
-        k = min(self.k, dist.shape[1])
-        idx = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        part = np.take_along_axis(dist, idx, axis=1)
-        order = np.argsort(part, axis=1)
-        return np.take_along_axis(part, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    def nearest(self, fingerprints: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and indices (N, k) of the k nearest training structures, nearest first (``chunk`` queries at
+        a time, so memory stays at chunk × n_train distances)."""
+        q = self.standardize(np.atleast_2d(fingerprints))
+        k = min(self.k, len(self.fingerprints))
+        norms = np.sum(self.fingerprints**2, axis=1)[None, :]
+        dists, idxs = [], []
+        for start in range(0, max(len(q), 1), chunk):
+            part_q = q[start:start + chunk]
+            dist = np.sqrt(np.maximum(np.sum(part_q**2, axis=1)[:, None] + norms - 2.0 * part_q @ self.fingerprints.T,
+                                      0.0))
+            idx = np.argpartition(dist, k - 1, axis=1)[:, :k]
+            part = np.take_along_axis(dist, idx, axis=1)
+            order = np.argsort(part, axis=1)
+            dists.append(np.take_along_axis(part, order, axis=1))
+            idxs.append(np.take_along_axis(idx, order, axis=1))
+        return np.concatenate(dists), np.concatenate(idxs)
 
     def score(self, fingerprints: np.ndarray) -> np.ndarray:
         """Mean distance to the k nearest training structures, (N,)."""

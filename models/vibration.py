@@ -46,6 +46,7 @@ def vibrate(crystal: Crystal, amplitude: float = DEFAULT_AMPLITUDE, seed: int = 
     """
     if not 0.0 <= amplitude <= MAX_AMPLITUDE:
         raise ValueError(f"vibration amplitude must lie in [0, {MAX_AMPLITUDE}] Å, got {amplitude}")
+    amplitude = round(float(amplitude), 4)  # the precision of the cache key: equal keys, equal displacements
     rng = np.random.default_rng([seed, int(crystal.sha256[:12], 16)])
     displacement = rng.normal(scale=amplitude, size=crystal.frac_coords.shape)  # Cartesian, Å
     frac = crystal.frac_coords + displacement @ np.linalg.inv(crystal.lattice)

@@ -94,9 +94,11 @@ def _claim(ctx: WorkerContext, item_ids: Sequence[str], stage: str, owner: str
         ).all()
         items = [_Item(r.id, r.job_id, r.raw_key, r.name, r.structure_sha256, r.model_ref) for r in rows]
         missing = {i.raw_key for i in items if i.sha is None}
-        if missing:  # these exact bytes were parsed before: reuse their structure hash (skips the parser)
+        if missing:  # these exact bytes were parsed before: reuse their structure hash (skips the parser); rows
+            # stored before densities were kept are parsed once more, which fills the density in
             known = dict(session.execute(select(Structure.raw_key, Structure.sha256)
-                                         .where(Structure.raw_key.in_(missing))).all())
+                                         .where(Structure.raw_key.in_(missing), Structure.density_g_cm3.is_not(None))
+                                         ).all())
             for i in items:
                 i.sha = i.sha or known.get(i.raw_key)
         refs = {i.model_ref for i in items}

@@ -47,7 +47,8 @@ class Neighbour(BaseModel):
 
     name: str
     distance: float = Field(description="standardized fingerprint distance (the domain threshold is in the card)")
-    label: float = Field(description="its GCMC label, in the prediction's unit")
+    label: float = Field(description="its GCMC label, in the model's own unit (mol/kg for retnet-ch4, whatever "
+                                     "`units` the request asked for)")
 
 
 class PredictionValue(BaseModel):

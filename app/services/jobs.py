@@ -185,7 +185,8 @@ def results_page(session: Session, job: Job, *, limit: int, offset: int,
     else:  # ranked in the unit shown: volumetric values are the gravimetric ones times the density
         shown = Prediction.value * Structure.density_g_cm3 if units == CM3_STP_PER_CM3 else Prediction.value
         value = shown.desc() if order == "desc" else shown.asc()
-        query = query.order_by(Prediction.value.is_(None), value, JobItem.position)
+        # a value that cannot be shown in the unit (no density) ranks after those that can, on every database
+        query = query.order_by(Prediction.value.is_(None), shown.is_(None), value, JobItem.position)
     total = session.scalar(select(func.count()).select_from(JobItem).where(JobItem.job_id == job.id)) or 0
     items = [item_result(i, units) for i in session.scalars(query.limit(limit).offset(offset)).unique()]
     return ResultsPage(job_id=job.id, status=JobStatus(job.status), total=total, limit=limit, offset=offset,

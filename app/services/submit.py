@@ -108,10 +108,10 @@ def check_units(card: dict[str, Any], units: str) -> None:
     """422 unless ``units`` can express this model's output (cm³(STP)/cm³ needs a model in mol/kg)."""
     if units == MOL_PER_KG:
         return
-    model_unit = ((card.get("targets") or [{}])[0]).get("unit")
-    if units != CM3_STP_PER_CM3 or model_unit != MOL_PER_KG:
-        raise UnprocessableError(f"units={units!r}: this model predicts {model_unit!r}; "
-                                 f"{CM3_STP_PER_CM3} is available for models in {MOL_PER_KG}")
+    model_units = sorted({str(t.get("unit")) for t in card.get("targets") or [{}]})
+    if units != CM3_STP_PER_CM3 or model_units != [MOL_PER_KG]:
+        raise UnprocessableError(f"units={units!r}: this model predicts {', '.join(map(repr, model_units))}; "
+                                 f"{CM3_STP_PER_CM3} is available for models whose every output is in {MOL_PER_KG}")
 
 
 def check_quota(session: Session, settings: Settings, caller: Caller) -> None:
@@ -189,11 +189,14 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model, caller)
         check_units(model.card, units)
-        sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == key)).first()
+        # known bytes keep their hash; a structure stored before densities were kept is parsed again (once)
+        sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == key,
+                                                             Structure.density_g_cm3.is_not(None))).first()
         cached = _cached_prediction(session, sha, model) if sha else None
         cached_values = _copied_prediction(cached) if cached is not None else None
         session.expunge(model)
-    fingerprint = request_fingerprint("predict", [upload], model=model.ref, units=units)
+    fingerprint = request_fingerprint("predict", [upload], model=model.ref,
+                                      **({} if units == MOL_PER_KG else {"units": units}))
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
     store_raw(store, upload)
@@ -257,7 +260,8 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
         model = resolve_model(session, model_ref, settings.default_model, caller)
         check_units(model.card, units)
         model_ref_resolved = model.ref
-    fingerprint = request_fingerprint("screening", uploads, model=model_ref_resolved, name=name, units=units)
+    fingerprint = request_fingerprint("screening", uploads, model=model_ref_resolved, name=name,
+                                      **({} if units == MOL_PER_KG else {"units": units}))
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
     keys = [u.key for u in uploads]
