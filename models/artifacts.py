@@ -32,6 +32,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.isotherm import IsothermEnsemble
 from models.params import VoxelParams
 from models.retnet import FINGERPRINT_SIZE, INPUT_SIZE, RetNet, RetNetEnsemble
 from models.training import TrainResult, fingerprint_grids, member_outputs_grids, predict_grids, resolve_device
@@ -129,7 +130,9 @@ class ModelCard(BaseModel):
     ----------
     name, version : str
         Registry identity; the reference is ``"name:version"``.
-    architecture : "RetNet"
+    architecture : "RetNet" or "RetNetIsotherm"
+        "RetNetIsotherm": an :class:`models.isotherm.IsothermEnsemble` (RetNet members with monotone heads);
+        its targets carry the pressures, in increasing order.
     n_outputs : int
         Number k of outputs; defaults to ``len(targets)``.
     targets : list of Target
@@ -162,7 +165,7 @@ class ModelCard(BaseModel):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     version: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    architecture: Literal["RetNet"] = "RetNet"
+    architecture: Literal["RetNet", "RetNetIsotherm"] = "RetNet"
     n_outputs: int = Field(0, ge=1)
     targets: list[Target] = Field(min_length=1)
     voxel_params: VoxelParams = Field(default_factory=VoxelParams)
@@ -209,7 +212,21 @@ class ModelCard(BaseModel):
             raise ValueError(f"n_outputs={self.n_outputs} but {len(self.targets)} target(s) are described")
         if self.voxel_params.grid_size != INPUT_SIZE:
             raise ValueError(f"RetNet needs grid_size={INPUT_SIZE}, card has {self.voxel_params.grid_size}")
+        if self.architecture == "RetNetIsotherm":
+            pressures = [t.pressure_bar for t in self.targets]
+            if any(p is None for p in pressures) or any(b <= a for a, b in zip(pressures, pressures[1:], strict=False)):
+                raise ValueError(f"a RetNetIsotherm card needs every target's pressure_bar, strictly increasing; "
+                                 f"got {pressures}")
         return self
+
+    @property
+    def pressures_bar(self) -> tuple[float, ...] | None:
+        """The outputs' pressures (bar) when every target has one and they increase (a curve), else None."""
+        pressures = [t.pressure_bar for t in self.targets]
+        if len(pressures) < 2 or any(p is None for p in pressures):
+            return None
+        values = tuple(float(p) for p in pressures if p is not None)
+        return values if all(b > a for a, b in zip(values, values[1:], strict=False)) else None
 
     @property
     def ref(self) -> str:
@@ -225,7 +242,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _complete_card(card: ModelCard, model: RetNet | RetNetEnsemble, result: TrainResult | None) -> ModelCard:
+def _complete_card(card: ModelCard, model: RetNet | RetNetEnsemble | IsothermEnsemble,
+                   result: TrainResult | None) -> ModelCard:
     """Fill standardization / training_config from a TrainResult and check consistency."""
     update: dict[str, Any] = {}
     if result is not None:
@@ -239,7 +257,14 @@ def _complete_card(card: ModelCard, model: RetNet | RetNetEnsemble, result: Trai
         raise ValueError("card.standardization is required when saving a bare RetNet (no TrainResult)")
     if model.n_outputs != card.n_outputs:
         raise ValueError(f"model has {model.n_outputs} output(s), card describes {card.n_outputs}")
-    update["ensemble_size"] = len(model.members) if isinstance(model, RetNetEnsemble) else 1
+    if isinstance(model, IsothermEnsemble):
+        if card.architecture != "RetNetIsotherm":
+            raise ValueError("an IsothermEnsemble needs a card with architecture='RetNetIsotherm'")
+        if card.pressures_bar is None or not np.allclose(card.pressures_bar, model.pressures_bar, rtol=1e-9):
+            raise ValueError(f"the card's pressures {card.pressures_bar} differ from the model's {model.pressures_bar}")
+    elif card.architecture != "RetNet":
+        raise ValueError(f"a {type(model).__name__} needs a card with architecture='RetNet'")
+    update["ensemble_size"] = len(model.members) if isinstance(model, RetNetEnsemble | IsothermEnsemble) else 1
     return card.model_copy(update=update)
 
 
@@ -281,8 +306,9 @@ def save_model(
     """
     result = model_or_result if isinstance(model_or_result, TrainResult) else None
     model = result.model if result is not None else model_or_result
-    if not isinstance(model, RetNet | RetNetEnsemble):
-        raise TypeError(f"expected a RetNet, a RetNetEnsemble or a TrainResult, got {type(model_or_result).__name__}")
+    if not isinstance(model, RetNet | RetNetEnsemble | IsothermEnsemble):
+        raise TypeError(f"expected a RetNet, a RetNetEnsemble, an IsothermEnsemble or a TrainResult, got "
+                        f"{type(model_or_result).__name__}")
     card = _complete_card(card, model, result)
     extras = {_check_extra_name(k): Path(v) for k, v in (extra_files or {}).items()}
     missing = [str(p) for p in extras.values() if not p.is_file()]
@@ -329,7 +355,7 @@ class LoadedModel:
     Attributes
     ----------
     card : ModelCard
-    model : RetNet or RetNetEnsemble
+    model : RetNet, RetNetEnsemble or IsothermEnsemble
         In eval mode on ``device``.
     standardizer : Standardizer
     device : torch.device
@@ -337,7 +363,8 @@ class LoadedModel:
         Where it was loaded from (folder or archive).
     """
 
-    def __init__(self, card: ModelCard, model: RetNet | RetNetEnsemble, standardizer: Standardizer,
+    def __init__(self, card: ModelCard, model: RetNet | RetNetEnsemble | IsothermEnsemble,
+                 standardizer: Standardizer,
                  device: torch.device, path: Path, domain: Domain | None = None) -> None:
         self.card = card
         self.model = model
@@ -468,14 +495,26 @@ def _read_weights(folder: Path, card: ModelCard) -> dict[str, torch.Tensor]:
         raise CorruptModelError(f"cannot load {weights}: {err}") from err
 
 
+def _empty_model(card: ModelCard, state: Mapping[str, torch.Tensor],
+                 folder: Path) -> RetNet | RetNetEnsemble | IsothermEnsemble:
+    """The untrained module the card describes, ready for ``load_state_dict``."""
+    if card.architecture == "RetNetIsotherm":
+        backbone_output = state.get("backbone.members.0.output.weight")
+        if backbone_output is None or backbone_output.dim() != 2:
+            raise CorruptModelError(f"weights in {folder} hold no RetNetIsotherm backbone")
+        members = [RetNet(int(backbone_output.shape[0])) for _ in range(card.ensemble_size)]
+        return IsothermEnsemble(RetNetEnsemble(members), card.pressures_bar or ())
+    if card.ensemble_size > 1:
+        return RetNetEnsemble([RetNet(card.n_outputs) for _ in range(card.ensemble_size)])
+    return RetNet(card.n_outputs)
+
+
 def _load_folder(folder: Path, source: Path, device: torch.device) -> LoadedModel:
     card = _read_card(folder)
     state = _read_weights(folder, card)
     if card.standardization is None:
         raise CorruptModelError(f"model card {folder / CARD_FILE} has no standardization")
-    model: RetNet | RetNetEnsemble = RetNet(card.n_outputs)
-    if card.ensemble_size > 1:
-        model = RetNetEnsemble([RetNet(card.n_outputs) for _ in range(card.ensemble_size)])
+    model = _empty_model(card, state, folder)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as err:

@@ -249,6 +249,90 @@ class RetNetIsotherm(nn.Module):
         self.isotherm_head.init_bias(mean_targets)
 
 
+class IsothermEnsemble(nn.Module):
+    """A (frozen or trainable) RetNet ensemble backbone with one :class:`MonotoneHead` per member.
+
+    Member i's curve is ``heads[i](fingerprint_i(x))``: the members keep their own fingerprint spaces (which
+    differ between training seeds), and their spread is the ensemble's uncertainty, as for a
+    :class:`models.retnet.RetNetEnsemble`. Every member curve is non-decreasing in pressure, so their mean is too.
+    The backbone's own output layers are kept (in the state dict) but not used.
+
+    Parameters
+    ----------
+    backbone : RetNetEnsemble or RetNet
+        Kept as ``.backbone`` (not copied); a single RetNet is a one-member ensemble.
+    pressures_bar : sequence of float
+        Output pressures, bar, strictly increasing.
+
+    Attributes
+    ----------
+    backbone : RetNetEnsemble
+    heads : nn.ModuleList of MonotoneHead
+    pressures_bar : tuple of float
+    n_outputs : int
+
+    Examples
+    --------
+    >>> from models.retnet import RetNetEnsemble
+    >>> model = IsothermEnsemble(RetNetEnsemble([RetNet(), RetNet()])).eval()
+    >>> fingerprints, curves = model.member_outputs(torch.rand(3, 1, 25, 25, 25))
+    >>> tuple(fingerprints.shape), tuple(curves.shape), bool((curves.diff(dim=2) >= 0).all())
+    ((2, 3, 20), (2, 3, 4), True)
+    """
+
+    def __init__(self, backbone: Any, pressures_bar: Sequence[float] = DEFAULT_PRESSURES_BAR) -> None:
+        super().__init__()
+        from models.retnet import RetNetEnsemble
+
+        if isinstance(backbone, RetNet):
+            backbone = RetNetEnsemble([backbone])
+        if not isinstance(backbone, RetNetEnsemble):
+            raise TypeError(f"backbone must be a RetNet or a RetNetEnsemble, got {type(backbone).__name__}")
+        self.backbone = backbone
+        self.pressures_bar = _check_pressures(pressures_bar)
+        self.n_outputs = len(self.pressures_bar)
+        self.heads = nn.ModuleList(MonotoneHead(FINGERPRINT_SIZE, self.n_outputs) for _ in backbone.members)
+
+    @property
+    def members(self) -> nn.ModuleList:
+        """The backbone's members (one curve each)."""
+        return self.backbone.members
+
+    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fingerprints (n, B, 20) and curves (n, B, k) of the n members, from one (fused) backbone pass."""
+        fingerprints = self.backbone.member_fingerprints(x)
+        return fingerprints, self.curves_from_fingerprints(fingerprints)
+
+    def curves_from_fingerprints(self, fingerprints: torch.Tensor) -> torch.Tensor:
+        """Member curves (n, B, k) from member fingerprints (n, B, 20): the heads alone (no convolution)."""
+        if fingerprints.dim() != 3 or fingerprints.shape[0] != len(self.heads):
+            raise ValueError(f"expected fingerprints of shape ({len(self.heads)}, B, {FINGERPRINT_SIZE}), "
+                             f"got {tuple(fingerprints.shape)}")
+        return torch.stack([head(fingerprints[i]) for i, head in enumerate(self.heads)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean curve: (B, 1, 25, 25, 25) → (B, k), non-decreasing along dim 1, label units."""
+        return self.member_outputs(x)[1].mean(dim=0)
+
+    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+        """The first member's 20-dimensional fingerprint (as :meth:`RetNetEnsemble.fingerprint`)."""
+        return self.backbone.fingerprint(x)
+
+    def freeze_backbone(self) -> IsothermEnsemble:
+        """Freeze the whole backbone (only the heads train), kept in eval mode under ``train()``."""
+        for member in self.backbone.members:
+            freeze(member, "all-but-output")
+            member.output.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> IsothermEnsemble:
+        """Training mode for the heads; a backbone without trainable parameters stays in eval mode."""
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        return self
+
+
 def pressure_index(pressures_bar: Sequence[float], pressure: float) -> int:
     """Position of ``pressure`` (bar) in ``pressures_bar`` (relative tolerance 1e-9); ValueError if absent."""
     for i, p in enumerate(pressures_bar):
@@ -294,6 +378,7 @@ __all__ = [
     "DEFAULT_PRESSURES_BAR",
     "DELIVERY_HIGH_BAR",
     "DELIVERY_LOW_BAR",
+    "IsothermEnsemble",
     "MonotoneHead",
     "RetNetIsotherm",
     "deliverable_capacity",

@@ -147,11 +147,13 @@ def test_drop_ten_cifs_watch_the_screening_and_read_the_ranked_table(browser, se
     seen: list[str] = []  # what the progress bar said while it ran
 
     def finished(driver: Any) -> bool:
-        text = driver.execute_script("return document.querySelector('#current-job .progress-text')?.textContent")
+        # one script reads both, so the words and the state come from the same moment of the page
+        text, done = driver.execute_script(
+            "return [document.querySelector('#current-job .progress-text')?.textContent,"
+            " document.querySelector('#current-job .job-summary [data-status=succeeded]') !== null"
+            " && document.querySelectorAll('#results-table tbody tr').length === 11]")
         if text and (not seen or seen[-1] != text):
             seen.append(text)
-        done = driver.execute_script("return document.querySelector('#current-job [data-status=succeeded]') !== null"
-                                     " && document.querySelectorAll('#results-table tbody tr').length === 11")
         return bool(done)
 
     _wait(browser, finished, message="the screening did not finish in the browser")

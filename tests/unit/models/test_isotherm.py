@@ -227,3 +227,91 @@ def test_deliverable_capacity_needs_both_pressures() -> None:
     with pytest.raises(ValueError, match="3 pressures"):
         deliverable_capacity(np.zeros((2, 3)), PRESSURES)
     assert pressure_index(PRESSURES, 5.8) == 1 and pressure_index(PRESSURES, 65) == 3
+
+
+# --- the ensemble of monotone heads, its fitting and its artifact -------------------------------------------
+
+
+def _isotherm_ensemble(n_members: int = 3, seed: int = 0):  # type: ignore[no-untyped-def]
+    from models.isotherm import IsothermEnsemble
+    from models.retnet import RetNetEnsemble
+
+    torch.manual_seed(seed)
+    return IsothermEnsemble(RetNetEnsemble([RetNet() for _ in range(n_members)]), PRESSURES).freeze_backbone()
+
+
+def test_isotherm_ensemble_members_are_monotone_and_the_mean_is_their_average() -> None:
+    model = _isotherm_ensemble().eval()
+    x = _grids(5)
+    with torch.no_grad():
+        fingerprints, curves = model.member_outputs(x)
+        mean = model(x)
+    assert fingerprints.shape == (3, 5, 20) and curves.shape == (3, 5, 4)
+    assert bool((curves.diff(dim=2) >= 0).all()) and bool((mean.diff(dim=1) >= 0).all())
+    torch.testing.assert_close(mean, curves.mean(dim=0))
+    torch.testing.assert_close(model.curves_from_fingerprints(fingerprints), curves)
+    with pytest.raises(ValueError, match="fingerprints of shape"):
+        model.curves_from_fingerprints(fingerprints[:2])
+
+
+def test_frozen_backbone_stays_in_eval_mode_and_only_the_heads_train() -> None:
+    model = _isotherm_ensemble().train()
+    assert not model.backbone.training and all(h.training for h in model.heads)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("heads.") for n in trainable)
+
+
+def test_fit_heads_learns_a_masked_curve_and_ignores_missing_points() -> None:
+    from models.isotherm_training import HeadFitConfig, fit_heads, masked_loss
+
+    rng = np.random.default_rng(0)
+    n = 120
+    fps = rng.normal(size=(2, n, 20))
+    # a monotone curve linear in the first fingerprint coordinate of each member, plus missing points
+    base = 2.0 + fps[0, :, 0]
+    labels = np.stack([base, base + 1.0, base + 3.0, base + 4.0], axis=1)
+    labels[rng.random(labels.shape) < 0.5] = np.nan
+    labels[:, 1] = base + 1.0  # 5.8 bar always labelled, as in the data
+    model = _isotherm_ensemble(n_members=2)
+    fps[1] = fps[0]  # both members see the informative coordinate
+    scales = torch.ones(4)
+    with torch.no_grad():
+        start = model.curves_from_fingerprints(torch.as_tensor(fps[:, 100:], dtype=torch.float32))[0]
+        before = float(masked_loss(start, torch.as_tensor(labels[100:], dtype=torch.float32), scales))
+    result = fit_heads(model, fps[:, :100], labels[:100], fps[:, 100:], labels[100:],
+                       HeadFitConfig(epochs=1500, patience=300, seed=1))
+    with torch.no_grad():
+        curves = model.curves_from_fingerprints(torch.as_tensor(fps[:, 100:], dtype=torch.float32)).mean(dim=0)
+    truth = np.stack([base, base + 1.0, base + 3.0, base + 4.0], axis=1)[100:]
+    assert np.sqrt(np.mean((curves.numpy() - truth) ** 2)) < 0.35  # learned on the labelled points only
+    assert len(result.best_epochs) == 2 and all(e > 0 for e in result.best_epochs)
+    assert min(result.best_val_loss) < before
+    with pytest.raises(ValueError, match="expected fingerprints"):
+        fit_heads(model, fps[:, :10], labels[:9], fps[:, 100:], labels[100:])
+
+
+def test_isotherm_model_saves_and_loads_with_its_pressures(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from models.artifacts import CorruptModelError, ModelCard, Target, load_model, save_model
+
+    model = _isotherm_ensemble().eval()
+    targets = [Target(name=f"ch4_uptake_{p:g}bar", unit="mol/kg", property=f"CH4 uptake, 298 K, {p:g} bar",
+                      gas="CH4", temperature_k=298.0, pressure_bar=p) for p in PRESSURES]
+    card = ModelCard(name="iso", version="1", architecture="RetNetIsotherm", targets=targets,
+                     standardization={"mean": 0.1, "std": 0.2})
+    folder = save_model(tmp_path / "iso", model, card)
+    loaded = load_model(folder, device="cpu")
+    assert loaded.card.pressures_bar == PRESSURES and loaded.card.ensemble_size == 3
+    grids = np.random.default_rng(0).random((4, 25, 25, 25)).astype(np.float32)
+    detailed = loaded.predict_detailed(grids)
+    assert detailed.values.shape == (4, 4) and bool((np.diff(detailed.values, axis=1) >= 0).all())
+    with torch.no_grad():
+        expected = model(torch.as_tensor((grids[:, None] - 0.1) / 0.2)).double().numpy()
+    np.testing.assert_allclose(detailed.values, expected, rtol=1e-4, atol=1e-5)
+    # a RetNet card for these weights, or an isotherm card with pressures out of order, is refused
+    with pytest.raises(ValueError, match="architecture='RetNetIsotherm'"):
+        save_model(tmp_path / "wrong", model, card.model_copy(update={"architecture": "RetNet"}))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ModelCard(name="iso", version="2", architecture="RetNetIsotherm", targets=targets[::-1])
+    (folder / "card.json").write_text((folder / "card.json").read_text().replace('"RetNetIsotherm"', '"RetNet"'))
+    with pytest.raises(CorruptModelError):
+        load_model(folder, device="cpu")
