@@ -316,6 +316,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from app.services.outputs import Outputs
     from models.artifacts import load_model
     from models.pipeline import cif_sources, describe_error
     from models.structure import parse_cif
@@ -342,31 +343,48 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 rows.append({"name": source.name, "sha256": "", "error": describe_error(exc)})
             bar.update(1)
     detailed = model.predict_detailed(np.stack(grids)) if grids else None
+    outputs = Outputs.of(model.card.model_dump(mode="json"))
+    curve = outputs.pressures is not None
+    # a curve model: one row per structure, its value (the primary output) and every point; otherwise a row per target
+    targets = [outputs.primary] if curve else list(range(model.n_outputs))
     table: list[dict[str, Any]] = []
     by_row = {i: k for k, (i, _) in enumerate(owners)}
     for i, row in enumerate(rows):
         k = by_row.get(i)
-        for t, target in enumerate(model.card.targets):
+        factor, units = 1.0, None
+        if args.units == CM3_STP_PER_CM3 and row.get("density"):
+            factor, units = float(mol_per_kg_to_cm3_stp_per_cm3(1.0, row["density"])), CM3_STP_PER_CM3
+        for t in targets:
+            target = model.card.targets[t]
             value = sigma = in_domain = None
-            factor, unit = 1.0, target.unit
-            if args.units == CM3_STP_PER_CM3 and row.get("density"):
-                factor, unit = float(mol_per_kg_to_cm3_stp_per_cm3(1.0, row["density"])), CM3_STP_PER_CM3
             if k is not None and detailed is not None:
                 value = detailed.values[k][t] * factor
                 sigma = None if detailed.sigma is None else detailed.sigma[k][t] * factor
                 in_domain = None if detailed.in_domain is None else bool(detailed.in_domain[k])
-            table.append({"name": row["name"], "value": "" if value is None else f"{value:.6g}",
-                          "uncertainty": "" if sigma is None else f"{sigma:.3g}",
-                          "in_domain": "" if in_domain is None else in_domain,
-                          "unit": unit, "property": target.property, "model": model.ref,
-                          "sha256": row["sha256"], "error": row["error"]})
-    columns = ["name", "value", "uncertainty", "in_domain", "unit", "property", "model", "sha256", "error"]
+            entry = {"name": row["name"], "value": "" if value is None else f"{value:.6g}",
+                     "uncertainty": "" if sigma is None else f"{sigma:.3g}",
+                     "in_domain": "" if in_domain is None else in_domain,
+                     "unit": units or target.unit, "property": target.property, "model": model.ref,
+                     "sha256": row["sha256"], "error": row["error"]}
+            if curve:
+                shown = {} if k is None or detailed is None else outputs.present(
+                    [float(v) for v in detailed.values[k]],
+                    None if detailed.sigma is None else [float(v) for v in detailed.sigma[k]], factor)
+                points = [p.value for p in shown.get("values") or []]
+                if shown.get("deliverable_capacity") is not None:
+                    points.append(shown["deliverable_capacity"])
+                entry.update({c: f"{v:.6g}" for c, v in zip(outputs.csv_columns, points, strict=False)})
+                entry.update({c: "" for c in outputs.csv_columns if c not in entry})
+            table.append(entry)
+    extra = outputs.csv_columns if curve else []
+    columns = ["name", "value", "uncertainty", *extra, "in_domain", "unit", "property", "model", "sha256", "error"]
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(table)
     else:
-        _print_table(table, ["name", "value", "uncertainty", "in_domain", "unit", "property", "error"])
+        _print_table(table, ["name", "value", "uncertainty", *extra, "in_domain", "unit",
+                             *([] if curve else ["property"]), "error"])
     failed = sum(1 for r in rows if r["error"])
     _err(f"predicted {len(rows) - failed} of {len(rows)} structure(s) with {model.ref}; {failed} failed")
     return EXIT_FAILURES if failed else EXIT_OK

@@ -183,6 +183,8 @@ class ModelCard(BaseModel):
         None, description="calibration of σ (models.uncertainty.SpreadCalibration.to_dict) and its test coverage")
     domain: dict[str, Any] | None = Field(
         None, description="applicability domain summary (models.uncertainty.Domain.card_summary); data in domain.npz")
+    primary_output: int = Field(0, ge=0, description="index of the output reported as a prediction's `value` and "
+                                                     "ranked by default (e.g. 5.8 bar of an isotherm model)")
 
     @field_validator("created_at")
     @classmethod
@@ -212,6 +214,8 @@ class ModelCard(BaseModel):
             raise ValueError(f"n_outputs={self.n_outputs} but {len(self.targets)} target(s) are described")
         if self.voxel_params.grid_size != INPUT_SIZE:
             raise ValueError(f"RetNet needs grid_size={INPUT_SIZE}, card has {self.voxel_params.grid_size}")
+        if self.primary_output >= self.n_outputs:
+            raise ValueError(f"primary_output={self.primary_output} but the model has {self.n_outputs} output(s)")
         if self.architecture == "RetNetIsotherm":
             pressures = [t.pressure_bar for t in self.targets]
             if any(p is None for p in pressures) or any(b <= a for a, b in zip(pressures, pressures[1:], strict=False)):

@@ -106,6 +106,8 @@ class MonotoneHead(nn.Module):
         Length of the feature vector (20 for a RetNet fingerprint).
     n_outputs : int
         Number k of outputs (pressures, in increasing order).
+    nonnegative : bool
+        Also pass the first value through softplus, so every output is ≥ 0 (absolute uptakes).
 
     Examples
     --------
@@ -115,18 +117,22 @@ class MonotoneHead(nn.Module):
     (torch.Size([8, 4]), True)
     """
 
-    def __init__(self, in_features: int, n_outputs: int) -> None:
+    def __init__(self, in_features: int, n_outputs: int, *, nonnegative: bool = False) -> None:
         super().__init__()
         if in_features < 1 or n_outputs < 1:
             raise ValueError(f"need in_features >= 1 and n_outputs >= 1, got {in_features} and {n_outputs}")
         self.n_outputs = int(n_outputs)
+        self.nonnegative = bool(nonnegative)
         self.linear = nn.Linear(in_features, n_outputs)
         nn.init.kaiming_normal_(self.linear.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, in_features) → (B, k), non-decreasing along dim 1."""
-        return monotone_from_raw(self.linear(features))
+        """(B, in_features) → (B, k), non-decreasing along dim 1 (and ≥ 0 throughout when ``nonnegative``)."""
+        raw = self.linear(features)
+        if self.nonnegative:  # the first value through softplus too: an uptake is never negative
+            raw = torch.cat([F.softplus(raw[..., :1]), raw[..., 1:]], dim=-1)
+        return monotone_from_raw(raw)
 
     def init_bias(self, mean_values: float | Sequence[float] | np.ndarray | torch.Tensor) -> None:
         """Set the bias so that zero features give ``mean_values`` (e.g. the training labels' mean curve).
@@ -144,9 +150,13 @@ class MonotoneHead(nn.Module):
             raise ValueError(f"expected {self.n_outputs} mean value(s), got {values.numel()}")
         if not torch.isfinite(values).all():
             raise ValueError(f"mean values must be finite, got {values.tolist()}")
+        raw = raw_from_monotone(values)
+        if self.nonnegative:  # inverse softplus of the first value (at least MIN_INIT_INCREMENT)
+            first = raw[..., :1].clamp_min(MIN_INIT_INCREMENT)
+            raw = torch.cat([first + torch.log(-torch.expm1(-first)), raw[..., 1:]], dim=-1)
         with torch.no_grad():
             bias = self.linear.bias
-            self.linear.bias.copy_(raw_from_monotone(values).to(device=bias.device, dtype=bias.dtype))
+            self.linear.bias.copy_(raw.to(device=bias.device, dtype=bias.dtype))
 
 
 def _check_pressures(pressures_bar: Sequence[float]) -> tuple[float, ...]:
@@ -254,7 +264,8 @@ class IsothermEnsemble(nn.Module):
 
     Member i's curve is ``heads[i](fingerprint_i(x))``: the members keep their own fingerprint spaces (which
     differ between training seeds), and their spread is the ensemble's uncertainty, as for a
-    :class:`models.retnet.RetNetEnsemble`. Every member curve is non-decreasing in pressure, so their mean is too.
+    :class:`models.retnet.RetNetEnsemble`. Every member curve is non-negative and non-decreasing in pressure, so
+    their mean is too.
     The backbone's own output layers are kept (in the state dict) but not used.
 
     Parameters
@@ -291,7 +302,8 @@ class IsothermEnsemble(nn.Module):
         self.backbone = backbone
         self.pressures_bar = _check_pressures(pressures_bar)
         self.n_outputs = len(self.pressures_bar)
-        self.heads = nn.ModuleList(MonotoneHead(FINGERPRINT_SIZE, self.n_outputs) for _ in backbone.members)
+        self.heads = nn.ModuleList(MonotoneHead(FINGERPRINT_SIZE, self.n_outputs, nonnegative=True)
+                                   for _ in backbone.members)
 
     @property
     def members(self) -> nn.ModuleList:

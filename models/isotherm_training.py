@@ -39,6 +39,9 @@ class HeadFitConfig:
         L2 penalty on the heads' weights (AdamW decoupled decay).
     patience : int
         Stop a head after this many steps without a better validation loss.
+    early_stopping : bool
+        Keep each head at its best validation step (True) or at the last of ``epochs`` steps (False: no
+        validation data needed, as for out-of-fold fits whose held-out fold must not choose anything).
     bootstrap : bool
         Train each member's head on its own bootstrap resample of the training structures.
     seed : int
@@ -48,6 +51,7 @@ class HeadFitConfig:
     lr: float = 1e-2
     weight_decay: float = 1e-3
     patience: int = 400
+    early_stopping: bool = True
     bootstrap: bool = True
     seed: int = 0
 
@@ -149,11 +153,15 @@ def fit_heads(
                 val = float(masked_loss(head(x_val), y_val, scales)) if len(x_val) else float(loss)
             train_curve.append(float(loss))
             val_curve.append(val)
+            if not config.early_stopping:
+                best_loss, best_epoch = val, epoch
+                continue
             if val < best_loss - 1e-9:
                 best_state, best_loss, best_epoch = copy.deepcopy(head.state_dict()), val, epoch
             elif epoch - best_epoch >= config.patience:
                 break
-        head.load_state_dict(best_state)
+        if config.early_stopping:
+            head.load_state_dict(best_state)
         head.eval()
         result.best_epochs.append(best_epoch)
         result.best_val_loss.append(best_loss)
@@ -162,4 +170,41 @@ def fit_heads(
     return result
 
 
-__all__ = ["HeadFitConfig", "HeadFitResult", "fit_heads", "masked_loss", "mean_curve", "pressure_scales"]
+def out_of_fold_curves(
+    template: IsothermEnsemble,
+    fingerprints: np.ndarray,
+    labels: np.ndarray,
+    *,
+    folds: int = 5,
+    epochs: int,
+    config: HeadFitConfig | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Member curves (n_members, N, k) of every structure from heads that never saw it (k-fold, seeded).
+
+    Each fold's heads are fitted on the other folds for exactly ``epochs`` steps (no early stopping: the
+    held-out fold chooses nothing), so the residuals are honest material for calibrating σ when the
+    validation split alone holds too few complete curves. ``template`` is copied, never modified.
+    """
+    config = config or HeadFitConfig()
+    n = labels.shape[0]
+    if n < folds:
+        raise ValueError(f"need at least {folds} structures for {folds} folds, got {n}")
+    assignment = np.random.default_rng(seed).permutation(n) % folds
+    out = np.full((len(template.heads), n, template.n_outputs), np.nan)
+    for fold in range(folds):
+        held, kept = assignment == fold, assignment != fold
+        model = copy.deepcopy(template)
+        fold_config = HeadFitConfig(epochs=epochs, lr=config.lr, weight_decay=config.weight_decay,
+                                    patience=epochs, early_stopping=False, bootstrap=config.bootstrap,
+                                    seed=config.seed + 1000 * (fold + 1))
+        empty = np.zeros((len(template.heads), 0, fingerprints.shape[2]))
+        fit_heads(model, fingerprints[:, kept], labels[kept], empty, np.zeros((0, labels.shape[1])), fold_config)
+        with torch.no_grad():
+            curves = model.curves_from_fingerprints(torch.as_tensor(fingerprints[:, held], dtype=torch.float32))
+        out[:, held] = curves.double().numpy()
+    return out
+
+
+__all__ = ["HeadFitConfig", "HeadFitResult", "fit_heads", "masked_loss", "mean_curve", "out_of_fold_curves",
+           "pressure_scales"]

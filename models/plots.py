@@ -213,3 +213,29 @@ def calibration_plot(curve: Sequence[Mapping[str, float]], path: str | Path, *, 
         ax.text(0.04, 0.94, f"±1.96σ coverage: {coverage:.0%}", transform=ax.transAxes, va="top")
     ax.legend(loc="lower right", frameon=False)
     return _save(fig, path)
+
+
+def isotherm_plot(pressures_bar: Sequence[float], simulated: Sequence[Sequence[float]],
+                  predicted: Sequence[Sequence[float]], sigma: Sequence[Sequence[float]] | None,
+                  names: Sequence[str], path: str | Path, *, unit: str = "mol/kg",
+                  title: str = "Predicted and simulated isotherms") -> Path:
+    """Simulated (GCMC, markers) against predicted (lines, ±1.96σ band) isotherms, one colour per structure."""
+    fig = Figure(figsize=(5.6, 4.2))
+    ax = fig.subplots()
+    p = np.asarray(pressures_bar, dtype=float)
+    for i, name in enumerate(names):
+        color = f"C{i % 10}"
+        pred = np.asarray(predicted[i], dtype=float)
+        ax.plot(p, pred, "-", color=color, lw=1.5, label=name)
+        if sigma is not None:
+            s = 1.96 * np.asarray(sigma[i], dtype=float)
+            ax.fill_between(p, pred - s, pred + s, color=color, alpha=0.15, lw=0)
+        ax.plot(p, np.asarray(simulated[i], dtype=float), "o", color=color, ms=5, mfc="white")
+    ax.set_xlabel("pressure (bar)")
+    ax.set_ylabel(f"CH4 uptake ({unit})")
+    ax.set_xlim(0, float(p.max()) * 1.05 if len(p) else 1.0)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title + "\nlines: predicted (±1.96σ), circles: GCMC", fontsize=9)
+    if names:
+        ax.legend(loc="upper left", frameon=False, fontsize=7)
+    return _save(fig, path)

@@ -145,6 +145,8 @@ def calibrate_spread(y_true: np.ndarray, y_pred: np.ndarray, spread: np.ndarray 
     structures' domain scores (N,).
 
     ``spread=None`` (one network) leaves the members' term out (gain 0; ``"constant"`` without a distance).
+    A NaN label (an output not labelled for that structure, e.g. an isotherm point not simulated) is left out of
+    that output's fit; every output needs at least 2 labels.
     """
     y, p = _as_2d(y_true, "y_true"), _as_2d(y_pred, "y_pred")
     if y.shape != p.shape or len(y) < 2:
@@ -154,29 +156,38 @@ def calibrate_spread(y_true: np.ndarray, y_pred: np.ndarray, spread: np.ndarray 
     if s.shape != p.shape:
         raise ValueError(f"spread shape {s.shape} differs from the predictions' {p.shape}")
     d = None if distance is None else np.asarray(distance, dtype=np.float64).reshape(len(y))
-    residual = y - p
-    base, gain, distance_gain = [], [], []
+    labelled = np.isfinite(y)
+    if (labelled.sum(axis=0) < 2).any():
+        raise ValueError(f"every output needs ≥ 2 finite labels, got {labelled.sum(axis=0).tolist()}")
+    base, gain, distance_gain, scale = [], [], [], []
     for j in range(p.shape[1]):
-        features = ([] if spread is None else [s[:, j]]) + ([] if d is None else [d])
-        fitted = _fit_variance(residual[:, j], features) if features else [float(np.sqrt(np.mean(residual[:, j] ** 2)))]
+        rows = labelled[:, j]
+        residual = y[rows, j] - p[rows, j]
+        features = ([] if spread is None else [s[rows, j]]) + ([] if d is None else [d[rows]])
+        fitted = _fit_variance(residual, features) if features else [float(np.sqrt(np.mean(residual ** 2)))]
         # a floor under σ: a quarter of the validation RMSE (near-duplicates of training structures still err)
-        base.append(max(fitted[0], 0.25 * float(np.sqrt(np.mean(residual[:, j] ** 2)))))
+        base.append(max(fitted[0], 0.25 * float(np.sqrt(np.mean(residual ** 2)))))
         gain.append(fitted[1] if spread is not None else 0.0)
         distance_gain.append(fitted[-1] if d is not None else 0.0)
+        var = base[-1] ** 2 + (gain[-1] * (0.0 if spread is None else s[rows, j])) ** 2
+        if d is not None:
+            var = var + (distance_gain[-1] * d[rows]) ** 2
+        ratio = np.abs(residual) / np.sqrt(var)
+        q = min(1.0, level * (len(residual) + 1) / len(residual))
+        scale.append(float(max(np.quantile(ratio, q, method="higher") / z_value(level), 1e-9)))
     dg = tuple(distance_gain) if d is not None else ()
-    unscaled = SpreadCalibration(tuple(base), tuple(gain), (1.0,) * p.shape[1], dg, level, method)
-    ratio = np.abs(residual) / unscaled.sigma(s, d)
-    q = min(1.0, level * (len(y) + 1) / len(y))
-    scale = tuple(map(float, np.maximum(np.quantile(ratio, q, axis=0, method="higher") / z_value(level), 1e-9)))
-    fitted_cal = SpreadCalibration(tuple(base), tuple(gain), scale, dg, level, method, n_val=len(y))
-    return SpreadCalibration(tuple(base), tuple(gain), scale, dg, level, method,
+    fitted_cal = SpreadCalibration(tuple(base), tuple(gain), tuple(scale), dg, level, method, n_val=len(y))
+    return SpreadCalibration(tuple(base), tuple(gain), tuple(scale), dg, level, method,
                              tuple(coverage(y, p, fitted_cal.sigma(s, d), level)), len(y))
 
 
 def coverage(y_true: np.ndarray, y_pred: np.ndarray, sigma: np.ndarray, level: float = DEFAULT_LEVEL) -> list[float]:
-    """Fraction of |y − ŷ| ≤ z(level)·σ, per output."""
+    """Fraction of |y − ŷ| ≤ z(level)·σ, per output, over the finite labels (NaN: not labelled)."""
     y, p, s = _as_2d(y_true, "y_true"), _as_2d(y_pred, "y_pred"), _as_2d(sigma, "sigma")
-    return [float(v) for v in (np.abs(y - p) <= z_value(level) * s).mean(axis=0)]
+    inside = np.abs(y - p) <= z_value(level) * s
+    labelled = np.isfinite(y)
+    return [float(inside[labelled[:, j], j].mean()) if labelled[:, j].any() else float("nan")
+            for j in range(y.shape[1])]
 
 
 def calibration_curve(y_true: np.ndarray, y_pred: np.ndarray, sigma: np.ndarray, bins: int = 8

@@ -241,13 +241,16 @@ def _load_model(ctx: WorkerContext, ref: str, info: _ModelInfo) -> tuple[Any, st
         return None, f"cannot load model {ref}: {exc}"
 
 
-def prediction_fields(out: Any) -> list[dict[str, Any]]:
-    """The ``prediction`` row fields of each grid of a :class:`models.artifacts.DetailedPredictions`."""
+def prediction_fields(out: Any, primary: int = 0) -> list[dict[str, Any]]:
+    """The ``prediction`` row fields of each grid of a :class:`models.artifacts.DetailedPredictions`.
+
+    ``value`` / ``uncertainty`` are output ``primary`` (the card's ``primary_output``); ``values`` all of them.
+    """
     rows = []
     for n, values in enumerate(np.asarray(out.values, dtype=np.float64)):
         sigma = None if out.sigma is None else [float(x) for x in out.sigma[n]]
-        rows.append({"value": float(values[0]), "values": [float(x) for x in values],
-                     "uncertainty": None if sigma is None else sigma[0], "uncertainties": sigma,
+        rows.append({"value": float(values[primary]), "values": [float(x) for x in values],
+                     "uncertainty": None if sigma is None else sigma[primary], "uncertainties": sigma,
                      "in_domain": None if out.in_domain is None else bool(out.in_domain[n]),
                      "neighbours": None if out.neighbours is None else [nb.to_dict() for nb in out.neighbours[n]]})
     return rows
@@ -291,7 +294,8 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
             out = loaded.predict_detailed(np.stack([g for _, g, _ in ready]).astype(np.float32),
                                           batch_size=ctx.settings.inference.batch_size)
             per_item_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
-            results.append((info, ready, prediction_fields(out), per_item_ms))
+            primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
+            results.append((info, ready, prediction_fields(out, primary), per_item_ms))
     with session_scope(ctx.db_url) as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         upsert_structures(session, [_structure_row(o.crystal, i.raw_key) for (_, ready, _, _) in results

@@ -51,6 +51,14 @@ class Neighbour(BaseModel):
                                      "`units` the request asked for)")
 
 
+class CurvePoint(BaseModel):
+    """One point of a predicted isotherm."""
+
+    pressure_bar: float = Field(description="pressure (bar)")
+    value: float = Field(description="uptake at that pressure, in the prediction's unit")
+    uncertainty: float | None = Field(None, description="one standard deviation, same unit")
+
+
 class PredictionValue(BaseModel):
     """Model output for one structure."""
 
@@ -64,7 +72,14 @@ class PredictionValue(BaseModel):
     in_domain: bool | None = Field(
         None, description="whether the structure lies within the model's applicability domain (None: unknown)")
     neighbours: list[Neighbour] | None = Field(None, description="the 5 nearest training structures, nearest first")
-    values: dict[str, float] | None = Field(None, description="every output of a multi-target model")
+    values: list[CurvePoint] | dict[str, float] | None = Field(
+        None, description="every output of a multi-output model: for a curve model (outputs at increasing "
+                          "pressures, e.g. retnet-ch4-isotherm) its points in increasing pressure; otherwise "
+                          "{target name: value}")
+    deliverable_capacity: float | None = Field(
+        None, description="uptake at 65 bar minus uptake at 5.8 bar (298 K), same unit: a curve model covering both")
+    deliverable_capacity_uncertainty: float | None = Field(
+        None, description="σ of the deliverable capacity (the two points' σ combined as if independent)")
 
 
 class StructureInfo(BaseModel):
@@ -106,6 +121,8 @@ class ResultsPage(BaseModel):
     total: int
     limit: int
     offset: int
+    sort: str = Field("value", description="what the items are ranked by: value, or a curve model's "
+                                           "uptake_<p>bar / deliverable_65_5.8bar")
     items: list[PredictionResult]
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, joinedload
 
-from app.db.tables import Job, JobItem, JobStatus, Prediction, Structure
+from app.db.tables import Job, JobItem, JobStatus, ModelVersion, Prediction, Structure
 from app.schemas import (
     JobAccepted,
     JobPublic,
@@ -24,6 +24,7 @@ from app.schemas import (
 from app.services import progress
 from app.services.errors import ConflictError, NotFoundError
 from app.services.keys import LOCAL, Caller
+from app.services.outputs import VALUE, Outputs, unit_factor
 from app.storage import ObjectStore
 from models.units import CM3_STP_PER_CM3
 
@@ -115,34 +116,32 @@ def job_units(job: Job) -> str:
 
 
 def item_result(item: JobItem, units: str = "mol/kg") -> PredictionResult:
-    """One item with its prediction (the ``POST /predict`` body), its value and σ in ``units``.
+    """One item with its prediction (the ``POST /predict`` body), its values and σ in ``units``.
 
     ``cm3(STP)/cm3`` converts the model's mol/kg with the structure's density (:mod:`models.units`); the
-    neighbours' labels stay in the model's unit.
+    neighbours' labels stay in the model's unit. Curve points and the deliverable capacity: :mod:`app.services.outputs`.
     """
     prediction = None
     pred: Prediction | None = item.prediction
     if pred is not None:
         card = pred.model.card or {}
+        outputs = Outputs.of(card)
         targets = card.get("targets") or [{}]
-        first = targets[0]
-        values = None
-        if len(pred.values) > 1:
-            values = {str(t.get("name", f"output_{i}")): float(v) for i, (t, v) in
-                      enumerate(zip(targets + [{}] * len(pred.values), pred.values, strict=False))}
-        factor, unit = 1.0, str(first.get("unit", ""))
+        main = targets[outputs.primary] if outputs.primary < len(targets) else targets[0]
+        unit = str(main.get("unit", ""))
         density = item.structure.density_g_cm3 if item.structure is not None else None
-        if units == CM3_STP_PER_CM3 and density:
-            from models.units import mol_per_kg_to_cm3_stp_per_cm3
-
-            factor, unit = float(mol_per_kg_to_cm3_stp_per_cm3(1.0, density)), CM3_STP_PER_CM3
-            values = {k: v * factor for k, v in values.items()} if values else values
+        factor = unit_factor(units, density)
+        if factor is None or units != CM3_STP_PER_CM3:
+            factor = 1.0
+        else:
+            unit = CM3_STP_PER_CM3
         prediction = PredictionValue(
             value=pred.value * factor, unit=unit,
-            property=str(first.get("property") or first.get("name") or ""),
-            model=pred.model.ref, values=values,
+            property=str(main.get("property") or main.get("name") or ""),
+            model=pred.model.ref,
             uncertainty=None if pred.uncertainty is None else pred.uncertainty * factor, in_domain=pred.in_domain,
             neighbours=pred.neighbours,
+            **outputs.present(list(pred.values or []), pred.uncertainties, factor),
         )
     structure = None
     if item.structure is not None:
@@ -154,6 +153,15 @@ def item_result(item: JobItem, units: str = "mol/kg") -> PredictionResult:
                         cache_hit=item.cache_hit),
         item_id=item.id, name=item.name, error=item.error,
     )
+
+
+def job_outputs(session: Session, job: Job) -> Outputs:
+    """The outputs of a job's model (a plain single value when the job names no registered model)."""
+    ref = job.model_ref or ""
+    name, _, version = ref.partition(":")
+    model = session.scalars(select(ModelVersion).where(ModelVersion.name == name,
+                                                       ModelVersion.version == version)).first()
+    return Outputs.of(model.card if model is not None else None)
 
 
 def item_name(item: JobItem) -> str:
@@ -172,9 +180,13 @@ def first_item(session: Session, job_id: str) -> JobItem | None:
 
 
 def results_page(session: Session, job: Job, *, limit: int, offset: int,
-                 order: Literal["desc", "asc", "input"] = "desc") -> ResultsPage:
-    """Items with predictions, sorted by predicted value (failed items last), paginated."""
+                 order: Literal["desc", "asc", "input"] = "desc", sort: str | None = None) -> ResultsPage:
+    """Items with predictions, ranked by ``sort`` (default the model's value; failed items last), paginated.
+
+    ``sort`` is one of the job's model's keys (:attr:`app.services.outputs.Outputs.sort_keys`); another is a 422.
+    """
     units = job_units(job)
+    sort = job_outputs(session, job).check_sort(sort) if sort and sort != VALUE else VALUE
     query = (
         select(JobItem).outerjoin(Prediction, Prediction.item_id == JobItem.id)
         .outerjoin(Structure, Structure.sha256 == JobItem.structure_sha256).where(JobItem.job_id == job.id)
@@ -183,14 +195,15 @@ def results_page(session: Session, job: Job, *, limit: int, offset: int,
     if order == "input":
         query = query.order_by(JobItem.position)
     else:  # ranked in the unit shown: volumetric values are the gravimetric ones times the density
-        shown = Prediction.value * Structure.density_g_cm3 if units == CM3_STP_PER_CM3 else Prediction.value
+        outputs = job_outputs(session, job) if sort != VALUE else Outputs([VALUE], 0, None)
+        shown = outputs.sort_expression(sort, units == CM3_STP_PER_CM3)
         value = shown.desc() if order == "desc" else shown.asc()
         # a value that cannot be shown in the unit (no density) ranks after those that can, on every database
         query = query.order_by(Prediction.value.is_(None), shown.is_(None), value, JobItem.position)
     total = session.scalar(select(func.count()).select_from(JobItem).where(JobItem.job_id == job.id)) or 0
     items = [item_result(i, units) for i in session.scalars(query.limit(limit).offset(offset)).unique()]
     return ResultsPage(job_id=job.id, status=JobStatus(job.status), total=total, limit=limit, offset=offset,
-                       items=items)
+                       sort=sort, items=items)
 
 
 CSV_COLUMNS = ["rank", "name", "status", "value", "uncertainty", "in_domain", "unit", "property", "model", "sha256",
@@ -201,16 +214,25 @@ CSV_COLUMNS = ["rank", "name", "status", "value", "uncertainty", "in_domain", "u
 CSV_BATCH = 1000
 
 
-def results_csv(page: ResultsPage, *, header: bool = True) -> str:
-    """CSV rendering of a results page (``header=False``: the rows alone, for the batches of a stream)."""
+def results_csv(page: ResultsPage, *, header: bool = True, outputs: Outputs | None = None) -> str:
+    """CSV rendering of a results page (``header=False``: the rows alone, for the batches of a stream).
+
+    A curve model's results have one more column per pressure and the deliverable capacity (``outputs``).
+    """
+    extra = outputs.csv_columns if outputs is not None else []
     out = io.StringIO()
     writer = csv.writer(out)
     if header:
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(CSV_COLUMNS[:5] + extra + CSV_COLUMNS[5:])
     for rank, r in enumerate(page.items, start=page.offset + 1):
         p, s, t = r.prediction, r.structure, r.timings
+        cells: list[object] = [""] * len(extra)
+        if p is not None and extra and isinstance(p.values, list):
+            cells = [pt.value for pt in p.values] + ([] if p.deliverable_capacity is None
+                                                     else [p.deliverable_capacity])
+            cells = (cells + [""] * len(extra))[: len(extra)]
         writer.writerow([
-            rank, r.name, r.status.value, p.value if p else "", _opt(p.uncertainty) if p else "",
+            rank, r.name, r.status.value, p.value if p else "", _opt(p.uncertainty) if p else "", *cells,
             _opt(p.in_domain) if p else "", p.unit if p else "", p.property if p else "",
             p.model if p else "", s.sha256 if s else "", s.formula if s else "", s.n_atoms if s else "",
             "" if t.cache_hit is None else t.cache_hit, _fmt(t.parse_ms), _fmt(t.voxelize_ms),
@@ -228,20 +250,24 @@ def _fmt(x: float | None) -> str:
 
 
 def iter_results_csv(db_url: str, job: Job, *, order: Literal["desc", "asc", "input"] = "desc", offset: int = 0,
-                     limit: int | None = None, batch: int = CSV_BATCH) -> Iterator[str]:
+                     limit: int | None = None, batch: int = CSV_BATCH, sort: str | None = None,
+                     outputs: Outputs | None = None) -> Iterator[str]:
     """The job's results as CSV text chunks: the header, then every row (or ``limit`` rows from ``offset``) in the
-    order of the JSON results, read ``batch`` rows per query, each query in its own short transaction."""
+    order of the JSON results, read ``batch`` rows per query, each query in its own short transaction.
+
+    ``outputs`` (:func:`job_outputs`, read by the caller so that a bad ``sort`` is refused before streaming)
+    adds a curve model's columns."""
     from app.db.session import session_scope
 
     yield results_csv(ResultsPage(job_id=job.id, status=JobStatus(job.status), total=0, limit=0, offset=0,
-                                  items=[]))
+                                  items=[]), outputs=outputs)
     position, end = offset, None if limit is None else offset + limit
     while end is None or position < end:
         size = batch if end is None else min(batch, end - position)
         with session_scope(db_url) as session:
-            page = results_page(session, job, limit=size, offset=position, order=order)
+            page = results_page(session, job, limit=size, offset=position, order=order, sort=sort)
         if page.items:
-            yield results_csv(page, header=False)
+            yield results_csv(page, header=False, outputs=outputs)
         position += len(page.items)
         if len(page.items) < size:
             return

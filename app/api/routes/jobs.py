@@ -65,14 +65,22 @@ def read_results(
     limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="items per page (JSON default 100; CSV "
                                                                        "default: every item)")] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items skipped")] = 0,
+    sort: Annotated[str | None, Query(max_length=64, description="rank by: value (default), or for a curve model "
+                                                                  "uptake_<p>bar (e.g. uptake_65bar) or "
+                                                                  "deliverable_65_5.8bar")] = None,
 ) -> ResultsPage | Response:
     """Items with their predictions, best first; failed items last with their error.
 
     JSON is paginated; CSV streams every item (or ``limit`` from ``offset``), read in batches, in the same order.
     """
+    with session.begin():
+        outputs = jobs_service.job_outputs(session, job)
+        outputs.check_sort(sort)  # a 422 before anything streams
     if format == "csv":
-        rows = jobs_service.iter_results_csv(settings.db_url, job, order=order, offset=offset, limit=limit)
+        rows = jobs_service.iter_results_csv(settings.db_url, job, order=order, offset=offset, limit=limit,
+                                             sort=sort, outputs=outputs)
         return StreamingResponse(rows, media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="results_{job.id}.csv"'})
     with session.begin():
-        return jobs_service.results_page(session, job, limit=limit or DEFAULT_LIMIT, offset=offset, order=order)
+        return jobs_service.results_page(session, job, limit=limit or DEFAULT_LIMIT, offset=offset, order=order,
+                                         sort=sort)

@@ -248,6 +248,7 @@ def test_isotherm_ensemble_members_are_monotone_and_the_mean_is_their_average() 
         mean = model(x)
     assert fingerprints.shape == (3, 5, 20) and curves.shape == (3, 5, 4)
     assert bool((curves.diff(dim=2) >= 0).all()) and bool((mean.diff(dim=1) >= 0).all())
+    assert bool((curves >= 0).all())  # absolute uptakes: never negative, whatever the weights
     torch.testing.assert_close(mean, curves.mean(dim=0))
     torch.testing.assert_close(model.curves_from_fingerprints(fingerprints), curves)
     with pytest.raises(ValueError, match="fingerprints of shape"):
@@ -315,3 +316,14 @@ def test_isotherm_model_saves_and_loads_with_its_pressures(tmp_path) -> None:  #
     (folder / "card.json").write_text((folder / "card.json").read_text().replace('"RetNetIsotherm"', '"RetNet"'))
     with pytest.raises(CorruptModelError):
         load_model(folder, device="cpu")
+
+
+def test_nonnegative_head_starts_at_the_mean_curve_and_never_goes_below_zero() -> None:
+    head = MonotoneHead(20, 4, nonnegative=True)
+    head.init_bias([0.3, 1.0, 4.0, 6.0])
+    with torch.no_grad():
+        torch.testing.assert_close(head(torch.zeros(1, 20)), torch.tensor([[0.3, 1.0, 4.0, 6.0]]), rtol=1e-5,
+                                   atol=1e-5)
+        head.linear.bias.fill_(-40.0)  # a raw first value far below zero
+        out = head(torch.randn(64, 20))
+    assert bool((out >= 0).all()) and bool((out.diff(dim=1) >= 0).all())
