@@ -675,10 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_purge)
 
     from app.cli_client import register_client
+    from app.cli_design import register_design
     from app.cli_keys import register_keys
 
     register_keys(sub)
     register_client(sub)
+    register_design(sub)
 
     try:
         from app.cli_simulate import register_simulate

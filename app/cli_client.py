@@ -210,6 +210,17 @@ def _job_exit(job: dict[str, Any]) -> int:
     return EXIT_FAILED if job.get("status") in ("failed", "cancelled") or failed else EXIT_OK
 
 
+def _cmd_design(args: argparse.Namespace) -> int:
+    from app.cli_design import client_design
+    from retnet_client import RetNetError
+
+    with _client(args) as client:
+        try:
+            return client_design(args, client)
+        except RetNetError as exc:
+            return _request_failed("design", exc, args)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from retnet_client import RetNetError, WaitTimeoutError
 
@@ -335,6 +346,16 @@ def register_client(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     q.add_argument("--no-wait", action="store_true", help="print the job id and exit at once")
     _wait_options(q)
     q.set_defaults(func=_cmd_screen)
+
+    from app.cli_design import design_options
+
+    q = cs.add_parser("design", parents=[parent], help="rank known structures against a target (POST /design)",
+                      description="POST /design: the service ranks every structure you predicted with the model "
+                      "and the model's library of CoRE MOF 2019 predictions by distance to the target, and this "
+                      "prints the top candidates. Exit code 1 when the job failed, 3 when it was refused.")
+    design_options(q)
+    q.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds to wait (default: %(default)s)")
+    q.set_defaults(func=_cmd_design)
 
     q = cs.add_parser("status", parents=[parent], help="a job's status and progress (JSON)",
                       description="GET /jobs/{id}. The exit code is 1 when the job failed or was cancelled, or "

@@ -14,7 +14,7 @@ from app import __version__
 from app.api.auth import RateLimiter
 from app.api.errors import install_error_handlers
 from app.api.limits import BodyLimitMiddleware
-from app.api.routes import dashboard, health, images, jobs, models, predict, screenings, training
+from app.api.routes import dashboard, design, health, images, jobs, models, predict, screenings, training
 from app.core.config import Settings, get_settings
 from app.core.metrics import LATENCY, REQUESTS, install_collector
 from app.db.migrate import check_migrated
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
 
     # images before models: GET /models/{name:path} would otherwise also match /models/{ref}/images/...
-    for module in (predict, screenings, jobs, training, images, models, health, dashboard):
+    for module in (predict, screenings, jobs, training, design, images, models, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", dashboard.static_files(), name="static")
     return app

@@ -40,12 +40,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.retnet import FINGERPRINT_SIZE, NEGATIVE_SLOPE, FreezeMode, RetNet, freeze
+from models.units import DELIVERY_HIGH_BAR, DELIVERY_LOW_BAR
 
 #: Pressures of the shipped isotherm labels, bar (see models.gcmc.ISOTHERM_PRESSURES_BAR).
 DEFAULT_PRESSURES_BAR = (1.0, 5.8, 35.0, 65.0)
-#: Deliverable capacity: storage (high) and delivery (low) pressures, bar (US DOE ANG target, 298 K).
-DELIVERY_HIGH_BAR = 65.0
-DELIVERY_LOW_BAR = 5.8
 #: Smallest increment (label units) the head is initialised to for a flat stretch of the mean curve.
 MIN_INIT_INCREMENT = 1e-6
 

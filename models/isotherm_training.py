@@ -151,7 +151,7 @@ def fit_heads(
             optimizer.step()
             with torch.no_grad():
                 val = float(masked_loss(head(x_val), y_val, scales)) if len(x_val) else float(loss)
-            train_curve.append(float(loss))
+            train_curve.append(loss.item())
             val_curve.append(val)
             if not config.early_stopping:
                 best_loss, best_epoch = val, epoch

@@ -49,6 +49,10 @@ CM3_PER_ANGSTROM3 = 1e-24
 #: Unit names as the API and CLI spell them.
 MOL_PER_KG = "mol/kg"
 CM3_STP_PER_CM3 = "cm3(STP)/cm3"
+#: Deliverable capacity of CH4 storage: uptake at the storage pressure minus uptake at the delivery pressure, bar
+#: (the US DOE adsorbed-natural-gas metric, 298 K).
+DELIVERY_HIGH_BAR = 65.0
+DELIVERY_LOW_BAR = 5.8
 UNITS = (MOL_PER_KG, CM3_STP_PER_CM3)
 
 _Value = TypeVar("_Value", float, np.ndarray)

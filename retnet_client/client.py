@@ -318,6 +318,32 @@ class Client:
             response.close()
         return out
 
+    def design(self, target: dict[str, float], tolerance: float | dict[str, float], model: str | None = None, *,
+               units: str | None = None, top_k: int = 10, in_domain_only: bool = False,
+               sources: Iterable[str] = ("service", "library"), name: str | None = None, wait: bool = True,
+               timeout: float | None = None) -> dict[str, Any]:
+        """Which known structures come closest to a target (``POST /design``)? Returns the job's ``result``
+        (``candidates``, best first, each with ``predicted``, ``uncertainty``, ``in_domain``, ``distance``,
+        ``within_tolerance``, ``p_within``), or with ``wait=False`` the 202 answer.
+
+        ``target``: quantity → value in ``units``, e.g. ``{"uptake_65bar": 12.0, "uptake_5.8bar": 4.0}``
+        (``value`` for a model's single output); ``tolerance``: one half-width, or one per quantity.
+        """
+        body: dict[str, Any] = {"target": target, "tolerance": tolerance, "top_k": top_k,
+                                "in_domain_only": in_domain_only, "sources": list(sources)}
+        for key, value in (("model", model), ("units", units), ("name", name)):
+            if value:
+                body[key] = value
+        accepted = dict(self.transport.request("POST", "/design", json=body,
+                                               idempotency_key=new_idempotency_key()).json())
+        if not wait:
+            return accepted
+        job = self.wait(accepted["job_id"], timeout=timeout)
+        if job["status"] != "succeeded":
+            raise JobFailedError(f"design job {job['id']} {job['status']}: {job.get('error') or 'no reason given'}",
+                                 job=job)
+        return dict(job.get("result") or {})
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         """``POST /jobs/{id}/cancel``: a queued or running job becomes cancelled (409 RetNetError when final)."""
         response = self.transport.request("POST", _job_path(job_id, "/cancel"))

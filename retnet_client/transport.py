@@ -70,7 +70,7 @@ class Transport:
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 data: Mapping[str, Any] | None = None, files: FilesFactory | None = None,
                 idempotency_key: str | None = None, timeout: float | None = None,
-                stream: bool = False) -> httpx.Response:
+                stream: bool = False, json: Any = None) -> httpx.Response:
         """Send a request, retrying transient failures; return the (2xx/3xx) answer or raise :class:`RetNetError`.
 
         With ``stream=True`` the body is not read: the caller iterates it and closes the answer.
@@ -80,7 +80,7 @@ class Transport:
         for attempt in range(retries + 1):
             headers = {"Idempotency-Key": key} if key else {}
             request = self._http.build_request(
-                method, path, params=params, data=data, files=files() if files else None, headers=headers,
+                method, path, params=params, data=data, files=files() if files else None, headers=headers, json=json,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
             try:
                 response = self._http.send(request, stream=stream)

@@ -19,8 +19,10 @@ QUEUES = (VOXELS, INFERENCE, TRAINING)
 TASK_VOXELIZE = "voxels.compute"
 TASK_PREDICT = "inference.predict"
 TASK_TRAIN = "training.run"
+TASK_DESIGN = "inference.design"
 
-ROUTES = {TASK_VOXELIZE: {"queue": VOXELS}, TASK_PREDICT: {"queue": INFERENCE}, TASK_TRAIN: {"queue": TRAINING}}
+ROUTES = {TASK_VOXELIZE: {"queue": VOXELS}, TASK_PREDICT: {"queue": INFERENCE}, TASK_TRAIN: {"queue": TRAINING},
+          TASK_DESIGN: {"queue": INFERENCE}}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -127,6 +129,11 @@ def enqueue_predict(item_ids: list[str], settings: Settings | None = None) -> No
 def enqueue_training(job_id: str, settings: Settings | None = None) -> None:
     """Send ``training.run``."""
     send(TASK_TRAIN, job_id, settings=settings)
+
+
+def enqueue_design(job_id: str, settings: Settings | None = None) -> None:
+    """Send ``inference.design`` (a design job: ranking known structures against a target)."""
+    send(TASK_DESIGN, job_id, settings=settings)
 
 
 def broker_errors() -> tuple[type[BaseException], ...]:

@@ -73,6 +73,7 @@ class JobKind(enum.StrEnum):
     predict = "predict"
     screening = "screening"
     training = "training"
+    design = "design"
 
 
 class Job(Base):

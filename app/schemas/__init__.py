@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.db.tables import JobKind, JobStatus
 
@@ -194,3 +194,53 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+#: A quantity of a model's outputs (a design target, a sort key): ``value``, ``uptake_<p>bar`` (a curve model's
+#: point at p bar) or ``deliverable_65_5.8bar`` (see app.services.outputs).
+QUANTITY_PATTERN = r"^(value|uptake_[0-9]+(\.[0-9]+)?bar|deliverable_65_5\.8bar)$"
+DesignQuantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
+#: A finite number (JSON has no NaN, but Python clients could send one).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: A tolerance: finite and > 0.
+Tolerance = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class DesignRequest(BaseModel):
+    """``POST /design``: which structures come closest to a target uptake or isotherm?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, max_length=300, description="name or name:version (default: the default model)")
+    target: dict[DesignQuantity, FiniteFloat] = Field(
+        min_length=1, max_length=16,
+        description="quantity → target value in `units`: `value` (the model's own output), or for a curve model "
+                    "`uptake_<p>bar` at its pressures and `deliverable_65_5.8bar`; e.g. {\"uptake_65bar\": 12, "
+                    "\"uptake_5.8bar\": 4}. A quantity the model does not give is a 422 naming those it does")
+    tolerance: Tolerance | dict[DesignQuantity, Tolerance] = Field(
+        description="half-width of the acceptable band, same unit: one number for every quantity or one per "
+                    "quantity (then exactly the target's)")
+    units: Literal["mol/kg", "cm3(STP)/cm3"] = "mol/kg"
+    top_k: int = Field(10, ge=1, le=1000, description="candidates returned")
+    in_domain_only: bool = Field(False, description="rank only structures inside the model's applicability domain")
+    sources: list[Literal["service", "library"]] = Field(
+        default_factory=lambda: ["service", "library"], min_length=1, max_length=2,
+        description="service: every structure you predicted with this model; library: the model's shipped "
+                    "predictions of all CoRE MOF 2019 structures")
+    name: str | None = Field(None, max_length=200, description="a label for the job")
+
+
+class DesignCandidate(BaseModel):
+    """One ranked structure of a design job's ``result.candidates``."""
+
+    rank: int
+    name: str
+    source: Literal["service", "library"]
+    sha256: str | None = None
+    predicted: dict[str, float] = Field(description="the target's quantities, predicted, in the job's units")
+    uncertainty: dict[str, float] | None = Field(None, description="their σ, same unit")
+    in_domain: bool | None = None
+    distance: float = Field(description="root mean square of predicted − target over the target's quantities")
+    within_tolerance: bool
+    p_within: float | None = Field(None, description="probability that every true value lies within tolerance "
+                                                     "(Normal(predicted, σ), quantities independent)")

@@ -13,13 +13,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast
+from sqlalchemy import ColumnElement
 
 from app.db.tables import Prediction, Structure
 from app.schemas import CurvePoint
 from app.services.errors import UnprocessableError
-from models.isotherm import DELIVERY_HIGH_BAR, DELIVERY_LOW_BAR
-from models.units import CM3_STP_PER_CM3, mol_per_kg_to_cm3_stp_per_cm3
+from models.units import CM3_STP_PER_CM3, DELIVERY_HIGH_BAR, DELIVERY_LOW_BAR, mol_per_kg_to_cm3_stp_per_cm3
 
 #: The default sort key: the model's primary output (``Prediction.value``).
 VALUE = "value"
@@ -141,7 +140,7 @@ class Outputs:
 
 def _element(i: int) -> ColumnElement[Any]:
     """Element ``i`` of the ``Prediction.values`` JSON list, as a float, on SQLite and PostgreSQL."""
-    return cast(Prediction.values[i].as_float(), Float)
+    return Prediction.values[i].as_float()
 
 
 def unit_factor(units: str, density_g_cm3: float | None) -> float | None:

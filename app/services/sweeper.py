@@ -29,6 +29,9 @@ from app.db.session import session_scope
 from app.db.tables import Job, JobItem, JobKind, JobStatus, utcnow
 from app.services.leases import INFERENCE_STAGE, VOXELS_STAGE
 
+#: Jobs that run as one task under a job lease (no items): recovered as a whole.
+WHOLE_JOB_KINDS = (JobKind.training, JobKind.design)
+
 if TYPE_CHECKING:
     from app.services.retention import PurgeReport
 
@@ -44,11 +47,12 @@ class SweepReport:
     items: list[str] = field(default_factory=list)
     inference_items: list[str] = field(default_factory=list)
     training_jobs: list[str] = field(default_factory=list)
+    design_jobs: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         """Rows sent."""
-        return len(self.items) + len(self.inference_items) + len(self.training_jobs)
+        return len(self.items) + len(self.inference_items) + len(self.training_jobs) + len(self.design_jobs)
 
 
 def _idle_stages(settings: Settings) -> list[str]:
@@ -96,13 +100,14 @@ def sweep(settings: Settings, *, older_than_s: float, include_running: bool = Fa
         else:
             lost_jobs = or_(and_(Job.lease_until.is_not(None), Job.lease_until < now),
                             and_(Job.lease_until.is_(None), Job.status == JobStatus.queued, Job.updated_at <= cutoff))
-        report.training_jobs = list(session.scalars(
-            update(Job).where(Job.kind == JobKind.training, Job.status.in_(ACTIVE), lost_jobs)
-            .values(lease_owner=None, lease_until=None, updated_at=now).returning(Job.id)
-        ))
+        for job_id, kind in session.execute(
+            update(Job).where(Job.kind.in_(WHOLE_JOB_KINDS), Job.status.in_(ACTIVE), lost_jobs)
+            .values(lease_owner=None, lease_until=None, updated_at=now).returning(Job.id, Job.kind)
+        ):
+            (report.design_jobs if kind == JobKind.design else report.training_jobs).append(str(job_id))
         # Safety net: an active job none of whose items is active any more only missed its final recount.
         settled = session.scalars(
-            select(Job.id).where(Job.status.in_(ACTIVE), Job.kind != JobKind.training, Job.updated_at <= cutoff,
+            select(Job.id).where(Job.status.in_(ACTIVE), Job.kind.not_in(WHOLE_JOB_KINDS), Job.updated_at <= cutoff,
                                  ~select(JobItem.id).where(JobItem.job_id == Job.id,
                                                            JobItem.status.in_(ACTIVE)).exists())
         ).all()
@@ -118,10 +123,13 @@ def sweep(settings: Settings, *, older_than_s: float, include_running: bool = Fa
         queue.enqueue_predict(report.inference_items, settings)
     for job_id in report.training_jobs:
         queue.enqueue_training(job_id, settings)
+    for job_id in report.design_jobs:
+        queue.enqueue_design(job_id, settings)
     if report.total:
         why = "left unfinished by the previous process" if include_running else "lost their worker or message"
-        log.warning("sweeper re-enqueued %d item(s) for voxels, %d for inference and %d training job(s) that %s",
-                    len(report.items), len(report.inference_items), len(report.training_jobs), why)
+        log.warning("sweeper re-enqueued %d item(s) for voxels, %d for inference, %d training and %d design job(s) "
+                    "that %s", len(report.items), len(report.inference_items), len(report.training_jobs),
+                    len(report.design_jobs), why)
     return report
 
 

@@ -15,7 +15,7 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
 from app.core.config import Settings
-from app.core.queue import INFERENCE, TASK_PREDICT, TASK_TRAIN, TASK_VOXELIZE, TRAINING, VOXELS
+from app.core.queue import INFERENCE, TASK_DESIGN, TASK_PREDICT, TASK_TRAIN, TASK_VOXELIZE, TRAINING, VOXELS
 from app.db.session import session_scope
 from app.services import leases
 from worker.runtime import WorkerContext
@@ -63,7 +63,7 @@ def _retry_or_release(task: Any, exc: BaseException, release: Callable[[str], No
 
 
 def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) -> WorkerContext:
-    """Register the three tasks on ``app``; they share one :class:`WorkerContext` per process."""
+    """Register the tasks on ``app``; they share one :class:`WorkerContext` per process."""
     global _CTX
     ctx = ctx or WorkerContext(settings)
     # Celery shares task definitions between the apps of a process (embedded servers created one after the other
@@ -112,28 +112,39 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
 
         run_chunk(self, predict_chunk, [item_ids] if isinstance(item_ids, str) else list(item_ids))
 
+    def run_whole_job(task: Any, job_id: str, body: Callable[[WorkerContext, str], None], what: str) -> None:
+        """Run a job that is one task (training, design) under a job lease renewed by a heartbeat."""
+        c = current_context()
+        owner = f"task-{task.request.id or leases.new_owner_suffix()}"
+        lease_s = c.settings.pipeline.lease_s
+        try:
+            with session_scope(c.db_url) as session:
+                if not leases.claim_job(session, job_id, owner=owner, lease_s=lease_s):
+                    log.info("%s job %s is final or held by a live task; nothing to do", what, job_id)
+                    return
+            beat = leases.Heartbeat(c.db_url, lease_s,
+                                    lambda s: leases.renew_job(s, job_id, owner=owner, lease_s=lease_s))
+            with beat:
+                body(c, job_id)
+            with session_scope(c.db_url) as session:
+                leases.release_job(session, job_id, owner=owner)
+        except transient as exc:
+            _retry_or_release(task, exc, lambda why: _release_job_quietly(c, job_id, owner))
+
     @app.task(name=TASK_TRAIN, queue=TRAINING, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
               bind=True)
     def train(self: Any, job_id: str) -> None:
         """Train, evaluate, save and register a model (under a job lease renewed by a heartbeat)."""
         from worker.training import run_training
 
-        c = current_context()
-        owner = f"task-{self.request.id or leases.new_owner_suffix()}"
-        lease_s = c.settings.pipeline.lease_s
-        try:
-            with session_scope(c.db_url) as session:
-                if not leases.claim_job(session, job_id, owner=owner, lease_s=lease_s):
-                    log.info("training job %s is final or held by a live task; nothing to do", job_id)
-                    return
-            beat = leases.Heartbeat(c.db_url, lease_s,
-                                    lambda s: leases.renew_job(s, job_id, owner=owner, lease_s=lease_s))
-            with beat:
-                run_training(c, job_id)
-            with session_scope(c.db_url) as session:
-                leases.release_job(session, job_id, owner=owner)
-        except transient as exc:
-            _retry_or_release(self, exc, lambda why: _release_job_quietly(c, job_id, owner))
+        run_whole_job(self, job_id, run_training, "training")
+
+    @app.task(name=TASK_DESIGN, queue=INFERENCE, **common)
+    def design(self: Any, job_id: str) -> None:
+        """Rank known structures against a design target (under a job lease)."""
+        from worker.design import run_design
+
+        run_whole_job(self, job_id, run_design, "design")
 
     return ctx
 
@@ -143,4 +154,4 @@ def _release_job_quietly(ctx: WorkerContext, job_id: str, owner: str) -> None:
         with session_scope(ctx.db_url) as session:
             leases.release_job(session, job_id, owner=owner)
     except Exception:  # noqa: BLE001  (the lease then expires)
-        log.warning("could not release training job %s; its lease will expire", job_id)
+        log.warning("could not release job %s; its lease will expire", job_id)

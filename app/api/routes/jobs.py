@@ -9,7 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from app.api.deps import CallerDep, JobDep, SessionDep, SettingsDep, StoreDep
 from app.db.tables import JobKind, JobStatus
-from app.schemas import JobList, JobPublic, ResultsPage
+from app.schemas import QUANTITY_PATTERN, JobList, JobPublic, ResultsPage
 from app.services import jobs as jobs_service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -55,7 +55,8 @@ def delete_job(job_id: str, session: SessionDep, store: StoreDep, caller: Caller
 
 
 @router.get("/{job_id}/results", response_model=ResultsPage,
-            responses={200: {"content": {"text/csv": {}}}, 404: {"description": "unknown job"}})
+            responses={200: {"content": {"text/csv": {}}}, 404: {"description": "unknown job"},
+                       422: {"description": "a sort key this job's model does not give, or a bad parameter"}})
 def read_results(
     job: JobDep,
     session: SessionDep,
@@ -65,9 +66,9 @@ def read_results(
     limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="items per page (JSON default 100; CSV "
                                                                        "default: every item)")] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items skipped")] = 0,
-    sort: Annotated[str | None, Query(max_length=64, description="rank by: value (default), or for a curve model "
-                                                                  "uptake_<p>bar (e.g. uptake_65bar) or "
-                                                                  "deliverable_65_5.8bar")] = None,
+    sort: Annotated[str | None, Query(pattern=QUANTITY_PATTERN,
+                                      description="rank by: value (default), or for a curve model uptake_<p>bar "
+                                                  "(e.g. uptake_65bar) or deliverable_65_5.8bar")] = None,
 ) -> ResultsPage | Response:
     """Items with their predictions, best first; failed items last with their error.
 

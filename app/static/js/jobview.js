@@ -1,6 +1,7 @@
 // One job, followed live (GET /jobs/{id} every second until it is final): status, progress bar, and by kind the
 // prediction card, the ranked results or the training curves.
 import { api } from "./api.js";
+import { designView } from "./design.js";
 import { h, replace } from "./dom.js";
 import { duration, FINAL, STATUS_WORDS, when } from "./format.js";
 import { poll } from "./poll.js";
@@ -16,6 +17,7 @@ export function progressBar(job, { big = false } = {}) {
   const finished = job.kind === "training" ? p.done : p.done + p.failed;
   const words = job.kind === "training"
     ? (p.total ? `epoch ${p.done} of ${p.total}` : "preparing")
+    : job.kind === "design" ? (FINAL.has(job.status) ? "ranked" : "ranking")
     : `${finished} of ${p.total} structure${p.total === 1 ? "" : "s"}${p.failed ? ` (${p.failed} failed)` : ""}`;
   const bar = h("progress", { max: Math.max(1, p.total), value: Math.min(finished, Math.max(1, p.total)),
                               "aria-label": `progress: ${words}` });
@@ -29,7 +31,7 @@ export function statusBadge(status) {
 
 /** A job's display name: its label, or its kind and short id. */
 export function jobTitle(job) {
-  const kinds = { predict: "Prediction", screening: "Screening", training: "Training" };
+  const kinds = { predict: "Prediction", screening: "Screening", training: "Training", design: "Design" };
   return job.name || `${kinds[job.kind] || job.kind} ${job.id.slice(0, 8)}`;
 }
 
@@ -62,9 +64,10 @@ export function followJob(container, jobId, { heading = "h1", link = false, onUp
       kind = job.kind;
       if (kind === "screening") view = resultsView(body, job.id);
       else if (kind === "training") view = trainingView(body, job);
+      else if (kind === "design") view = designView(body);
       else replace(body, h("p", { class: "muted" }, "predicting…"));
     }
-    if (kind === "screening" || kind === "training") await view.refresh(job);
+    if (kind === "screening" || kind === "training" || kind === "design") await view.refresh(job);
     if (kind === "predict" && FINAL.has(job.status) && !predictionShown) {
       predictionShown = true;
       const page = await api(`/jobs/${encodeURIComponent(job.id)}/results?limit=1`);

@@ -37,10 +37,11 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """Record what is enqueued instead of sending it."""
     from app.core import queue
 
-    calls: dict[str, list[str]] = {"voxelize": [], "predict": [], "training": []}
+    calls: dict[str, list[str]] = {"voxelize": [], "predict": [], "training": [], "design": []}
     monkeypatch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: calls["voxelize"].extend(ids))
     monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None: calls["predict"].extend(ids))
     monkeypatch.setattr(queue, "enqueue_training", lambda job_id, settings=None: calls["training"].append(job_id))
+    monkeypatch.setattr(queue, "enqueue_design", lambda job_id, settings=None: calls["design"].append(job_id))
     return calls
 
 

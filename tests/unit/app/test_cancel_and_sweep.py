@@ -242,6 +242,28 @@ def test_sweep_reenqueues_a_stuck_training_job(settings, sent) -> None:  # type:
     assert sweep(settings, older_than_s=600).total == 0
 
 
+def test_sweep_reenqueues_a_design_job_whose_task_died_and_never_closes_it_as_itemless(settings, sent) -> None:  # type: ignore[no-untyped-def]
+    """A design job has no items: the 'all items final' safety net must leave it alone; its expired lease (a dead
+    task) sends it again, a live lease does not."""
+    from app.db.session import session_scope
+    from app.db.tables import Job, JobKind, JobStatus, utcnow
+    from app.services.sweeper import sweep
+
+    with session_scope(settings.db_url) as session:
+        dead = Job(kind=JobKind.design, status=JobStatus.running, params={}, progress_total=1, lease_owner="task-x",
+                   lease_until=utcnow() - timedelta(seconds=5), updated_at=utcnow() - timedelta(hours=1))
+        alive = Job(kind=JobKind.design, status=JobStatus.running, params={}, progress_total=1, lease_owner="task-y",
+                    lease_until=utcnow() + timedelta(minutes=5), updated_at=utcnow() - timedelta(hours=1))
+        session.add_all([dead, alive])
+        session.flush()
+        dead_id, alive_id = dead.id, alive.id
+    report = sweep(settings, older_than_s=600)
+    assert report.design_jobs == [dead_id] and report.training_jobs == []
+    assert sent["design"] == [dead_id]
+    with session_scope(settings.db_url) as session:
+        assert session.get(Job, alive_id).status == "running" and session.get(Job, dead_id).status == "running"
+
+
 def test_periodic_sweeper_runs_and_stops(settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from app.services import sweeper
 

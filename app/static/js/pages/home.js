@@ -1,5 +1,6 @@
 // GET /: upload (drop files, a folder or a zip), choose the model, follow the latest job, list the jobs.
 import { api } from "../api.js";
+import { designForm } from "../design.js";
 import { h, replace } from "../dom.js";
 import { FINAL } from "../format.js";
 import { followJob } from "../jobview.js";
@@ -124,6 +125,8 @@ $("upload-form").addEventListener("submit", async (e) => {
     button.disabled = false;
   }
 });
+
+designForm($("design-form"), { onJob: (jobId) => { follow(jobId); jobs.refresh(); } });
 
 function follow(jobId) {
   if (current) current.stop();
