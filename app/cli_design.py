@@ -79,17 +79,21 @@ def _cmd_design(args: argparse.Namespace) -> int:
     from models.artifacts import load_model
     from models.design import LIBRARY_FILE, read_library
 
-    target = parse_target(args.target)
+    try:
+        target = parse_target(args.target)
+    except argparse.ArgumentTypeError as exc:
+        print(f"retnet: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     folder = Path(_resolve_model(args.model))
     card = load_model(folder, device="cpu").card
-    if not (folder / LIBRARY_FILE).is_file():
-        print(f"retnet: {card.ref} ships no {LIBRARY_FILE} (make one with scripts/design_library.py)",
-              file=sys.stderr)
-        return EXIT_USAGE
     outputs = Outputs.of(card.model_dump(mode="json"))
     unknown = [k for k in target if k not in outputs.sort_keys]
     if unknown:
         print(f"retnet: {card.ref} does not give {', '.join(unknown)}; it gives {', '.join(outputs.sort_keys)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if not (folder / LIBRARY_FILE).is_file():
+        print(f"retnet: {card.ref} ships no {LIBRARY_FILE} (make one with scripts/design_library.py)",
               file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -111,7 +115,11 @@ def client_design(args: argparse.Namespace, client: Any) -> int:
     """``retnet client design``: POST /design, wait, print the candidates (exit 1 when the job failed)."""
     from retnet_client import JobFailedError
 
-    target = parse_target(args.target)
+    try:
+        target = parse_target(args.target)
+    except argparse.ArgumentTypeError as exc:
+        print(f"retnet client design: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         result = client.design(target, _tolerance(args, target), args.model, units=args.units, top_k=args.top,
                                in_domain_only=args.in_domain_only, timeout=args.timeout)

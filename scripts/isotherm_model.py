@@ -4,6 +4,8 @@ Usage::
 
     python scripts/voxelize_coremof.py --labelled                   # grids of the labelled structures
     python scripts/isotherm_model.py train --version 1              # fit, evaluate, compare, ship
+    python scripts/voxelize_coremof.py --all                        # grids of every CoRE MOF 2019 structure
+    python scripts/design_library.py --model models/shipped/retnet-ch4-isotherm   # its library (POST /design)
 
 The model is the shipped ``retnet-ch4`` ensemble (frozen: its convolutions and fingerprint heads) with one
 monotone isotherm head per member (:class:`models.isotherm.IsothermEnsemble`), fitted on a masked loss to every

@@ -364,3 +364,42 @@ def test_an_isotherm_prediction_is_drawn_with_its_uncertainty(browser, server, s
     assert "outside the domain" in card and "± 0.25" in card
     browser.find_element(By.CSS_SELECTOR, "#rendered article.prediction").screenshot(
         str(screenshots_dir / "isotherm-card.png"))
+
+
+def test_design_form_ranks_structures_for_a_target_isotherm_point(browser, server, screenshot) -> None:  # type: ignore[no-untyped-def]
+    """The inverse-design form: choose the isotherm model, give a 65 bar uptake, read the ranked candidates."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    iso = next(m["ref"] for m in _get(f"{server.url}/models")["data"] if m["name"] == "retnet-ch4-isotherm")
+    browser.get(f"{server.url}/")
+    _wait(browser, _js(f"return [...document.querySelectorAll('#design-model option')].some(o => o.value === '{iso}')"))
+    Select(browser.find_element(By.ID, "design-model")).select_by_value(iso)
+    field = _wait(browser, _js("return document.getElementById('design-q-uptake_65bar')"),
+                  message="no input for the 65 bar point")
+    labels = browser.execute_script("return [...document.querySelectorAll('#design-quantities label')]"
+                                    ".map(l => l.textContent)")
+    assert any("deliverable capacity" in t for t in labels) and any("1 bar" in t for t in labels)
+    field.send_keys("10")
+    tolerance = browser.find_element(By.ID, "design-tolerance")
+    tolerance.clear()
+    tolerance.send_keys("0.5")
+    top = browser.find_element(By.ID, "design-top")
+    top.clear()
+    top.send_keys("5")
+    browser.find_element(By.ID, "design-in-domain").click()
+    browser.find_element(By.ID, "design-button").click()
+    _wait(browser, _js("return document.querySelectorAll('#design-table tbody tr').length === 5"),
+          message="the design candidates did not appear")
+    job_id = browser.find_element(By.CSS_SELECTOR, "#current-job .job-summary a").get_attribute("href").rsplit("/")[-1]
+    result = _get(f"{server.url}/jobs/{job_id}")["result"]
+    assert result["target"] == {"uptake_65bar": 10.0} and result["tolerance"] == 0.5
+    headers, rows = _table(browser, "#design-table")
+    assert "uptake_65bar (mol/kg)" in headers and "P(within)" in headers
+    assert [r[1] for r in rows] == [c["name"] for c in result["candidates"]]
+    col = headers.index("uptake_65bar (mol/kg)")
+    for row, c in zip(rows, result["candidates"], strict=True):
+        assert math.isclose(_number(row[col].split("±")[0]), c["predicted"]["uptake_65bar"], rel_tol=1e-3)
+        assert row[headers.index("Applicability")] == "in domain"
+    assert "Target: uptake_65bar = 10" in browser.find_element(By.CSS_SELECTOR, "#current-job .design-summary").text
+    screenshot("design")

@@ -322,3 +322,41 @@ def test_train_with_vibration_augmentation(tmp_path: Path, capsys: pytest.Captur
     assert "2 jittered copies" in capsys.readouterr().err
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["training_data"]["vibration_copies"] == 2 and card["training_data"]["vibration_amplitude"] == 0.12
+
+
+def test_predict_with_the_isotherm_model_has_a_column_per_pressure(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", str(SMALL[0]), "--model", "retnet-ch4-isotherm", "--format", "csv"])
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1  # one row per structure (not per output) for a curve model
+    row = rows[0]
+    points = [float(row[f"uptake_{p}bar"]) for p in ("1", "5.8", "35", "65")]
+    assert points == sorted(points) and points[0] >= 0
+    assert float(row["value"]) == pytest.approx(points[1])  # the primary output: 5.8 bar
+    assert float(row["deliverable_65_5.8bar"]) == pytest.approx(points[3] - points[1], rel=1e-4, abs=1e-5)
+
+
+def test_design_ranks_the_shipped_library(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["design", "--model", "retnet-ch4-isotherm", "--target", "uptake_65bar=10", "--target",
+                 "uptake_5.8bar=4", "--tolerance", "1", "--tolerance-for", "uptake_65bar=2", "--top", "7",
+                 "--format", "csv"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rows = list(csv.DictReader(io.StringIO(out.out)))
+    assert [int(r["rank"]) for r in rows] == list(range(1, 8))
+    distances = [float(r["distance"]) for r in rows]
+    assert distances == sorted(distances)
+    for r in rows:
+        within = abs(float(r["uptake_65bar"]) - 10) <= 2 and abs(float(r["uptake_5.8bar"]) - 4) <= 1
+        assert (r["within_tolerance"] == "True") == within and r["source"] == "library"
+    assert "structures ranked with retnet-ch4-isotherm" in out.err
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--target", "uptake_65bar=10"], "does not give uptake_65bar"),  # the 5.8 bar model
+    (["--target", "nonsense"], "expected QUANTITY=VALUE"),
+    (["--model", "retnet-ch4-isotherm", "--target", "uptake_3bar=1"], "it gives value, uptake_1bar"),
+])
+def test_design_usage_errors_exit_2(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["design", *argv, "--tolerance", "1"]) == 2
+    assert words in capsys.readouterr().err
