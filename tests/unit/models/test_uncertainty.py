@@ -136,3 +136,24 @@ def test_a_calibrated_model_without_its_domain_file_is_refused(tmp_path: Path) -
     (folder / "domain.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CorruptModelError, match="domain"):
         load_model(folder, device="cpu")
+
+
+def test_calibration_skips_unlabelled_points_per_output() -> None:
+    """An isotherm's missing points (NaN labels) are left out of that output's fit and coverage only."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    spread = rng.uniform(0.1, 1.0, size=(n, 2))
+    y_pred = rng.normal(size=(n, 2))
+    y = y_pred + rng.normal(size=(n, 2)) * spread
+    y_missing = y.copy()
+    y_missing[rng.random(n) < 0.8, 1] = np.nan  # 80 % of the second output unlabelled
+    full = calibrate_spread(y, y_pred, spread)
+    masked = calibrate_spread(y_missing, y_pred, spread)
+    assert masked.scale[0] == pytest.approx(full.scale[0]) and masked.gain[0] == pytest.approx(full.gain[0])
+    assert masked.scale[1] == pytest.approx(full.scale[1], rel=0.15)  # the same law, from a fifth of the data
+    assert all(0.93 <= c <= 0.97 for c in masked.val_coverage)
+    assert coverage(y_missing, y_pred, masked.sigma(spread))[1] == pytest.approx(masked.val_coverage[1])
+    y_missing[:, 1] = np.nan
+    y_missing[0, 1] = 1.0
+    with pytest.raises(ValueError, match="≥ 2 finite labels"):
+        calibrate_spread(y_missing, y_pred, spread)
