@@ -45,6 +45,24 @@ def _describe(path: str) -> tuple[str, str, float]:
         return name, "", float("nan")
 
 
+def _described(names: list[str], cif_dir: Path, jobs: int) -> dict[str, tuple[str, float]]:
+    """(sha256, density) of each name, from a cache of earlier runs (the parse does not depend on the model)."""
+    cache = default_cache_dir() / "design_library_structures.csv"
+    known: dict[str, tuple[str, float]] = {}
+    if cache.exists():
+        table = pd.read_csv(cache, keep_default_na=False)
+        known = {r.name: (r.sha256, float(r.density_g_cm3) if r.density_g_cm3 != "" else float("nan"))
+                 for r in table.itertuples()}
+    todo = [n for n in names if n not in known]
+    if todo:
+        with get_context("spawn").Pool(jobs) as pool:
+            for n, sha, rho in pool.imap(_describe, [str(cif_dir / f"{n}.cif") for n in todo], chunksize=16):
+                known[n] = (sha, rho)
+        pd.DataFrame([{"name": n, "sha256": v[0], "density_g_cm3": v[1]} for n, v in known.items()]).to_csv(
+            cache, index=False)
+    return {n: known[n] for n in names}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="model folder")
@@ -63,9 +81,7 @@ def main() -> int:
     names = sorted(p.stem for p in grid_dir.glob("*.npy") if (cif_dir / f"{p.stem}.cif").exists())[: args.limit]
     print(f"{len(names)} structures with a grid in {grid_dir}", flush=True)
     start = time.time()
-    with get_context("spawn").Pool(args.jobs) as pool:
-        described = {n: (sha, rho) for n, sha, rho in
-                     pool.imap(_describe, [str(cif_dir / f"{n}.cif") for n in names], chunksize=16)}
+    described = _described(names, cif_dir, args.jobs)
     print(f"parsed in {time.time() - start:.0f} s", flush=True)
     names = [n for n in names if described[n][0]]
     rows: list[dict[str, object]] = []
