@@ -17,8 +17,9 @@ router = APIRouter(tags=["design"])
 
 @router.post(
     "/design", status_code=202, response_model=JobAccepted,
-    responses={400: {"description": "the body is not JSON"}, 404: {"description": "unknown model"},
-               422: {"description": "a target quantity the model does not give, or bad tolerances/units"}},
+    responses={400: {"description": "the body is not JSON"},
+               422: {"description": "unknown model, a target quantity the model does not give, or bad "
+                                    "tolerances/units"}},
 )
 async def create_design_job(request: DesignRequest, settings: SettingsDep, session: SessionDep,
                             idempotency_key: IdempotencyKeyDep, caller: CallerDep) -> JSONResponse:
