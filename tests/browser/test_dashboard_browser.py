@@ -403,3 +403,31 @@ def test_design_form_ranks_structures_for_a_target_isotherm_point(browser, serve
         assert row[headers.index("Applicability")] == "in domain"
     assert "Target: uptake_65bar = 10" in browser.find_element(By.CSS_SELECTOR, "#current-job .design-summary").text
     screenshot("design")
+
+
+def test_a_curve_model_screening_shows_every_point_and_sorts_by_deliverable_capacity(browser, server) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    iso = next(m["ref"] for m in _get(f"{server.url}/models")["data"] if m["name"] == "retnet-ch4-isotherm")
+    files = coremof_cifs(4)
+    browser.get(f"{server.url}/")
+    _wait(browser, _js(f"return [...document.querySelectorAll('#model-select option')].some(o => o.value === '{iso}')"))
+    Select(browser.find_element(By.ID, "model-select")).select_by_value(iso)
+    browser.execute_script(DROP, [p.name for p in files], [p.read_text() for p in files])
+    browser.find_element(By.ID, "submit-button").click()
+    _wait(browser, _js("return document.querySelector('#current-job .job-summary [data-status=succeeded]') !== null"
+                       " && document.querySelectorAll('#results-table tbody tr').length === 4"),
+          message="the isotherm screening did not finish in the browser")
+    headers, _ = _table(browser, "#results-table")
+    for label in ("1 bar (mol/kg)", "5.8 bar (mol/kg)", "35 bar (mol/kg)", "65 bar (mol/kg)",
+                  "Deliverable 65 → 5.8 bar (mol/kg)"):
+        assert label in headers, headers
+    column = headers.index("Deliverable 65 → 5.8 bar (mol/kg)")
+    browser.find_elements(By.CSS_SELECTOR, "#results-table thead th button")[column].click()
+    _, rows = _table(browser, "#results-table")
+    shown = [_number(r[column]) for r in rows]
+    assert shown == sorted(shown, reverse=True)  # largest capacity first
+    job_id = browser.find_element(By.CSS_SELECTOR, "#current-job .job-summary a").get_attribute("href").rsplit("/")[-1]
+    api = _get(f"{server.url}/jobs/{job_id}/results?sort=deliverable_65_5.8bar")
+    assert [i["structure"]["name"] for i in api["items"]] == [r[headers.index("Structure")] for r in rows]

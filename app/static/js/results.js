@@ -49,6 +49,19 @@ export function resultsView(container, jobId) {
         cell: (r) => (Number.isFinite(r.prediction?.uncertainty) ? withUnit(r.prediction.uncertainty, r.prediction, 2)
           : null) });
     }
+    const curve = items.find((i) => Array.isArray(i.prediction?.values))?.prediction.values;
+    if (curve) {  // a curve model: a column per pressure and the deliverable capacity, each sortable
+      curve.forEach((pt, j) => cols.push({
+        key: `p${j}`, label: `${num(pt.pressure_bar)} bar`, unit: unitLabel(unit), numeric: true, descendingFirst: true,
+        value: (r) => (Array.isArray(r.prediction?.values) ? r.prediction.values[j]?.value ?? null : null),
+        cell: (r) => (Array.isArray(r.prediction?.values) ? num(r.prediction.values[j]?.value, 4) : null) }));
+      if (items.some((i) => Number.isFinite(i.prediction?.deliverable_capacity))) {
+        cols.push({ key: "deliverable", label: "Deliverable 65 → 5.8 bar", unit: unitLabel(unit), numeric: true,
+          descendingFirst: true, value: (r) => r.prediction?.deliverable_capacity ?? null,
+          cell: (r) => (Number.isFinite(r.prediction?.deliverable_capacity)
+            ? num(r.prediction.deliverable_capacity, 4) : null) });
+      }
+    }
     if (items.some((i) => typeof i.prediction?.in_domain === "boolean")) {
       cols.push({ key: "domain", label: "In domain", value: (r) => r.prediction?.in_domain ?? null,
         cell: (r) => (typeof r.prediction?.in_domain === "boolean" ? (r.prediction.in_domain ? "yes" : "no") : null) });
