@@ -31,10 +31,6 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
                                      progress_done=1)
             progress.succeed_job(session, job_id, result)
     except Exception as exc:
-        from worker.tasks import transient_errors
+        from worker.tasks import fail_job_unless_transient
 
-        if isinstance(exc, transient_errors()):
-            raise
-        log.exception("design job %s failed", job_id)
-        with session_scope(ctx.db_url) as session:
-            progress.fail_job(session, job_id, f"{type(exc).__name__}: {exc}")
+        fail_job_unless_transient(ctx, job_id, exc, "design")

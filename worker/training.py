@@ -54,13 +54,9 @@ def run_training(ctx: WorkerContext, job_id: str) -> None:
     except JobNoLongerActiveError:
         log.info("training job %s is no longer active (cancelled): stopped", job_id)
     except Exception as exc:
-        from worker.tasks import transient_errors
+        from worker.tasks import fail_job_unless_transient
 
-        if isinstance(exc, transient_errors()):
-            raise
-        log.exception("training job %s failed", job_id)
-        with session_scope(ctx.db_url) as session:
-            progress.fail_job(session, job_id, f"{type(exc).__name__}: {exc}")
+        fail_job_unless_transient(ctx, job_id, exc, "training")
 
 
 def _grid_cache(ctx: WorkerContext, voxel_params: Any) -> Any:

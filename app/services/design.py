@@ -23,7 +23,7 @@ from app.services.errors import UnprocessableError
 from app.services.keys import LOCAL, Caller
 from app.services.outputs import DELIVERABLE, VALUE, Outputs, point_key
 from app.services.registry import resolve_model
-from app.services.submit import _commit_job, _dispatch, check_quota, check_units, existing_job, scoped_key
+from app.services.submit import check_units, existing_job, request_fingerprint, scoped_key, submit_whole_job
 from app.services.uploads import stem
 from app.storage import ObjectNotFoundError, ObjectStore
 from models.design import LIBRARY_FILE, SIGMA_SUFFIX, rank_candidates, read_library, target_arrays
@@ -46,8 +46,6 @@ def submit_design(session: Session, settings: Settings, request: DesignRequest, 
                   caller: Caller = LOCAL) -> str:
     """Check the target against the model (422 with the quantities it has), create the job, enqueue it."""
     idempotency_key = scoped_key(caller, idempotency_key)
-    from app.services.submit import request_fingerprint
-
     fingerprint = request_fingerprint("design", [], **request.model_dump(mode="json"))
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
@@ -73,19 +71,9 @@ def submit_design(session: Session, settings: Settings, request: DesignRequest, 
     params = {**request.model_dump(mode="json"), "model": ref, "request_sha256": fingerprint,
               "owner_is_admin": bool(caller.admin)}
 
-    def build(s: Session) -> str:
-        job = Job(kind=JobKind.design, status=JobStatus.queued, name=request.name, model_ref=ref, params=params,
-                  progress_total=1, details={"phase": "queued"}, idempotency_key=idempotency_key,
-                  owner=caller.name)
-        s.add(job)
-        s.flush()
-        return str(job.id)
-
-    check_quota(session, settings, caller)
-    job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
-    if created:
-        _dispatch(queue.enqueue_design, job_id, settings)
-    return job_id
+    job = Job(kind=JobKind.design, status=JobStatus.queued, name=request.name, model_ref=ref, params=params,
+              progress_total=1, details={"phase": "queued"}, idempotency_key=idempotency_key, owner=caller.name)
+    return submit_whole_job(session, settings, caller, job, fingerprint, queue.enqueue_design)
 
 
 @dataclasses.dataclass

@@ -391,18 +391,27 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         "owner": owner,
     }
 
+    job = Job(kind=JobKind.training, status=JobStatus.queued, name=request.model_name, model_ref=base_ref,
+              input_key=zip_key, params=params, progress_total=request.epochs,
+              details={"phase": "queued"}, idempotency_key=idempotency_key, owner=caller.name)
+    return submit_whole_job(session, settings, caller, job, fingerprint, queue.enqueue_training)
+
+
+def submit_whole_job(session: Session, settings: Settings, caller: Caller, job: Job, fingerprint: str,
+                     enqueue: Any) -> str:
+    """Commit a job that runs as one task (training, design) within the caller's quota, then send its task.
+
+    ``job`` carries its ``idempotency_key``: a concurrent retry with the same key gets the first job's id.
+    """
     def build(s: Session) -> str:
-        job = Job(kind=JobKind.training, status=JobStatus.queued, name=request.model_name, model_ref=base_ref,
-                  input_key=zip_key, params=params, progress_total=request.epochs,
-                  details={"phase": "queued"}, idempotency_key=idempotency_key, owner=caller.name)
         s.add(job)
         s.flush()
         return str(job.id)
 
     check_quota(session, settings, caller)
-    job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
+    job_id, created = _commit_job(session, job.idempotency_key, fingerprint, build)
     if created:
-        _dispatch(queue.enqueue_training, job_id, settings)
+        _dispatch(enqueue, job_id, settings)
     return job_id
 
 

@@ -39,6 +39,17 @@ def transient_errors() -> tuple[type[BaseException], ...]:
             botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError)
 
 
+def fail_job_unless_transient(ctx: WorkerContext, job_id: str, exc: Exception, what: str) -> None:
+    """A whole job's error: re-raise a transient one (the task retries), else fail the job with the reason."""
+    if isinstance(exc, transient_errors()):
+        raise exc
+    log.exception("%s job %s failed", what, job_id)
+    from app.services import progress
+
+    with session_scope(ctx.db_url) as session:
+        progress.fail_job(session, job_id, f"{type(exc).__name__}: {exc}")
+
+
 _CTX: WorkerContext | None = None
 
 
