@@ -345,12 +345,15 @@ class DetailedPredictions:
     in_domain : np.ndarray (N,) of bool, or None
     neighbours : list of list of Neighbour, or None
         The nearest training structures of each grid, nearest first.
+    fingerprints : np.ndarray (N, n_members · 20) or None
+        The members' fingerprints side by side (the space of the domain and of nearest-structure searches).
     """
 
     values: np.ndarray
     sigma: np.ndarray | None
     in_domain: np.ndarray | None
     neighbours: list[list[Neighbour]] | None
+    fingerprints: np.ndarray | None = None
 
 
 class LoadedModel:
@@ -423,7 +426,7 @@ class LoadedModel:
             spread = members.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(values)
             score = None if neighbours is None else np.array([np.mean([n.distance for n in row]) for row in neighbours])
             sigma = self.calibration.sigma(spread, score)
-        return DetailedPredictions(values, sigma, in_domain, neighbours)
+        return DetailedPredictions(values, sigma, in_domain, neighbours, fingerprints)
 
     def fingerprints(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
         """20-dimensional fingerprints of raw grids → float64 (N, 20)."""

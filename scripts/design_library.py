@@ -6,7 +6,8 @@ Usage::
     python scripts/design_library.py --model models/shipped/retnet-ch4-isotherm
     python scripts/design_library.py --model models/shipped/retnet-ch4
 
-Writes ``<model folder>/library.csv.gz``: one row per structure with a grid (``name``, ``sha256`` of the parsed
+Writes ``<model folder>/library.csv.gz`` (and ``library_fingerprints.npz``, float16, for the nearest real
+structures of designed landscapes): one row per structure with a grid (``name``, ``sha256`` of the parsed
 structure as the service computes it, ``density_g_cm3`` from the CIF, ``in_domain``), then a value and a
 ``_sigma`` column per quantity the service ranks by (mol/kg): ``value`` for a one-output model; for a curve model
 ``uptake_<p>bar`` per pressure and ``deliverable_65_5.8bar``. A small table (no grids): it ships with the model.
@@ -85,10 +86,12 @@ def main() -> int:
     print(f"parsed in {time.time() - start:.0f} s", flush=True)
     names = [n for n in names if described[n][0]]
     rows: list[dict[str, object]] = []
+    fingerprints: list[np.ndarray] = []
     for first in range(0, len(names), CHUNK):
         chunk = names[first:first + CHUNK]
         grids = np.stack([np.load(grid_dir / f"{n}.npy") for n in chunk]).astype(np.float32)
         out = loaded.predict_detailed(grids)
+        fingerprints.append(out.fingerprints.astype(np.float16))
         for i, name in enumerate(chunk):
             row: dict[str, object] = {"name": name, "sha256": described[name][0],
                                       "density_g_cm3": round(described[name][1], 6),
@@ -111,6 +114,9 @@ def main() -> int:
         print(f"{min(first + CHUNK, len(names))}/{len(names)} predicted ({time.time() - start:.0f} s)", flush=True)
     out_path = args.model / LIBRARY_FILE
     pd.DataFrame(rows).to_csv(out_path, index=False, compression={"method": "gzip", "mtime": 0})
+    # the library's fingerprints (float16): the nearest real structures of a generator's designs (POST /design)
+    np.savez_compressed(args.model / "library_fingerprints.npz", names=np.array(names, dtype=str),
+                        fingerprints=np.concatenate(fingerprints))
     print(f"{len(rows)} rows -> {out_path} ({out_path.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -1,20 +1,43 @@
-"""``inference.design``: run a design job (rank known structures against a target) and store its result."""
+"""``inference.design``: run a design job (rank known structures against a target, optionally generate energy
+landscapes for it) and store its result; designed grids go to storage as ``designs/<job>/<i>.npy``."""
 
 from __future__ import annotations
 
+import io
 import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from app.db.session import session_scope
 from app.db.tables import FINAL, Job
+from app.schemas import DesignRequest
 from app.services import progress
-from app.services.design import design_candidates
+from app.services.design import design_candidates, design_request, quantity_keys
+from app.services.outputs import Outputs
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
 
+#: The shipped generator (trained by scripts/generator_model.py).
+GENERATOR_PATH = Path(__file__).resolve().parents[1] / "models" / "generator" / "grid_vae.pt"
+#: Library fingerprints of a model (``names``, ``fingerprints``), beside its library, for the nearest real structures.
+LIBRARY_FINGERPRINTS = "library_fingerprints.npz"
+#: Nearest real structures reported per designed landscape.
+NEAREST = 5
+#: Swarm of each design: particles × iterations decoder + predictor evaluations (≈ 8 s per design on 2 CPU cores
+#: with the 5-member ensemble).
+PARTICLES, ITERATIONS = 16, 20
+
+
+def design_key(job_id: str, index: int) -> str:
+    """Storage key of a designed grid."""
+    return f"designs/{job_id}/{index}.npy"
+
 
 def run_design(ctx: WorkerContext, job_id: str) -> None:
-    """Rank, then mark the job succeeded with its candidates; a non-transient error fails it with the reason."""
+    """Rank (and generate), then mark the job succeeded with its result; a non-transient error fails it."""
     with session_scope(ctx.db_url) as session:
         job = session.get(Job, job_id)
         if job is None or job.status in FINAL:
@@ -26,6 +49,10 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
             if job is None or job.status in FINAL:
                 return
             result = design_candidates(session, ctx.store, job)
+            request, model_ref = design_request(job), str(job.model_ref)
+        if request.generate:
+            card = dict(ctx.model_row(model_ref)["card"])
+            result["designed"], result["designed_note"] = generate(ctx, job_id, request, model_ref, card)
         with session_scope(ctx.db_url) as session:
             progress.set_job_details(session, job_id, {"phase": "done", "ranked": result["ranked"]},
                                      progress_done=1)
@@ -34,3 +61,68 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
         from worker.tasks import fail_job_unless_transient
 
         fail_job_unless_transient(ctx, job_id, exc, "design")
+
+
+def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref: str,
+             card: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Design ``request.generate`` landscapes with the shipped generator; (designs, a note on their meaning)."""
+    from models.generator import load_generator
+    from models.inverse_design import design_landscapes
+    from models.uncertainty import Domain
+
+    if not GENERATOR_PATH.is_file():
+        return [], "no generator is installed (scripts/generator_model.py trains one)"
+    vae, info = load_generator(str(GENERATOR_PATH))
+    loaded = ctx.model(model_ref)
+    if info.get("voxel_params_hash") != loaded.card.voxel_params.params_hash():
+        return [], f"the generator learnt grids of other voxel parameters than {model_ref}'s"
+    outputs = Outputs.of(card)
+    keys = quantity_keys(outputs, request.target)
+    tol = request.tolerance
+    tolerance = [float(tol[k]) if isinstance(tol, dict) else float(tol) for k in request.target]
+    designs = design_landscapes(vae, loaded.model, loaded.standardizer, outputs.quantity_matrix(keys),
+                                list(request.target.values()), tolerance, designs=request.generate,
+                                seed=request.seed)
+    grids = np.stack([d.grid for d in designs])
+    detailed = loaded.predict_detailed(grids)
+    matrix = outputs.quantity_matrix(keys)
+    values = detailed.values @ matrix
+    sigma = None if detailed.sigma is None else np.sqrt((detailed.sigma ** 2) @ (matrix ** 2))
+    nearest = _nearest_library(ctx, loaded, detailed.fingerprints, Domain)
+    out = []
+    for i, design in enumerate(designs):
+        buffer = io.BytesIO()
+        np.save(buffer, design.grid)
+        ctx.store.put(design_key(job_id, i), buffer.getvalue())
+        out.append({"index": i, "predicted": {q: float(values[i, j]) for j, q in enumerate(request.target)},
+                    "uncertainty": None if sigma is None else {q: float(sigma[i, j])
+                                                               for j, q in enumerate(request.target)},
+                    "in_domain": None if detailed.in_domain is None else bool(detailed.in_domain[i]),
+                    "cost": design.cost, "nearest": nearest[i] if nearest else [],
+                    "grid": f"/jobs/{job_id}/designs/{i}.npy", "picture": f"/jobs/{job_id}/designs/{i}.png"})
+    note = ("energy landscapes decoded from the generator's latent space, searched by particle swarms against the "
+            "predictor; values in mol/kg (a landscape has no crystal density); not crystals: their nearest real "
+            "structures (RetNet fingerprint distance, standardized as the applicability domain) are the ones to "
+            "simulate")
+    return out, note
+
+
+def _nearest_library(ctx: WorkerContext, loaded: Any, fingerprints: np.ndarray, domain_type: Any
+                     ) -> list[list[dict[str, Any]]] | None:
+    """The nearest library structures of each fingerprint (None without a domain or library fingerprints)."""
+    from app.storage import ObjectNotFoundError
+
+    if loaded.domain is None:
+        return None
+    row = ctx.model_row(loaded.ref)
+    try:
+        data = np.load(io.BytesIO(ctx.store.get(row["prefix"] + LIBRARY_FINGERPRINTS)))
+    except ObjectNotFoundError:
+        return None
+    domain = loaded.domain
+    library = domain_type(fingerprints=domain.standardize(data["fingerprints"].astype(np.float64)), mean=domain.mean,
+                          std=domain.std, names=[str(n) for n in data["names"]],
+                          labels=np.zeros(len(data["names"])), threshold=domain.threshold, k=NEAREST)
+    dist, idx = library.nearest(fingerprints)
+    return [[{"name": library.names[j], "distance": float(d)} for d, j in zip(dist[i], idx[i], strict=True)]
+            for i in range(len(fingerprints))]

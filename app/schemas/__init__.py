@@ -228,6 +228,10 @@ class DesignRequest(BaseModel):
         description="service: every structure you predicted with this model; library: the model's shipped "
                     "predictions of all CoRE MOF 2019 structures")
     name: str | None = Field(None, max_length=200, description="a label for the job")
+    generate: int = Field(0, ge=0, le=8, description="also design this many energy landscapes with the generator "
+                                                      "(a VAE of CoRE MOF grids searched by particle swarms), each "
+                                                      "with its nearest real structures; 0: screening only")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the generator's swarms")
 
 
 class DesignCandidate(BaseModel):

@@ -202,10 +202,15 @@ def rank_pool(pool: _Candidates, request: DesignRequest, ref: str, counts: dict[
             "candidates": candidates, "within_tolerance": sum(1 for c in candidates if c["within_tolerance"])}
 
 
+def design_request(job: Job) -> DesignRequest:
+    """The request a design job was created with."""
+    return DesignRequest.model_validate({k: v for k, v in (job.params or {}).items()
+                                         if k not in ("request_sha256", "owner_is_admin")})
+
+
 def design_candidates(session: Session, store: ObjectStore, job: Job) -> dict[str, Any]:
     """Gather the candidates of a design job (the caller's predictions, the model's library) and rank them."""
-    request = DesignRequest.model_validate({k: v for k, v in (job.params or {}).items()
-                                            if k not in ("request_sha256", "owner_is_admin")})
+    request = design_request(job)
     model = session.scalars(select(ModelVersion).where(ModelVersion.ref == job.model_ref)).one()
     outputs = Outputs.of(model.card)
     keys = quantity_keys(outputs, request.target)
@@ -224,4 +229,4 @@ def design_candidates(session: Session, store: ObjectStore, job: Job) -> dict[st
     return rank_pool(_Candidates.concat(parts, len(keys)), request, model.ref, counts)
 
 
-__all__ = ["design_candidates", "library_candidates", "quantity_keys", "rank_pool", "submit_design"]
+__all__ = ["design_candidates", "design_request", "library_candidates", "quantity_keys", "rank_pool", "submit_design"]

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import ColumnElement
 
 from app.db.tables import Prediction, Structure
@@ -98,6 +99,18 @@ class Outputs:
         if key not in self.sort_keys:
             raise UnprocessableError(f"cannot sort by {key!r}: this job's model gives {', '.join(self.sort_keys)}")
         return key
+
+    def quantity_matrix(self, keys: list[str]) -> np.ndarray:
+        """(k outputs, m keys) weights: ``outputs @ matrix`` gives each key's quantity (for the generator's search)."""
+        matrix = np.zeros((len(self.names), len(keys)))
+        for j, key in enumerate(self.check_sort(k) for k in keys):
+            if key == VALUE:
+                matrix[self.primary, j] = 1.0
+            elif key == DELIVERABLE and self.deliverable:
+                matrix[self.deliverable[0], j], matrix[self.deliverable[1], j] = 1.0, -1.0
+            else:
+                matrix[self.sort_keys.index(key) - 1, j] = 1.0
+        return matrix
 
     def sort_expression(self, key: str, volumetric: bool) -> ColumnElement[Any]:
         """The SQL expression of ``key`` (in cm³(STP)/cm³ when ``volumetric``: times the structure's density)."""

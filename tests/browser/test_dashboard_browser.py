@@ -388,9 +388,16 @@ def test_design_form_ranks_structures_for_a_target_isotherm_point(browser, serve
     top.clear()
     top.send_keys("5")
     browser.find_element(By.ID, "design-in-domain").click()
+    generate = browser.find_element(By.ID, "design-generate")
+    generate.clear()
+    generate.send_keys("1")
     browser.find_element(By.ID, "design-button").click()
     _wait(browser, _js("return document.querySelectorAll('#design-table tbody tr').length === 5"),
-          message="the design candidates did not appear")
+          timeout=120, message="the design candidates did not appear")
+    _wait(browser, _image_loaded("#current-job figure.designed-landscape img"),
+          message="no picture of the designed landscape")
+    caption = browser.find_element(By.CSS_SELECTOR, "#current-job figure.designed-landscape figcaption").text
+    assert "Landscape 1: uptake_65bar = " in caption and "Nearest real structures: " in caption
     job_id = browser.find_element(By.CSS_SELECTOR, "#current-job .job-summary a").get_attribute("href").rsplit("/")[-1]
     result = _get(f"{server.url}/jobs/{job_id}")["result"]
     assert result["target"] == {"uptake_65bar": 10.0} and result["tolerance"] == 0.5

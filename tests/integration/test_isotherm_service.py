@@ -247,3 +247,33 @@ def test_design_refuses_what_the_model_cannot_answer_and_retries_safely(client) 
     result = client.get(f"/jobs/{first.json()['job_id']}").json()["result"]
     assert result["model"].startswith("retnet-ch4:") and len(result["candidates"]) == 3
     assert all(abs(c["predicted"]["value"] - 4.0) < 0.5 for c in result["candidates"])
+
+
+def test_design_with_the_generator_returns_landscapes_and_their_nearest_real_structures(client) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import numpy as np
+
+    from models.design import read_library
+
+    result = _design(client, {"model": _ref(), "target": {"uptake_65bar": 9.0}, "tolerance": 1.0, "top_k": 3,
+                              "sources": ["library"], "generate": 1, "seed": 7})
+    assert len(result["candidates"]) == 3 and len(result["designed"]) == 1, result.get("designed_note")
+    design = result["designed"][0]
+    assert set(design["predicted"]) == {"uptake_65bar"} and design["uncertainty"]["uptake_65bar"] > 0
+    assert isinstance(design["in_domain"], bool) and design["cost"] >= 0
+    names = set(read_library(SHIPPED / "library.csv.gz")["name"])
+    distances = [n["distance"] for n in design["nearest"]]
+    assert len(design["nearest"]) == 5 and all(n["name"] in names for n in design["nearest"])
+    assert distances == sorted(distances)
+    grid = np.load(io.BytesIO(client.get(design["grid"]).content))
+    assert grid.shape == (25, 25, 25) and grid.dtype == np.float32 and grid.min() >= 0
+    png = client.get(design["picture"])
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    job_id = result["job_id"]
+    assert client.get(f"/jobs/{job_id}/designs/3.npy").status_code == 404
+    # the service's own prediction of the landscape it returned is the one reported
+    from models.artifacts import load_model
+
+    again = load_model(SHIPPED, device="cpu").predict_detailed(grid[None])
+    assert again.values[0, 3] == pytest.approx(design["predicted"]["uptake_65bar"], rel=1e-4, abs=1e-4)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, JobDep, SessionDep, SettingsDep, StoreDep
 from app.db.tables import Job, JobItem
 from app.services import registry
 from app.services.errors import NotFoundError
@@ -136,6 +136,29 @@ def _may_see_structure(session: Session, sha256: str, caller: Caller) -> bool:
     if not caller.admin:
         query = query.join(Job, Job.id == JobItem.job_id).where(Job.owner == caller.name)
     return session.scalar(query.limit(1)) is not None
+
+
+@router.get("/jobs/{job_id}/designs/{index}.{suffix}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}},
+                       404: {"description": "unknown job, or no designed landscape with that index"}})
+def designed_grid(
+    job: JobDep,
+    store: StoreDep,
+    index: Annotated[int, Path(ge=0, le=63, description="the landscape's index in result.designed")],
+    suffix: Annotated[str, Path(pattern=r"^(npy|png)$", description="npy: the raw grid; png: its mid slices")],
+) -> Response:
+    """A landscape designed by a design job's generator: the grid (``.npy``, float32 25³ Boltzmann factors) or a
+    picture of its three mid slices (``.png``)."""
+    try:
+        data = store.get(f"designs/{job.id}/{index}.npy")
+    except ObjectNotFoundError:
+        raise NotFoundError(f"job {job.id} has no designed landscape {index}") from None
+    if suffix == "npy":
+        disposition = f'attachment; filename="design_{job.id}_{index}.npy"'
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Cache-Control": CACHE_CONTROL, "Content-Disposition": disposition})
+    return Response(grid_slices_png(np.load(io.BytesIO(data))), media_type="image/png",
+                    headers={"Cache-Control": CACHE_CONTROL})
 
 
 def grid_slices_png(grid: np.ndarray, *, boltzmann: bool = True, temperature_k: float = 298.0) -> bytes:

@@ -1,6 +1,6 @@
 // Inverse design: the form that asks POST /design (which known structures come closest to a target?) and the
 // ranked candidates of a design job.
-import { api } from "./api.js";
+import { api, downloadLink, loadImage } from "./api.js";
 import { h, replace } from "./dom.js";
 import { num } from "./format.js";
 import { sortableTable } from "./table.js";
@@ -71,7 +71,8 @@ export function designForm(form, { onJob }) {
     }
     const body = { model: $("design-model").value || null, target, tolerance: Number($("design-tolerance").value),
                    units: $("design-units").value, top_k: Number($("design-top").value) || 10,
-                   in_domain_only: $("design-in-domain").checked };
+                   in_domain_only: $("design-in-domain").checked,
+                   generate: Number($("design-generate")?.value) || 0 };
     try {
       const answer = await api("/design", { method: "POST", body: JSON.stringify(body),
                                             headers: { "Content-Type": "application/json" } });
@@ -123,7 +124,27 @@ export function designView(container) {
           + `${result.within_tolerance} of the top ${result.candidates.length} within tolerance.`),
         table.element,
         h("p", { class: "muted" }, "P(within): the probability that every true value lies within tolerance, "
-          + "from each prediction's calibrated σ. Check a candidate with GCMC (retnet simulate) before making it."));
+          + "from each prediction's calibrated σ. Check a candidate with GCMC (retnet simulate) before making it."),
+        designedLandscapes(result, quantities));
     },
   };
+}
+
+/** The generator's designed energy landscapes of a design result: picture, predicted values, nearest real MOFs. */
+function designedLandscapes(result, quantities) {
+  if (!Array.isArray(result.designed)) return null;
+  if (!result.designed.length) return h("p", { class: "muted" }, `No landscape designed: ${result.designed_note}`);
+  return h("section", { class: "designed" }, h("h4", {}, "Designed energy landscapes (generator)"),
+    h("p", { class: "muted" }, result.designed_note),
+    result.designed.map((d) => {
+      const img = h("img", { class: "grid-image", alt: `designed landscape ${d.index + 1}: three mid slices` });
+      loadImage(img, d.picture);
+      const values = quantities.map((q) => `${q} = ${num(d.predicted[q], 4)}`
+        + `${d.uncertainty ? ` ± ${num(d.uncertainty[q], 2)}` : ""} mol/kg`).join(", ");
+      return h("figure", { class: "designed-landscape", "data-index": d.index }, img,
+        h("figcaption", {}, `Landscape ${d.index + 1}: ${values}`,
+          d.in_domain === false ? " (outside the applicability domain)" : "", ". Nearest real structures: ",
+          d.nearest.map((n) => `${n.name} (${num(n.distance, 3)})`).join(", "), ". ",
+          downloadLink(d.grid, `design_${d.index}.npy`, "grid (.npy)")));
+    }));
 }
