@@ -91,4 +91,53 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
     return out
 
 
-__all__ = ["PRIOR_WEIGHT", "Design", "design_landscapes"]
+@dataclass
+class MatchedDesign:
+    """A designed landscape scored by the predictor, with its nearest real structures.
+
+    Attributes
+    ----------
+    design : Design
+    predicted, sigma : np.ndarray (m,)
+        The target's quantities predicted for the landscape and their σ (NaN without a calibration).
+    in_domain : bool or None
+    nearest : list of (name, distance)
+        Nearest library structures in the predictor's fingerprint space (standardized as its domain).
+    """
+
+    design: Design
+    predicted: np.ndarray
+    sigma: np.ndarray
+    in_domain: bool | None
+    nearest: list[tuple[str, float]]
+
+
+def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, target: Sequence[float],
+                     tolerance: Sequence[float], library_names: Sequence[str] | None,
+                     library_fingerprints: np.ndarray | None, *, designs: int = 1, particles: int = 16,
+                     iterations: int = 20, seed: int = 0, clip: float = DEFAULT_CLIP,
+                     nearest: int = 5) -> list[MatchedDesign]:
+    """Design landscapes for ``loaded`` (a :class:`models.artifacts.LoadedModel`), score them with its calibrated
+    σ and domain, and find each one's nearest real structures among the library's fingerprints."""
+    from models.uncertainty import Domain
+
+    found = design_landscapes(vae, loaded.model, loaded.standardizer, quantities, target, tolerance,  # type: ignore[attr-defined]
+                              designs=designs, particles=particles, iterations=iterations, seed=seed, clip=clip)
+    detailed = loaded.predict_detailed(np.stack([d.grid for d in found]))  # type: ignore[attr-defined]
+    values = detailed.values @ quantities
+    sigma = (np.full_like(values, np.nan) if detailed.sigma is None
+             else np.sqrt((detailed.sigma ** 2) @ (quantities ** 2)))
+    matches: list[list[tuple[str, float]]] = [[] for _ in found]
+    domain = getattr(loaded, "domain", None)
+    if domain is not None and library_names is not None and library_fingerprints is not None:
+        library = Domain(fingerprints=domain.standardize(np.asarray(library_fingerprints, dtype=np.float64)),
+                         mean=domain.mean, std=domain.std, names=[str(n) for n in library_names],
+                         labels=np.zeros(len(library_names)), threshold=domain.threshold, k=nearest)
+        dist, idx = library.nearest(detailed.fingerprints)
+        matches = [[(library.names[j], float(d)) for d, j in zip(dist[i], idx[i], strict=True)]
+                   for i in range(len(found))]
+    return [MatchedDesign(d, values[i], sigma[i], None if detailed.in_domain is None else bool(detailed.in_domain[i]),
+                          matches[i]) for i, d in enumerate(found)]
+
+
+__all__ = ["PRIOR_WEIGHT", "Design", "MatchedDesign", "design_and_match", "design_landscapes"]

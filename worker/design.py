@@ -66,9 +66,9 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
 def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref: str,
              card: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """Design ``request.generate`` landscapes with the shipped generator; (designs, a note on their meaning)."""
+    from app.storage import ObjectNotFoundError
     from models.generator import load_generator
-    from models.inverse_design import design_landscapes
-    from models.uncertainty import Domain
+    from models.inverse_design import design_and_match
 
     if not GENERATOR_PATH.is_file():
         return [], "no generator is installed (scripts/generator_model.py trains one)"
@@ -77,52 +77,31 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref:
     if info.get("voxel_params_hash") != loaded.card.voxel_params.params_hash():
         return [], f"the generator learnt grids of other voxel parameters than {model_ref}'s"
     outputs = Outputs.of(card)
-    keys = quantity_keys(outputs, request.target)
     tol = request.tolerance
     tolerance = [float(tol[k]) if isinstance(tol, dict) else float(tol) for k in request.target]
-    designs = design_landscapes(vae, loaded.model, loaded.standardizer, outputs.quantity_matrix(keys),
-                                list(request.target.values()), tolerance, designs=request.generate,
-                                seed=request.seed)
-    grids = np.stack([d.grid for d in designs])
-    detailed = loaded.predict_detailed(grids)
-    matrix = outputs.quantity_matrix(keys)
-    values = detailed.values @ matrix
-    sigma = None if detailed.sigma is None else np.sqrt((detailed.sigma ** 2) @ (matrix ** 2))
-    nearest = _nearest_library(ctx, loaded, detailed.fingerprints, Domain)
+    names = fingerprints = None
+    try:
+        data = np.load(io.BytesIO(ctx.store.get(ctx.model_row(model_ref)["prefix"] + LIBRARY_FINGERPRINTS)))
+        names, fingerprints = [str(n) for n in data["names"]], data["fingerprints"]
+    except ObjectNotFoundError:
+        pass  # no library fingerprints: the designs come without nearest real structures
+    matched = design_and_match(vae, loaded, outputs.quantity_matrix(quantity_keys(outputs, request.target)),
+                               list(request.target.values()), tolerance, names, fingerprints,
+                               designs=request.generate, particles=PARTICLES, iterations=ITERATIONS,
+                               seed=request.seed, clip=float(info.get("clip") or 100.0), nearest=NEAREST)
     out = []
-    for i, design in enumerate(designs):
+    for i, m in enumerate(matched):
         buffer = io.BytesIO()
-        np.save(buffer, design.grid)
+        np.save(buffer, m.design.grid)
         ctx.store.put(design_key(job_id, i), buffer.getvalue())
-        out.append({"index": i, "predicted": {q: float(values[i, j]) for j, q in enumerate(request.target)},
-                    "uncertainty": None if sigma is None else {q: float(sigma[i, j])
-                                                               for j, q in enumerate(request.target)},
-                    "in_domain": None if detailed.in_domain is None else bool(detailed.in_domain[i]),
-                    "cost": design.cost, "nearest": nearest[i] if nearest else [],
+        out.append({"index": i, "predicted": {q: float(m.predicted[j]) for j, q in enumerate(request.target)},
+                    "uncertainty": None if np.isnan(m.sigma).any() else {q: float(m.sigma[j])
+                                                                           for j, q in enumerate(request.target)},
+                    "in_domain": m.in_domain, "cost": m.design.cost,
+                    "nearest": [{"name": n, "distance": d} for n, d in m.nearest],
                     "grid": f"/jobs/{job_id}/designs/{i}.npy", "picture": f"/jobs/{job_id}/designs/{i}.png"})
     note = ("energy landscapes decoded from the generator's latent space, searched by particle swarms against the "
             "predictor; values in mol/kg (a landscape has no crystal density); not crystals: their nearest real "
             "structures (RetNet fingerprint distance, standardized as the applicability domain) are the ones to "
             "simulate")
     return out, note
-
-
-def _nearest_library(ctx: WorkerContext, loaded: Any, fingerprints: np.ndarray, domain_type: Any
-                     ) -> list[list[dict[str, Any]]] | None:
-    """The nearest library structures of each fingerprint (None without a domain or library fingerprints)."""
-    from app.storage import ObjectNotFoundError
-
-    if loaded.domain is None:
-        return None
-    row = ctx.model_row(loaded.ref)
-    try:
-        data = np.load(io.BytesIO(ctx.store.get(row["prefix"] + LIBRARY_FINGERPRINTS)))
-    except ObjectNotFoundError:
-        return None
-    domain = loaded.domain
-    library = domain_type(fingerprints=domain.standardize(data["fingerprints"].astype(np.float64)), mean=domain.mean,
-                          std=domain.std, names=[str(n) for n in data["names"]],
-                          labels=np.zeros(len(data["names"])), threshold=domain.threshold, k=NEAREST)
-    dist, idx = library.nearest(fingerprints)
-    return [[{"name": library.names[j], "distance": float(d)} for d, j in zip(dist[i], idx[i], strict=True)]
-            for i in range(len(fingerprints))]
