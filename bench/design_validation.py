@@ -113,9 +113,9 @@ def cmd_pick_generated(args: argparse.Namespace) -> None:
     GENERATED_LIST.write_text("\n".join(dict.fromkeys(table["name"])) + "\n")
 
 
-def _wilson(hits: int, n: int) -> list[float]:
+def _wilson(hits: int, n: int) -> list[float] | None:
     if n == 0:
-        return [float("nan"), float("nan")]
+        return None
     z, p = 1.959964, hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

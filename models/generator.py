@@ -9,7 +9,7 @@ parameters can score. It is trained on every CoRE MOF 2019 grid (no labels neede
 predictor scores close to a target (:mod:`models.inverse_design`).
 
 Shapes: grid (B, 1, 25, 25, 25) → encoder 8/16/32 channels at 13³/7³/4³ → μ, log σ² (B, latent) → decoder back
-to (B, 1, 25, 25, 25). About 0.2 M parameters.
+to (B, 1, 25, 25, 25). About 0.14 M parameters (16-d latent).
 
 Examples
 --------
