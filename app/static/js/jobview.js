@@ -50,6 +50,22 @@ export function followJob(container, jobId, { heading = "h1", link = false, onUp
   async function step() {
     const job = await api(`/jobs/${encodeURIComponent(jobId)}`);
     notice.textContent = "";
+    if (kind !== job.kind) {
+      kind = job.kind;
+      if (kind === "screening") view = resultsView(body, job.id);
+      else if (kind === "training") view = trainingView(body, job);
+      else if (kind === "design") view = designView(body);
+      else replace(body, h("p", { class: "muted" }, "predicting…"));
+    }
+    // the body first, then the status: a page that says "finished" shows the final results, never stale rows
+    if (kind === "screening" || kind === "training" || kind === "design") await view.refresh(job);
+    if (kind === "predict" && FINAL.has(job.status) && !predictionShown) {
+      predictionShown = true;
+      const page = await api(`/jobs/${encodeURIComponent(job.id)}/results?limit=1`);
+      const item = page.items[0];
+      replace(body, item ? predictionCard(item, { heading: heading === "h1" ? "h2" : "h4" })
+        : h("p", { class: "error" }, job.error || "this job has no structure"));
+    }
     const title = jobTitle(job);
     replace(head, h(heading, {}, link ? h("a", { href: `/ui/jobs/${job.id}` }, title) : title), statusBadge(job.status),
       progressBar(job, { big: true }));
@@ -60,21 +76,6 @@ export function followJob(container, jobId, { heading = "h1", link = false, onUp
       link ? null : `job id ${job.id}`,
     ].filter(Boolean).join(" · ")),
     job.error && job.kind !== "predict" ? h("p", { class: "error" }, job.error) : null);
-    if (kind !== job.kind) {
-      kind = job.kind;
-      if (kind === "screening") view = resultsView(body, job.id);
-      else if (kind === "training") view = trainingView(body, job);
-      else if (kind === "design") view = designView(body);
-      else replace(body, h("p", { class: "muted" }, "predicting…"));
-    }
-    if (kind === "screening" || kind === "training" || kind === "design") await view.refresh(job);
-    if (kind === "predict" && FINAL.has(job.status) && !predictionShown) {
-      predictionShown = true;
-      const page = await api(`/jobs/${encodeURIComponent(job.id)}/results?limit=1`);
-      const item = page.items[0];
-      replace(body, item ? predictionCard(item, { heading: heading === "h1" ? "h2" : "h4" })
-        : h("p", { class: "error" }, job.error || "this job has no structure"));
-    }
     if (onUpdate) onUpdate(job);
     return !FINAL.has(job.status);
   }
