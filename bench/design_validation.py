@@ -86,9 +86,10 @@ def cmd_pick(args: argparse.Namespace) -> None:
 def cmd_pick_generated(args: argparse.Namespace) -> None:
     from app.services.outputs import Outputs
     from models.artifacts import load_model
+    from models.design import LIBRARY_FINGERPRINTS
     from models.generator import load_generator
     from models.inverse_design import design_and_match
-    from worker.design import GENERATOR_PATH, ITERATIONS, LIBRARY_FINGERPRINTS, NEAREST, PARTICLES
+    from worker.design import GENERATOR_PATH, ITERATIONS, NEAREST, PARTICLES
 
     folder = ROOT / "models" / "shipped" / "retnet-ch4"
     loaded = load_model(folder, device="cpu")

@@ -30,6 +30,23 @@ import pandas as pd
 LIBRARY_FILE = "library.csv.gz"
 #: Suffix of a quantity's σ column in a library table.
 SIGMA_SUFFIX = "_sigma"
+#: The library's fingerprints (``names``, ``fingerprints`` float16), beside it: nearest real structures of designs.
+LIBRARY_FINGERPRINTS = "library_fingerprints.npz"
+
+
+def design_grid_key(job_id: str, index: int) -> str:
+    """Storage key of a design job's generated grid ``index`` (``.npy``)."""
+    return f"designs/{job_id}/{index}.npy"
+
+
+def quantities_of(values: np.ndarray, sigma: np.ndarray | None, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantities ``values @ matrix`` (N, m) of outputs (N, k), and their σ combining the outputs' σ as if
+    independent (NaN without σ). ``matrix`` (k, m): e.g. :meth:`app.services.outputs.Outputs.quantity_matrix`."""
+    values = np.asarray(values, dtype=np.float64)
+    out = values @ matrix
+    if sigma is None:
+        return out, np.full_like(out, np.nan)
+    return out, np.sqrt((np.asarray(sigma, dtype=np.float64) ** 2) @ (matrix ** 2))
 
 
 @dataclass(frozen=True)
@@ -120,5 +137,5 @@ def target_arrays(target: Mapping[str, float], tolerance: float | Mapping[str, f
     return keys, [float(target[k]) for k in keys], tol
 
 
-__all__ = ["LIBRARY_FILE", "Ranking", "SIGMA_SUFFIX", "library_quantities", "rank_candidates", "read_library",
-           "target_arrays"]
+__all__ = ["LIBRARY_FILE", "LIBRARY_FINGERPRINTS", "Ranking", "SIGMA_SUFFIX", "design_grid_key", "library_quantities",
+           "quantities_of", "rank_candidates", "read_library", "target_arrays"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.design import quantities_of
 from models.generator import DEFAULT_CLIP, GridVAE, from_generator_space
 from models.swarm import particle_swarm
 
@@ -124,9 +125,7 @@ def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, targe
     found = design_landscapes(vae, loaded.model, loaded.standardizer, quantities, target, tolerance,  # type: ignore[attr-defined]
                               designs=designs, particles=particles, iterations=iterations, seed=seed, clip=clip)
     detailed = loaded.predict_detailed(np.stack([d.grid for d in found]))  # type: ignore[attr-defined]
-    values = detailed.values @ quantities
-    sigma = (np.full_like(values, np.nan) if detailed.sigma is None
-             else np.sqrt((detailed.sigma ** 2) @ (quantities ** 2)))
+    values, sigma = quantities_of(detailed.values, detailed.sigma, quantities)
     matches: list[list[tuple[str, float]]] = [[] for _ in found]
     domain = getattr(loaded, "domain", None)
     if domain is not None and library_names is not None and library_fingerprints is not None:

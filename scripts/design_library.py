@@ -73,7 +73,7 @@ def main() -> int:
 
     from app.services.outputs import DELIVERABLE, VALUE, Outputs
     from models.artifacts import load_model
-    from models.design import LIBRARY_FILE, SIGMA_SUFFIX
+    from models.design import LIBRARY_FILE, LIBRARY_FINGERPRINTS, SIGMA_SUFFIX
 
     loaded = load_model(args.model, device="cpu")
     outputs = Outputs.of(loaded.card.model_dump(mode="json"))
@@ -115,7 +115,7 @@ def main() -> int:
     out_path = args.model / LIBRARY_FILE
     pd.DataFrame(rows).to_csv(out_path, index=False, compression={"method": "gzip", "mtime": 0})
     # the library's fingerprints (float16): the nearest real structures of a generator's designs (POST /design)
-    np.savez_compressed(args.model / "library_fingerprints.npz", names=np.array(names, dtype=str),
+    np.savez_compressed(args.model / LIBRARY_FINGERPRINTS, names=np.array(names, dtype=str),
                         fingerprints=np.concatenate(fingerprints))
     print(f"{len(rows)} rows -> {out_path} ({out_path.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -22,18 +22,11 @@ log = logging.getLogger(__name__)
 
 #: The shipped generator (trained by scripts/generator_model.py).
 GENERATOR_PATH = Path(__file__).resolve().parents[1] / "models" / "generator" / "grid_vae.pt"
-#: Library fingerprints of a model (``names``, ``fingerprints``), beside its library, for the nearest real structures.
-LIBRARY_FINGERPRINTS = "library_fingerprints.npz"
 #: Nearest real structures reported per designed landscape.
 NEAREST = 5
 #: Swarm of each design: particles × iterations decoder + predictor evaluations (≈ 8 s per design on 2 CPU cores
 #: with the 5-member ensemble).
 PARTICLES, ITERATIONS = 16, 20
-
-
-def design_key(job_id: str, index: int) -> str:
-    """Storage key of a designed grid."""
-    return f"designs/{job_id}/{index}.npy"
 
 
 def run_design(ctx: WorkerContext, job_id: str) -> None:
@@ -51,8 +44,7 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
             result = design_candidates(session, ctx.store, job)
             request, model_ref = design_request(job), str(job.model_ref)
         if request.generate:
-            card = dict(ctx.model_row(model_ref)["card"])
-            result["designed"], result["designed_note"] = generate(ctx, job_id, request, model_ref, card)
+            result["designed"], result["designed_note"] = generate(ctx, job_id, request, model_ref)
         with session_scope(ctx.db_url) as session:
             progress.set_job_details(session, job_id, {"phase": "done", "ranked": result["ranked"]},
                                      progress_done=1)
@@ -63,10 +55,11 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
         fail_job_unless_transient(ctx, job_id, exc, "design")
 
 
-def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref: str,
-             card: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
+             model_ref: str) -> tuple[list[dict[str, Any]], str]:
     """Design ``request.generate`` landscapes with the shipped generator; (designs, a note on their meaning)."""
     from app.storage import ObjectNotFoundError
+    from models.design import LIBRARY_FINGERPRINTS, design_grid_key, target_arrays
     from models.generator import load_generator
     from models.inverse_design import design_and_match
 
@@ -76,24 +69,24 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref:
     loaded = ctx.model(model_ref)
     if info.get("voxel_params_hash") != loaded.card.voxel_params.params_hash():
         return [], f"the generator learnt grids of other voxel parameters than {model_ref}'s"
-    outputs = Outputs.of(card)
-    tol = request.tolerance
-    tolerance = [float(tol[k]) if isinstance(tol, dict) else float(tol) for k in request.target]
+    row = ctx.model_row(model_ref)
+    outputs = Outputs.of(row["card"])
+    _, target, tolerance = target_arrays(request.target, request.tolerance)
     names = fingerprints = None
     try:
-        data = np.load(io.BytesIO(ctx.store.get(ctx.model_row(model_ref)["prefix"] + LIBRARY_FINGERPRINTS)))
+        data = np.load(io.BytesIO(ctx.store.get(row["prefix"] + LIBRARY_FINGERPRINTS)))
         names, fingerprints = [str(n) for n in data["names"]], data["fingerprints"]
     except ObjectNotFoundError:
         pass  # no library fingerprints: the designs come without nearest real structures
     matched = design_and_match(vae, loaded, outputs.quantity_matrix(quantity_keys(outputs, request.target)),
-                               list(request.target.values()), tolerance, names, fingerprints,
+                               target, tolerance, names, fingerprints,
                                designs=request.generate, particles=PARTICLES, iterations=ITERATIONS,
                                seed=request.seed, clip=float(info.get("clip") or 100.0), nearest=NEAREST)
     out = []
     for i, m in enumerate(matched):
         buffer = io.BytesIO()
         np.save(buffer, m.design.grid)
-        ctx.store.put(design_key(job_id, i), buffer.getvalue())
+        ctx.store.put(design_grid_key(job_id, i), buffer.getvalue())
         out.append({"index": i, "predicted": {q: float(m.predicted[j]) for j, q in enumerate(request.target)},
                     "uncertainty": None if np.isnan(m.sigma).any() else {q: float(m.sigma[j])
                                                                            for j, q in enumerate(request.target)},

@@ -21,12 +21,12 @@ from app.db.tables import Job, JobItem, JobKind, JobStatus, ModelVersion, Predic
 from app.schemas import DesignCandidate, DesignRequest
 from app.services.errors import UnprocessableError
 from app.services.keys import LOCAL, Caller
-from app.services.outputs import DELIVERABLE, VALUE, Outputs, point_key
+from app.services.outputs import VALUE, Outputs, point_key
 from app.services.registry import resolve_model
 from app.services.submit import check_units, existing_job, request_fingerprint, scoped_key, submit_whole_job
 from app.services.uploads import stem
 from app.storage import ObjectNotFoundError, ObjectStore
-from models.design import LIBRARY_FILE, SIGMA_SUFFIX, rank_candidates, read_library, target_arrays
+from models.design import LIBRARY_FILE, SIGMA_SUFFIX, quantities_of, rank_candidates, read_library, target_arrays
 from models.units import CM3_STP_PER_CM3, mol_per_kg_to_cm3_stp_per_cm3
 
 log = logging.getLogger(__name__)
@@ -122,31 +122,17 @@ def _service_candidates(session: Session, model: ModelVersion, outputs: Outputs,
         if row.structure_sha256 not in seen:
             seen.add(row.structure_sha256)
             rows.append(row)
+    matrix = outputs.quantity_matrix(keys)
     values = np.full((len(rows), len(keys)), np.nan)
     sigma = np.full((len(rows), len(keys)), np.nan)
     for i, row in enumerate(rows):
-        vals, sig = list(row.values or []), list(row.uncertainties or [])
-        for j, key in enumerate(keys):
-            values[i, j], sigma[i, j] = _quantity(outputs, key, row.value, row.uncertainty, vals, sig)
+        if len(row.values or []) == len(outputs.names):  # a stored prediction of every output
+            sig = row.uncertainties if len(row.uncertainties or []) == len(outputs.names) else None
+            values[i], sigma[i] = (q[0] for q in quantities_of(np.array([row.values]),
+                                                                 None if sig is None else np.array([sig]), matrix))
     return _Candidates([stem(r.name.rsplit("/", 1)[-1]) for r in rows], ["service"] * len(rows),
                        [r.structure_sha256 for r in rows], values, sigma, [r.in_domain for r in rows],
                        np.array([np.nan if r.density_g_cm3 is None else r.density_g_cm3 for r in rows], dtype=float))
-
-
-def _quantity(outputs: Outputs, key: str, value: float, uncertainty: float | None, values: list[float],
-              sigma: list[float]) -> tuple[float, float]:
-    """One quantity (and its σ, NaN if unknown) of a stored prediction."""
-    nan = float("nan")
-    if key == VALUE:
-        return value, nan if uncertainty is None else uncertainty
-    if key == DELIVERABLE and outputs.deliverable and len(values) == len(outputs.pressures or ()):
-        high, low = outputs.deliverable
-        s = float(np.hypot(sigma[high], sigma[low])) if len(sigma) == len(values) else nan
-        return values[high] - values[low], s
-    for i, p in enumerate(outputs.pressures or ()):
-        if key == point_key(p) and i < len(values):
-            return values[i], sigma[i] if i < len(sigma) else nan
-    return nan, nan
 
 
 def library_candidates(table: Any, keys: list[str]) -> _Candidates | None:

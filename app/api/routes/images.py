@@ -23,6 +23,7 @@ from app.services import registry
 from app.services.errors import NotFoundError
 from app.services.keys import Caller
 from app.storage import ObjectNotFoundError, decode_grid, voxel_key
+from models.design import design_grid_key
 
 router = APIRouter(tags=["images"])
 
@@ -150,7 +151,7 @@ def designed_grid(
     """A landscape designed by a design job's generator: the grid (``.npy``, float32 25³ Boltzmann factors) or a
     picture of its three mid slices (``.png``)."""
     try:
-        data = store.get(f"designs/{job.id}/{index}.npy")
+        data = store.get(design_grid_key(job.id, index))
     except ObjectNotFoundError:
         raise NotFoundError(f"job {job.id} has no designed landscape {index}") from None
     if suffix == "npy":
