@@ -335,14 +335,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for source in sources:
             try:
                 crystal = parse_cif(source.read(), source.name)
-                density = crystal_density_g_cm3(crystal) if args.units == CM3_STP_PER_CM3 else None
+                density = crystal_density_g_cm3(crystal)
                 grids.append(compute_voxels(crystal, params, device="cpu", threads=args.threads))
                 owners.append((len(rows), crystal.sha256))
                 rows.append({"name": source.name, "sha256": crystal.sha256, "error": "", "density": density})
             except Exception as exc:
                 rows.append({"name": source.name, "sha256": "", "error": describe_error(exc)})
             bar.update(1)
-    detailed = model.predict_detailed(np.stack(grids)) if grids else None
+    densities = [rows[i]["density"] for i, _ in owners]
+    detailed = model.predict_detailed(np.stack(grids), densities_g_cm3=densities) if grids else None
     outputs = Outputs.of(model.card.model_dump(mode="json"))
     curve = outputs.pressures is not None
     # a curve model: one row per structure, its value (the primary output) and every point; otherwise a row per target
@@ -422,7 +423,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{k}: {v}" for k, v in list(data.failures.items())[:10]))
     if len(data.names) < 2:
         raise CommandError("need at least 2 labelled structures to evaluate")
-    pred = model.predict(data.grids)
+    pred = model.predict(data.grids, densities_g_cm3=data.densities)
     metrics = regression_metrics(data.targets, pred, n_boot=args.bootstrap, seed=args.seed, names=targets)
     print(f"model {model.ref} on {len(data.names)} structure(s) from {args.data}")
     labels = {"r2": "R²", "mae": "MAE", "rmse": "RMSE", "spearman": "Spearman ρ"}

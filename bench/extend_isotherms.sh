@@ -125,7 +125,11 @@ p = argparse.ArgumentParser(prog="retnet"); s = p.add_subparsers(required=True);
 a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' simulate)
 fi
 
-nohup setsid nice -n 10 "${CMD[@]}" --coremof-list "$LIST" --pressures "$PRESSURES" --resume --out "$OUT" \
+nohup setsid nice -n "${NICE:-19}" "${CMD[@]}" --coremof-list "$LIST" --pressures "$PRESSURES" --resume --out "$OUT" \
   --jobs "$JOBS" --cycles "$CYCLES" --init-cycles "$INIT_CYCLES" "${REUSE_ARGS[@]}" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
+# With the kernel's autogroup scheduling (most desktop/VM kernels) nice ranks processes only inside their session:
+# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too.
+sleep 0.5
+[[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
 echo "started pid $! ($JOBS job(s), pressures $PRESSURES bar); progress: tail -f $LOG; status: $0 status"

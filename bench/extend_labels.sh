@@ -5,7 +5,7 @@
 #   bench/extend_labels.sh status     progress of the labels file and whether a run is alive
 #   bench/extend_labels.sh stop       stop the background run (rows written so far are kept)
 #
-# Environment: JOBS (parallel simulations, default 1), OUT (default models/data/ch4_coremof2019_raspa2_extra.csv,
+# Environment: JOBS (parallel simulations, default 1), NICE (niceness of the run and of its autogroup, default 19), OUT (default models/data/ch4_coremof2019_raspa2_extra.csv,
 # committed so the next session resumes it), LIST (default data/labels/ch4_extra_names.txt, re-made identically
 # when missing), CYCLES / INIT_CYCLES (default 700 / 300: the reference protocol).
 # Needs RASPA2 in the venv: pip install '.[gcmc]' (see docs/gcmc.md for the build steps).
@@ -78,7 +78,11 @@ p = argparse.ArgumentParser(prog="retnet"); s = p.add_subparsers(required=True);
 a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' simulate)
 fi
 
-nohup setsid nice -n 10 "${CMD[@]}" --coremof-list "$LIST" --resume --out "$OUT" \
+nohup setsid nice -n "${NICE:-19}" "${CMD[@]}" --coremof-list "$LIST" --resume --out "$OUT" \
   --jobs "$JOBS" --cycles "$CYCLES" --init-cycles "$INIT_CYCLES" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
+# With the kernel's autogroup scheduling (most desktop/VM kernels) nice ranks processes only inside their session:
+# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too.
+sleep 0.5
+[[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
 echo "started pid $! ($JOBS job(s)); progress: tail -f $LOG; status: $0 status"

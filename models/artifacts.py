@@ -20,7 +20,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -32,6 +32,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.descriptors import DescriptorSpec
 from models.isotherm import IsothermEnsemble
 from models.params import VoxelParams
 from models.retnet import FINGERPRINT_SIZE, INPUT_SIZE, RetNet, RetNetEnsemble
@@ -185,6 +186,9 @@ class ModelCard(BaseModel):
         None, description="applicability domain summary (models.uncertainty.Domain.card_summary); data in domain.npz")
     primary_output: int = Field(0, ge=0, description="index of the output reported as a prediction's `value` and "
                                                      "ranked by default (e.g. 5.8 bar of an isotherm model)")
+    descriptors: dict[str, Any] | None = Field(
+        None, description="crystal descriptors read beside the grid and their standardization "
+                          "(models.descriptors.DescriptorSpec.to_dict); None: a grid-only RetNet")
 
     @field_validator("created_at")
     @classmethod
@@ -200,6 +204,21 @@ class ModelCard(BaseModel):
                                  f"got {sorted(value)}")
             Standardizer.from_dict(value)  # finite mean, std > 0
         return value
+
+    @field_validator("descriptors")
+    @classmethod
+    def _descriptor_spec(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                DescriptorSpec.from_dict(value)
+            except (KeyError, TypeError) as err:
+                raise ValueError(f"descriptors need names, mean and std: {err}") from err
+        return value
+
+    @property
+    def descriptor_spec(self) -> DescriptorSpec | None:
+        """The crystal descriptors the model reads beside the grid (None: grid only)."""
+        return None if self.descriptors is None else DescriptorSpec.from_dict(self.descriptors)
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +287,10 @@ def _complete_card(card: ModelCard, model: RetNet | RetNetEnsemble | IsothermEns
             raise ValueError(f"the card's pressures {card.pressures_bar} differ from the model's {model.pressures_bar}")
     elif card.architecture != "RetNet":
         raise ValueError(f"a {type(model).__name__} needs a card with architecture='RetNet'")
+    spec = card.descriptor_spec
+    if getattr(model, "n_descriptors", 0) != (0 if spec is None else spec.width):
+        raise ValueError(f"the model reads {getattr(model, 'n_descriptors', 0)} descriptor(s); the card describes "
+                         f"{0 if spec is None else spec.width}")
     update["ensemble_size"] = len(model.members) if isinstance(model, RetNetEnsemble | IsothermEnsemble) else 1
     return card.model_copy(update=update)
 
@@ -404,21 +427,50 @@ class LoadedModel:
         """Voxel parameters the model was trained on."""
         return self.card.voxel_params
 
+    @property
+    def needs_density(self) -> bool:
+        """Whether predictions need each structure's crystal density (g/cm³) beside its grid."""
+        spec = self.card.descriptor_spec
+        return spec is not None and spec.needs_density
+
     @staticmethod
     def _grids(grids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         return grids[None] if grids.ndim == 3 else grids
 
-    def predict(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
-        """Predict from raw grids (N, 25, 25, 25) (or one (25, 25, 25) grid) → float64 (N, k), in :attr:`unit`."""
-        return predict_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size)
+    def descriptors(self, grids: np.ndarray | torch.Tensor,
+                    densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> np.ndarray | None:
+        """The model's standardized crystal descriptors of raw grids (N, m), or None for a grid-only model.
 
-    def predict_detailed(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> DetailedPredictions:
+        Raises
+        ------
+        models.descriptors.MissingDescriptorError
+            The model needs a density that ``densities_g_cm3`` does not give.
+        """
+        spec = self.card.descriptor_spec
+        if spec is None:
+            return None
+        raw = grids.cpu().numpy() if isinstance(grids, torch.Tensor) else np.asarray(grids)
+        return spec.compute(self._grids(raw), densities_g_cm3)
+
+    def predict(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
+                densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> np.ndarray:
+        """Predict from raw grids (N, 25, 25, 25) (or one (25, 25, 25) grid) → float64 (N, k), in :attr:`unit`.
+
+        ``densities_g_cm3`` (one per grid, g/cm³) is needed when :attr:`needs_density`.
+        """
+        return predict_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size,
+                             descriptors=self.descriptors(grids, densities_g_cm3))
+
+    def predict_detailed(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
+                         densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> DetailedPredictions:
         """Predictions with their calibrated σ and applicability domain, from one forward pass.
 
         σ and the domain are ``None`` for a model whose card has no calibration or which ships no domain file.
+        ``densities_g_cm3`` as in :meth:`predict`.
         """
         members, fingerprints = member_outputs_grids(self.model, self.standardizer, self._grids(grids),
-                                                     batch_size=batch_size)
+                                                     batch_size=batch_size,
+                                                     descriptors=self.descriptors(grids, densities_g_cm3))
         values = members.mean(axis=0)
         in_domain, neighbours = (None, None) if self.domain is None else self.domain.assess(fingerprints)
         sigma = None
@@ -428,9 +480,11 @@ class LoadedModel:
             sigma = self.calibration.sigma(spread, score)
         return DetailedPredictions(values, sigma, in_domain, neighbours, fingerprints)
 
-    def fingerprints(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
-        """20-dimensional fingerprints of raw grids → float64 (N, 20)."""
-        return fingerprint_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size)
+    def fingerprints(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
+                     densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> np.ndarray:
+        """20-dimensional fingerprints of raw grids → float64 (N, 20) (densities as in :meth:`predict`)."""
+        return fingerprint_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size,
+                                 descriptors=self.descriptors(grids, densities_g_cm3))
 
     def check_voxel_params(self, params: VoxelParams | Mapping[str, Any]) -> None:
         """Raise :class:`IncompatibleModelError` unless ``params`` equal the training voxel parameters."""
@@ -511,9 +565,10 @@ def _empty_model(card: ModelCard, state: Mapping[str, torch.Tensor],
             raise CorruptModelError(f"weights in {folder} hold no RetNetIsotherm backbone")
         members = [RetNet(int(backbone_output.shape[0])) for _ in range(card.ensemble_size)]
         return IsothermEnsemble(RetNetEnsemble(members), card.pressures_bar or ())
+    n_descriptors = 0 if card.descriptor_spec is None else card.descriptor_spec.width
     if card.ensemble_size > 1:
-        return RetNetEnsemble([RetNet(card.n_outputs) for _ in range(card.ensemble_size)])
-    return RetNet(card.n_outputs)
+        return RetNetEnsemble([RetNet(card.n_outputs, n_descriptors) for _ in range(card.ensemble_size)])
+    return RetNet(card.n_outputs, n_descriptors)
 
 
 def _load_folder(folder: Path, source: Path, device: torch.device) -> LoadedModel:

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,15 @@ def voxelize_one(source: CifSource, params: VoxelParams, cache_dir: str | Path |
                  threads: int | None = None) -> np.ndarray:
     """Grid of one CIF (float32, (n, n, n)), through the cache when one is given.
 
+    Raises as :func:`voxelize_crystal`.
+    """
+    return voxelize_crystal(source, params, cache_dir, threads=threads)[0]
+
+
+def voxelize_crystal(source: CifSource, params: VoxelParams, cache_dir: str | Path | None = None, *,
+                     threads: int | None = None) -> tuple[np.ndarray, Any]:
+    """(grid, parsed :class:`models.structure.Crystal`) of one CIF, the grid through the cache when one is given.
+
     Raises
     ------
     StructureError
@@ -151,11 +161,11 @@ def voxelize_one(source: CifSource, params: VoxelParams, cache_dir: str | Path |
     if cached is not None and cached.exists():
         grid = _load_cached(cached, params)
         if grid is not None:
-            return grid
+            return grid, crystal
     grid = compute_voxels(crystal, params, device="cpu", threads=threads)
     if cached is not None:
         _save_atomic(cached, grid)
-    return grid
+    return grid, crystal
 
 
 def voxelize_paths(
@@ -166,6 +176,7 @@ def voxelize_paths(
     on_error: ErrorCallback | None = None,
     progress: ProgressCallback | None = None,
     threads: int | None = None,
+    densities: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Voxelize many CIFs: ``{name: float32 grid (n, n, n)}`` in input order, failures left out.
 
@@ -185,7 +196,11 @@ def voxelize_paths(
         Called after each structure.
     threads : int, optional
         CPU threads of the grid kernel (default: all cores).
+    densities : dict, optional
+        Filled with ``{name: crystal density, g/cm³}`` of each structure gridded.
     """
+    from models.units import crystal_density_g_cm3
+
     params = params or VoxelParams()
     if isinstance(paths, Sequence) and paths and all(isinstance(p, CifSource) for p in paths):
         sources = list(paths)  # type: ignore[arg-type]
@@ -194,7 +209,9 @@ def voxelize_paths(
     grids: dict[str, np.ndarray] = {}
     for source in sources:
         try:
-            grids[source.name] = voxelize_one(source, params, cache_dir, threads=threads)
+            grids[source.name], crystal = voxelize_crystal(source, params, cache_dir, threads=threads)
+            if densities is not None:
+                densities[source.name] = crystal_density_g_cm3(crystal)
         except Exception as exc:
             if on_error is None:
                 raise
@@ -234,6 +251,8 @@ class TrainingSet:
         Hash of the used (name, targets) rows (see :func:`models.datasets.labels_sha256`).
     unlabelled : int
         CIFs present without a label row (ignored).
+    densities : ndarray, float64, shape (N,) or None
+        Crystal densities, g/cm³, in the order of ``grids`` (for descriptor models).
     """
 
     names: list[str]
@@ -243,6 +262,7 @@ class TrainingSet:
     failures: dict[str, str] = field(default_factory=dict)
     labels_sha256: str = ""
     unlabelled: int = 0
+    densities: np.ndarray | None = None
 
 
 def load_training_set(
@@ -283,8 +303,9 @@ def load_training_set(
     def record(name: str, exc: Exception) -> None:
         failures[name] = describe_error(exc)
 
+    densities: dict[str, float] = {}
     grids = voxelize_paths([sources[n] for n in labelled], params, cache_dir, on_error=record, progress=progress,
-                           threads=threads)
+                           threads=threads, densities=densities)
     names = [n for n in labelled if n in grids]
     if not names:
         raise ValueError(f"no labelled structure could be voxelized ({len(failures)} failure(s), e.g. "
@@ -301,4 +322,5 @@ def load_training_set(
         failures=failures,
         labels_sha256=labels_sha256(used.reset_index(drop=True), target_names),
         unlabelled=len(set(sources) - set(table["name"].astype(str))),
+        densities=np.array([densities[k] for k in names], dtype=np.float64),
     )

@@ -4,6 +4,8 @@ DESIGN.md §4. Five bias-free convolutions (each followed by BatchNorm3d and
 LeakyReLU(0.01)) with two max-pools turn a (1, 25, 25, 25) grid into a
 (120, 3, 3, 3) feature map; a fully connected head compresses its 3240 values
 to the 20-dimensional **fingerprint**, and a final Linear maps that to k outputs.
+A *descriptor* RetNet (``n_descriptors`` > 0) also reads m exact crystal descriptors (:mod:`models.descriptors`):
+a bias-free Linear m→84 adds them to the head's first Linear layer, before its BatchNorm.
 :class:`RetNetEnsemble` averages several RetNets; in eval mode it runs them as one fused pass.
 
 ======  ===============  ======  =========================  ===========
@@ -50,6 +52,9 @@ NEGATIVE_SLOPE = 0.01
 #: Dropout probability before the first Linear layer.
 DROPOUT = 0.3
 
+#: Position in ``RetNet.head`` of the Linear 3240→84 to which the descriptors' Linear is added.
+DESCRIPTOR_JOIN = 2
+
 #: Accepted values of :func:`freeze`'s ``mode``.
 FreezeMode = Literal["conv", "all-but-output"] | None
 FREEZE_MODES: tuple[str | None, ...] = (None, "conv", "all-but-output")
@@ -76,6 +81,8 @@ class RetNet(nn.Module):
     ----------
     n_outputs : int
         Number k of predicted values (1 for one property, more for an isotherm).
+    n_descriptors : int
+        Number m of standardized crystal descriptors read beside the grid (0: the thesis' grid-only RetNet).
 
     Attributes
     ----------
@@ -86,15 +93,20 @@ class RetNet(nn.Module):
         (B, 120, 3, 3, 3) → (B, 20), the fingerprint.
     output : nn.Linear
         Linear 20→k.
+    descriptor_input : nn.Linear or None
+        Linear m→84 (bias-free), added to the output of the head's Linear 3240→84; None when m = 0.
     frozen : str or None
         Mode last applied by :func:`freeze`; frozen parts stay in eval mode under ``train()``.
     """
 
-    def __init__(self, n_outputs: int = 1) -> None:
+    def __init__(self, n_outputs: int = 1, n_descriptors: int = 0) -> None:
         super().__init__()
         if n_outputs < 1:
             raise ValueError(f"n_outputs must be >= 1, got {n_outputs}")
+        if n_descriptors < 0:
+            raise ValueError(f"n_descriptors must be >= 0, got {n_descriptors}")
         self.n_outputs = int(n_outputs)
+        self.n_descriptors = int(n_descriptors)
         self.frozen: str | None = None
         self.features = nn.Sequential(
             *_conv_block(1, 12, 3, padding=1, padding_mode="circular"),
@@ -112,6 +124,7 @@ class RetNet(nn.Module):
             *_linear_block(84, FINGERPRINT_SIZE),
         )
         self.output = nn.Linear(FINGERPRINT_SIZE, self.n_outputs)
+        self.descriptor_input = nn.Linear(self.n_descriptors, 84, bias=False) if self.n_descriptors else None
         self.reset_linear_parameters()
 
     def reset_linear_parameters(self) -> None:
@@ -119,7 +132,8 @@ class RetNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def init_output_bias(self, mean_targets: float | Sequence[float] | np.ndarray | torch.Tensor) -> None:
         """Set the output bias to the training-label mean (one value per output).
@@ -138,33 +152,42 @@ class RetNet(nn.Module):
         with torch.no_grad():
             self.output.bias.copy_(values.to(self.output.bias.device))
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> None:
         expected = (1, INPUT_SIZE, INPUT_SIZE, INPUT_SIZE)
         if x.dim() != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"RetNet expects input of shape (B, 1, 25, 25, 25), got {tuple(x.shape)}")
+        check_descriptors(self.n_descriptors, len(x), descriptors)
 
-    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+    def fingerprint(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
         """Return the 20-dimensional fingerprint.
 
         Parameters
         ----------
         x : torch.Tensor, shape (B, 1, 25, 25, 25)
             Standardized voxel grids.
+        descriptors : torch.Tensor, shape (B, m), optional
+            Standardized crystal descriptors; required exactly when ``n_descriptors`` = m > 0.
 
         Returns
         -------
         torch.Tensor, shape (B, 20)
         """
-        self._check_input(x)
-        return self.head(self.features(x))
+        self._check_input(x, descriptors)
+        h = self.features(x)
+        for position, layer in enumerate(self.head):
+            h = layer(h)
+            if position == DESCRIPTOR_JOIN and self.descriptor_input is not None:
+                h = h + self.descriptor_input(descriptors)
+        return h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predict k values per grid: (B, 1, 25, 25, 25) → (B, k), in the labels' units."""
-        return self.output(self.fingerprint(x))
+    def forward(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict k values per grid: (B, 1, 25, 25, 25) [+ (B, m) descriptors] → (B, k), in the labels' units."""
+        return self.output(self.fingerprint(x, descriptors))
 
-    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def member_outputs(self, x: torch.Tensor, descriptors: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fingerprints (1, B, 20) and predictions (1, B, k) in one pass: the one-member form of an ensemble's."""
-        fingerprint = self.fingerprint(x)
+        fingerprint = self.fingerprint(x, descriptors)
         return fingerprint[None], self.output(fingerprint)[None]
 
     def train(self, mode: bool = True) -> RetNet:
@@ -175,6 +198,18 @@ class RetNet(nn.Module):
         if mode and self.frozen == "all-but-output":
             self.head.eval()
         return self
+
+
+def check_descriptors(n_descriptors: int, batch: int, descriptors: torch.Tensor | None) -> None:
+    """Raise ValueError unless ``descriptors`` is (batch, n_descriptors), or None for a grid-only model."""
+    if n_descriptors == 0:
+        if descriptors is not None:
+            raise ValueError("this RetNet reads no descriptors, but descriptors were given")
+        return
+    if descriptors is None:
+        raise ValueError(f"this RetNet reads {n_descriptors} crystal descriptor(s) beside the grid; none were given")
+    if descriptors.dim() != 2 or tuple(descriptors.shape) != (batch, n_descriptors):
+        raise ValueError(f"expected descriptors of shape ({batch}, {n_descriptors}), got {tuple(descriptors.shape)}")
 
 
 #: Grids per fused ensemble pass on CPU (see :class:`RetNetEnsemble`); other devices take the whole batch.
@@ -240,6 +275,9 @@ class _FusedWeights:
         Linear + BatchNorm1d.
     output : _FusedLinear
         The members' ``.output`` layers.
+    descriptor : torch.Tensor or None
+        (n, m, 84): the members' ``descriptor_input`` weights, transposed, with the BatchNorm1d after the head's
+        first Linear folded in (its scale; the shift is in that Linear's fused bias); None for grid-only members.
     sources : tuple of torch.Tensor
         The parameters and buffers the weights were built from.
     versions : tuple or None
@@ -249,6 +287,7 @@ class _FusedWeights:
     features: tuple[_FusedLayer, ...]
     head: tuple[_FusedLayer, ...]
     output: _FusedLinear
+    descriptor: torch.Tensor | None = None
     sources: tuple[torch.Tensor, ...] = ()
     versions: tuple[tuple[int, int], ...] | None = None
 
@@ -256,12 +295,17 @@ class _FusedWeights:
         """Whether no source tensor was modified in place or moved since the build."""
         return self.versions is not None and _versions(self.sources) == self.versions
 
-    def __call__(self, x: torch.Tensor, inplace: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, 25, 25, 25) → fingerprints (n, B, 20) and predictions (n, B, k)."""
+    def __call__(self, x: torch.Tensor, inplace: bool, descriptors: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, 25, 25, 25) [+ (B, m) descriptors] → fingerprints (n, B, 20) and predictions (n, B, k)."""
         maps = _apply_fused(self.features, x, inplace)
         n_members = self.output.weight.shape[0]
         flat = maps.contiguous().reshape(len(x), n_members, -1).transpose(0, 1)
-        fingerprints = _apply_fused(self.head, flat, inplace)
+        if self.descriptor is None:
+            fingerprints = _apply_fused(self.head, flat, inplace)
+        else:  # the head's first fused layer is the Linear the descriptors join (checked by _fuse_members)
+            joined = self.head[0](flat) + torch.matmul(descriptors[None], self.descriptor)  # type: ignore[index,operator]
+            fingerprints = _apply_fused(self.head[1:], joined, inplace)
         return fingerprints, self.output(fingerprints)
 
 
@@ -368,10 +412,20 @@ def _fuse_members(members: Sequence[RetNet], sources: tuple[torch.Tensor, ...] =
     """Build the fused layers of an ensemble's members (differentiable when grad mode is on)."""
     if not isinstance(members[0].head[0], nn.Flatten):
         raise ValueError("cannot fuse a head that does not start with Flatten")
+    descriptor = None
+    if members[0].descriptor_input is not None:
+        head = members[0].head
+        if not (isinstance(head[1], nn.Dropout) and isinstance(head[DESCRIPTOR_JOIN], nn.Linear)
+                and isinstance(head[DESCRIPTOR_JOIN + 1], nn.BatchNorm1d)):
+            raise ValueError("cannot fuse descriptor inputs: the head's layers are not Flatten, Dropout, Linear, "
+                             "BatchNorm1d")
+        descriptor = torch.stack([m.descriptor_input.weight.t() * _bn_scale_shift(m.head[DESCRIPTOR_JOIN + 1])[0]
+                                  for m in members])  # type: ignore[union-attr]
     return _FusedWeights(
         features=_fuse_sequence([m.features for m in members], shared_input=True),
         head=_fuse_sequence([m.head for m in members], shared_input=False),
         output=_fuse_linear([m.output for m in members]),
+        descriptor=descriptor,
         sources=sources,
         versions=_versions(sources) if sources else None,
     )
@@ -413,6 +467,8 @@ class RetNetEnsemble(nn.Module):
     ----------
     members : nn.ModuleList
     n_outputs : int
+    n_descriptors : int
+        Crystal descriptors every member reads beside the grid (0: grid-only members).
     fused : bool
         False: always run the members one after another (the legacy path).
     fused_chunk : int or None
@@ -434,47 +490,52 @@ class RetNetEnsemble(nn.Module):
         outputs = {m.n_outputs for m in members}
         if len(outputs) != 1:
             raise ValueError(f"ensemble members disagree on the number of outputs: {sorted(outputs)}")
+        descriptors = {m.n_descriptors for m in members}
+        if len(descriptors) != 1:
+            raise ValueError(f"ensemble members disagree on the number of descriptors: {sorted(descriptors)}")
         if fused_chunk is not None and fused_chunk < 1:
             raise ValueError(f"fused_chunk must be >= 1, got {fused_chunk}")
         self.members = nn.ModuleList(members)
         self.n_outputs = members[0].n_outputs
+        self.n_descriptors = members[0].n_descriptors
         self.fused = bool(fused)
         self.fused_chunk = fused_chunk
         self._fused_cache: _FusedWeights | None = None
         self.register_load_state_dict_post_hook(_drop_fused_cache)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of the members' predictions: (B, 1, 25, 25, 25) → (B, k)."""
+    def forward(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the members' predictions: (B, 1, 25, 25, 25) [+ (B, m) descriptors] → (B, k)."""
         if self.uses_fused():
-            return self._fused_pass(x)[1].mean(dim=0)
-        return self.forward_members(x)
+            return self._fused_pass(x, descriptors)[1].mean(dim=0)
+        return self.forward_members(x, descriptors)
 
-    def forward_members(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_members(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of the members' predictions, the members run one after another (the legacy path)."""
-        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+        return torch.stack([member(x, descriptors) for member in self.members]).mean(dim=0)
 
-    def member_predictions(self, x: torch.Tensor) -> torch.Tensor:
+    def member_predictions(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
         """Every member's predictions: (B, 1, 25, 25, 25) → (n_members, B, k), e.g. for their spread."""
         if self.uses_fused():
-            return self._fused_pass(x)[1]
-        return torch.stack([member(x) for member in self.members])
+            return self._fused_pass(x, descriptors)[1]
+        return torch.stack([member(x, descriptors) for member in self.members])
 
-    def member_fingerprints(self, x: torch.Tensor) -> torch.Tensor:
+    def member_fingerprints(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
         """Every member's fingerprint: (B, 1, 25, 25, 25) → (n_members, B, 20)."""
         if self.uses_fused():
-            return self._fused_pass(x)[0]
-        return torch.stack([member.fingerprint(x) for member in self.members])
+            return self._fused_pass(x, descriptors)[0]
+        return torch.stack([member.fingerprint(x, descriptors) for member in self.members])
 
-    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def member_outputs(self, x: torch.Tensor, descriptors: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's fingerprints (n_members, B, 20) and predictions (n_members, B, k) in one pass."""
         if self.uses_fused():
-            return self._fused_pass(x)
-        pairs = [member.member_outputs(x) for member in self.members]
+            return self._fused_pass(x, descriptors)
+        pairs = [member.member_outputs(x, descriptors) for member in self.members]
         return torch.cat([f for f, _ in pairs]), torch.cat([p for _, p in pairs])
 
-    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+    def fingerprint(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
         """The first member's 20-dimensional fingerprint (members' fingerprint spaces differ)."""
-        return self.members[0].fingerprint(x)
+        return self.members[0].fingerprint(x, descriptors)
 
     def uses_fused(self) -> bool:
         """Whether a call now takes the fused path: ``fused`` is set and every layer is in eval mode."""
@@ -519,12 +580,15 @@ class RetNetEnsemble(nn.Module):
             return self.fused_chunk
         return CPU_FUSED_CHUNK if x.device.type == "cpu" else max(len(x), 1)
 
-    def _fused_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fused_pass(self, x: torch.Tensor, descriptors: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """All members in one pass per chunk of grids: fingerprints (n, B, 20) and predictions (n, B, k)."""
-        self.members[0]._check_input(x)
+        self.members[0]._check_input(x, descriptors)
         weights = self._fused_weights()
         inplace = not torch.is_grad_enabled()
-        parts = [weights(chunk, inplace) for chunk in x.split(self._chunk_size(x))]
+        size = self._chunk_size(x)
+        described = descriptors.split(size) if descriptors is not None else [None] * len(x.split(size))
+        parts = [weights(chunk, inplace, d) for chunk, d in zip(x.split(size), described, strict=True)]
         if len(parts) == 1:
             return parts[0]
         return torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)

@@ -176,6 +176,19 @@ def _as_target_tensor(targets: np.ndarray | torch.Tensor, n_samples: int) -> tor
     return tensor
 
 
+def _as_descriptor_tensor(descriptors: np.ndarray | torch.Tensor | None, n_samples: int) -> torch.Tensor | None:
+    """float32 (N, m) descriptors, or None."""
+    if descriptors is None:
+        return None
+    d = torch.as_tensor(np.asarray(descriptors) if not isinstance(descriptors, torch.Tensor) else descriptors,
+                        dtype=torch.float32)
+    if d.dim() != 2 or len(d) != n_samples:
+        raise ValueError(f"expected descriptors of shape ({n_samples}, m), got {tuple(d.shape)}")
+    if not torch.isfinite(d).all():
+        raise ValueError("descriptors must be finite")
+    return d
+
+
 @contextlib.contextmanager
 def _reproducible(device: torch.device, threads: int | None) -> Iterator[None]:
     """Deterministic kernels (cheap ones) and a thread count for the run; restores global state."""
@@ -241,10 +254,14 @@ def train_val_split(n_samples: int, val_fraction: float, seed: int = 0) -> tuple
 
 
 def _build_model(
-    n_outputs: int, base_model: Any, mode: Literal["conv", "all-but-output"] | None
+    n_outputs: int, base_model: Any, mode: Literal["conv", "all-but-output"] | None, n_descriptors: int = 0
 ) -> tuple[RetNet, bool]:
-    """New RetNet (seeded init) or a copy of ``base_model``; returns (model, output_is_new)."""
-    model = RetNet(n_outputs)
+    """New RetNet (seeded init) or a copy of ``base_model``; returns (model, output_is_new).
+
+    A base model's output layer is kept when it has the same number of outputs, its descriptor input when it reads
+    the same number of descriptors; anything else keeps the new model's seeded init.
+    """
+    model = RetNet(n_outputs, n_descriptors=n_descriptors)
     if base_model is None:
         return freeze(model, mode), True
     base = getattr(base_model, "model", base_model)
@@ -252,9 +269,12 @@ def _build_model(
         raise TypeError(f"base_model must be a RetNet or a LoadedModel, got {type(base_model).__name__}")
     state = {name: value.detach().cpu().clone() for name, value in base.state_dict().items()}
     same_outputs = base.n_outputs == n_outputs
+    same_descriptors = base.n_descriptors == n_descriptors
     if not same_outputs:
         state = {name: value for name, value in state.items() if not name.startswith("output.")}
-    model.load_state_dict(state, strict=same_outputs)
+    if not same_descriptors:
+        state = {name: value for name, value in state.items() if not name.startswith("descriptor_input.")}
+    model.load_state_dict(state, strict=same_outputs and same_descriptors)
     return freeze(model, mode), not same_outputs
 
 
@@ -285,6 +305,7 @@ def _train_epoch(
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
+    descriptors: torch.Tensor | None = None,
 ) -> float:
     """One pass over the training set; returns the sample-weighted mean MSE."""
     model.train()
@@ -296,8 +317,9 @@ def _train_epoch(
         if config.translate:
             x = random_translation(x, generator)
         y = targets[index].to(device)
+        d = None if descriptors is None else descriptors[index].to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.mse_loss(model(x), y)
+        loss = nn.functional.mse_loss(model(x, d), y)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(index)
@@ -306,10 +328,11 @@ def _train_epoch(
 
 
 def _evaluate(
-    model: RetNet, grids: torch.Tensor, targets: torch.Tensor, standardizer: Standardizer, device: torch.device
+    model: RetNet, grids: torch.Tensor, targets: torch.Tensor, standardizer: Standardizer, device: torch.device,
+    descriptors: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """(MSE, mean R²) of ``model`` on a labelled set."""
-    pred = torch.from_numpy(predict_grids(model, standardizer, grids, device=device))
+    pred = torch.from_numpy(predict_grids(model, standardizer, grids, device=device, descriptors=descriptors))
     y = targets.to(torch.float64)
     return float(((pred - y) ** 2).mean()), _r2(y, pred)
 
@@ -319,10 +342,11 @@ def train_retnet(
     targets: np.ndarray | torch.Tensor,
     config: TrainConfig | None = None,
     *,
-    val: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor] | None = None,
+    val: tuple[np.ndarray | torch.Tensor, ...] | None = None,
     base_model: Any = None,
     progress: ProgressCallback | None = None,
     standardizer: Standardizer | None = None,
+    descriptors: np.ndarray | torch.Tensor | None = None,
 ) -> TrainResult:
     """Train a RetNet on voxel grids (thesis recipe).
 
@@ -334,8 +358,9 @@ def train_retnet(
         Raw labels (e.g. mol/kg); not standardized.
     config : TrainConfig, optional
         Hyper-parameters; defaults to the thesis recipe.
-    val : (grids, targets), optional
-        Explicit validation set; excludes ``config.val_fraction`` > 0.
+    val : (grids, targets) or (grids, targets, descriptors), optional
+        Explicit validation set; excludes ``config.val_fraction`` > 0. Its descriptors are required exactly
+        when ``descriptors`` are given.
     base_model : RetNet or LoadedModel, optional
         Fine-tuning start: its weights are copied (never modified). If its number of
         outputs differs from k, the output layer is re-created and its bias set to the
@@ -345,6 +370,9 @@ def train_retnet(
     standardizer : Standardizer, optional
         Input standardization to use. Default: the base model's (a LoadedModel) when
         fine-tuning, else fitted on the training grids.
+    descriptors : array, shape (N, m), optional
+        Standardized crystal descriptors (:class:`models.descriptors.DescriptorSpec`) of the training grids:
+        the model becomes a descriptor RetNet with ``n_descriptors`` = m.
 
     Returns
     -------
@@ -353,20 +381,27 @@ def train_retnet(
     config = config or TrainConfig()
     x_all = _as_grid_tensor(grids)
     y_all = _as_target_tensor(targets, len(x_all))
+    d_all = _as_descriptor_tensor(descriptors, len(x_all))
     if val is not None and config.val_fraction > 0.0:
         raise ValueError("give either an explicit validation set or val_fraction > 0, not both")
+    d_train, d_val = d_all, None
     if val is not None:
         x_train, y_train = x_all, y_all
         x_val = _as_grid_tensor(val[0])
         y_val: torch.Tensor | None = _as_target_tensor(val[1], len(x_val))
         if y_val.shape[1] != y_train.shape[1]:
             raise ValueError(f"validation targets have {y_val.shape[1]} outputs, training targets {y_train.shape[1]}")
+        if (len(val) > 2 and val[2] is not None) != (d_all is not None):
+            raise ValueError("give descriptors for both the training and the validation set, or for neither")
+        d_val = _as_descriptor_tensor(val[2], len(x_val)) if d_all is not None else None
     else:
         x_train, y_train, x_val, y_val = x_all, y_all, None, None  # type: ignore[assignment]
         if config.val_fraction > 0.0:
             split = train_val_split(len(x_all), config.val_fraction, config.seed)
             train_idx, val_idx = (torch.from_numpy(i) for i in split)
             x_train, y_train, x_val, y_val = x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx]
+            if d_all is not None:
+                d_train, d_val = d_all[train_idx], d_all[val_idx]
     if len(x_train) < 2:
         raise ValueError(f"need at least 2 training samples, got {len(x_train)}")
     if config.patience is not None and y_val is None:
@@ -378,7 +413,8 @@ def train_retnet(
         generator = torch.Generator().manual_seed(config.seed)
         if standardizer is None:
             standardizer = getattr(base_model, "standardizer", None) or Standardizer.fit(x_train, config.input_clip)
-        model, output_is_new = _build_model(y_train.shape[1], base_model, config.freeze)
+        model, output_is_new = _build_model(y_train.shape[1], base_model, config.freeze,
+                                            0 if d_train is None else d_train.shape[1])
         if output_is_new:
             model.init_output_bias(y_train.to(torch.float64).mean(dim=0).numpy())
         model.to(device)
@@ -392,11 +428,12 @@ def train_retnet(
         result = TrainResult(model=model, standardizer=standardizer, config=config)
         best_loss, best_state = math.inf, None
         for epoch in range(1, config.epochs + 1):
-            train_loss = _train_epoch(model, optimizer, x_train, y_train, standardizer, config, generator, device)
+            train_loss = _train_epoch(model, optimizer, x_train, y_train, standardizer, config, generator, device,
+                                      d_train)
             scheduler.step()
             val_loss = val_r2 = None
             if y_val is not None:
-                val_loss, val_r2 = _evaluate(model, x_val, y_val, standardizer, device)
+                val_loss, val_r2 = _evaluate(model, x_val, y_val, standardizer, device, d_val)
             event: EpochEvent = {
                 "epoch": epoch,
                 "epochs": config.epochs,
@@ -422,16 +459,18 @@ def train_retnet(
 
 
 def _batched(
-    apply: Callable[[torch.Tensor], torch.Tensor],
+    apply: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     model: RetNet,
     standardizer: Standardizer,
     grids: np.ndarray | torch.Tensor,
     width: int,
     batch_size: int,
     device: torch.device | str | None,
+    descriptors: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Run ``apply`` over standardized batches in eval mode; returns float64 (N, width)."""
+    """Run ``apply(grids, descriptors)`` over standardized batches in eval mode; returns float64 (N, width)."""
     x = _as_grid_tensor(grids)
+    d = _as_descriptor_tensor(descriptors, len(x))
     target = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -442,7 +481,8 @@ def _batched(
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 batch = standardizer(x[start : start + batch_size].to(target))
-                out[start : start + len(batch)] = apply(batch).double().cpu().numpy()
+                described = None if d is None else d[start : start + batch_size].to(target)
+                out[start : start + len(batch)] = apply(batch, described).double().cpu().numpy()
     finally:
         model.train(was_training)
     return out
@@ -455,6 +495,7 @@ def predict_grids(
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    descriptors: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """Predict labels for raw grids.
 
@@ -471,13 +512,15 @@ def predict_grids(
         Grids per forward pass.
     device : torch.device or str, optional
         Default: the model's device.
+    descriptors : array, shape (N, m), optional
+        Standardized crystal descriptors, for a descriptor RetNet.
 
     Returns
     -------
     np.ndarray, float64, shape (N, k)
         Predictions in label units.
     """
-    return _batched(model, model, standardizer, grids, model.n_outputs, batch_size, device)
+    return _batched(model, model, standardizer, grids, model.n_outputs, batch_size, device, descriptors)
 
 
 def fingerprint_grids(
@@ -487,9 +530,11 @@ def fingerprint_grids(
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    descriptors: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """Return the 20-dimensional fingerprints, float64 (N, 20); arguments as :func:`predict_grids`."""
-    return _batched(model.fingerprint, model, standardizer, grids, FINGERPRINT_SIZE, batch_size, device)
+    return _batched(model.fingerprint, model, standardizer, grids, FINGERPRINT_SIZE, batch_size, device,
+                    descriptors)
 
 
 def member_outputs_grids(
@@ -499,6 +544,7 @@ def member_outputs_grids(
     *,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    descriptors: np.ndarray | torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every member's predictions and fingerprints in one pass (arguments as :func:`predict_grids`).
 
@@ -512,11 +558,12 @@ def member_outputs_grids(
     members = len(getattr(model, "members", [model]))
     k = model.n_outputs
 
-    def apply(batch: torch.Tensor) -> torch.Tensor:
-        fingerprints, predictions = model.member_outputs(batch)
+    def apply(batch: torch.Tensor, described: torch.Tensor | None) -> torch.Tensor:
+        fingerprints, predictions = model.member_outputs(batch, described)
         return torch.cat([predictions.permute(1, 0, 2).reshape(len(batch), -1),
                           fingerprints.permute(1, 0, 2).reshape(len(batch), -1)], dim=1)
 
-    out = _batched(apply, model, standardizer, grids, members * (k + FINGERPRINT_SIZE), batch_size, device)
+    out = _batched(apply, model, standardizer, grids, members * (k + FINGERPRINT_SIZE), batch_size, device,
+                   descriptors)
     predictions = out[:, : members * k].reshape(len(out), members, k).transpose(1, 0, 2)
     return np.ascontiguousarray(predictions), out[:, members * k:]

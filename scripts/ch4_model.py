@@ -46,6 +46,7 @@ from models.datasets import (  # noqa: E402
     labels_sha256,
     read_labels,
 )
+from models.descriptors import energy_histogram  # noqa: E402
 from models.params import VoxelParams  # noqa: E402
 
 LABELS = CH4_LABELS
@@ -60,8 +61,6 @@ VAL_FRACTION = 0.1
 #: Pre-training targets: cheap geometric descriptors known for every CoRE MOF.
 PRETRAIN_TARGETS = ["LCD", "PLD", "LFPD", "cm3_g", "ASA_m2_cm3", "AV_VF", "AV_cm3_g"]
 HEAVY_TAILED = {"LCD", "PLD", "LFPD", "cm3_g", "AV_cm3_g"}
-#: Energy-histogram bin edges in K (Bucior et al. 2019 style), plus the mean Boltzmann factor.
-ENERGY_BINS = [-np.inf, -4000, -3000, -2500, -2000, -1500, -1250, -1000, -750, -500, -250, 0, 1000, np.inf]
 
 
 def grid_dir() -> Path:
@@ -113,6 +112,7 @@ def dataset(extra_rows: int | None = None) -> dict[str, Any]:
         extra_label_rows = len(pd.read_csv(EXTRA_LABELS, nrows=extra_rows, usecols=["name"]))  # rows read
     y = table[TARGET].to_numpy(dtype=np.float64)
     return {"table": table, "grids": grids, "names": names, "y": y, "test": test, "val": val, "pool": pool,
+            "density": crystal_densities(names),
             "n_labelled": n_labelled, "label_files": label_files, "extra_label_rows": extra_label_rows}
 
 
@@ -136,13 +136,31 @@ def metrics_dict(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     return {k: (v.model_dump() if hasattr(v, "model_dump") else dict(v.__dict__)) for k, v in out.items()}
 
 
-def energy_histogram(grids: np.ndarray, temperature: float = 298.0) -> np.ndarray:
-    """Fraction of voxels per energy bin (K) plus the mean Boltzmann factor; shape (N, 14)."""
-    with np.errstate(divide="ignore"):
-        energy = -temperature * np.log(grids.reshape(len(grids), -1).astype(np.float64))
-    edges = np.array(ENERGY_BINS)
-    counts = np.stack([np.histogram(e, bins=edges)[0] for e in energy]) / energy.shape[1]
-    return np.column_stack([counts, grids.reshape(len(grids), -1).mean(axis=1)])
+def crystal_densities(names: list[str]) -> np.ndarray:
+    """Exact crystal densities (g/cm³) from the CoRE MOF CIFs, as serving computes them; cached next to the grids."""
+    from models.datasets import coremof_cif
+    from models.structure import parse_cif
+    from models.units import crystal_density_g_cm3
+
+    path = grid_dir() / "densities.csv"
+    known = pd.read_csv(path).set_index("name")["density_g_cm3"].to_dict() if path.exists() else {}
+    missing = [n for n in names if n not in known]
+    for name in missing:
+        known[name] = crystal_density_g_cm3(parse_cif(coremof_cif(name).read_bytes(), name))
+    if missing:
+        pd.DataFrame({"name": list(known), "density_g_cm3": list(known.values())}).to_csv(path, index=False)
+    return np.array([known[n] for n in names], dtype=np.float64)
+
+
+def descriptor_inputs(data: dict[str, Any], names: list[str] | None, train: np.ndarray) -> tuple[Any, np.ndarray]:
+    """(DescriptorSpec fitted on the ``train`` rows, standardized descriptors of every structure) or (None, None)."""
+    from models.descriptors import DescriptorSpec, descriptor_matrix
+
+    if not names:
+        return None, None
+    raw = descriptor_matrix(names, data["grids"], data["density"])
+    spec = DescriptorSpec.fit(names, raw[train])
+    return spec, spec.transform(raw)
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
@@ -203,39 +221,49 @@ def vibrated_grids(names: list[str], copies: int, amplitude: float) -> np.ndarra
 def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, base: Any = None,
            freeze: str | None = None, augment: bool = True, standardizer: Any = None,
            learning_rate: float = 1e-3, translate: bool = False, vibration_copies: int = 0,
-           vibration_amplitude: float | None = None) -> tuple[Any, list[dict[str, Any]]]:
+           vibration_amplitude: float | None = None,
+           descriptors: np.ndarray | None = None) -> tuple[Any, list[dict[str, Any]]]:
     from models.training import TrainConfig, train_retnet
     from models.vibration import DEFAULT_AMPLITUDE, with_vibrated
 
     config = TrainConfig(epochs=epochs, seed=seed, augment=augment, freeze=freeze, patience=None,
                          learning_rate=learning_rate, translate=translate)
-    val = (data["grids"][data["val"]], data["y"][data["val"]][:, None])
+    val = (data["grids"][data["val"]], data["y"][data["val"]][:, None],
+           None if descriptors is None else descriptors[data["val"]])
     progress = epoch_printer()
     x, y = data["grids"][train], data["y"][train][:, None]
+    d = None if descriptors is None else descriptors[train]
+    if vibration_copies and d is not None:
+        raise SystemExit("vibration copies with descriptors are not supported")
     if vibration_copies:
         copies = vibrated_grids([data["names"][i] for i in train], vibration_copies,
                                 DEFAULT_AMPLITUDE if vibration_amplitude is None else vibration_amplitude)
         x, y = with_vibrated(x, y, copies)
-    result = train_retnet(x, y, config, val=val, base_model=base, progress=progress, standardizer=standardizer)
+    result = train_retnet(x, y, config, val=val, base_model=base, progress=progress, standardizer=standardizer,
+                          descriptors=d)
     return result, result.history
 
 
-def _evaluate(result: Any, data: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+def _evaluate(result: Any, data: dict[str, Any], descriptors: np.ndarray | None = None
+              ) -> tuple[dict[str, Any], np.ndarray]:
     from models.training import predict_grids
 
-    pred = predict_grids(result.model, result.standardizer, data["grids"][data["test"]])[:, 0]
-    return metrics_dict(data["y"][data["test"]], pred), pred
+    test = data["test"]
+    pred = predict_grids(result.model, result.standardizer, data["grids"][test],
+                         descriptors=None if descriptors is None else descriptors[test])[:, 0]
+    return metrics_dict(data["y"][test], pred), pred
 
 
 def _save_run(args: argparse.Namespace, tag: str, result: Any, data: dict[str, Any], train: np.ndarray,
-              extra: dict[str, Any]) -> None:
+              extra: dict[str, Any], spec: Any = None, descriptors: np.ndarray | None = None) -> None:
     import torch
 
     run_dir = args.runs / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": result.model.state_dict(), "standardizer": result.standardizer.to_dict(),
-                "history": result.history}, run_dir / "checkpoint.pt")
-    test_metrics, pred = _evaluate(result, data)
+                "history": result.history, "descriptors": None if spec is None else spec.to_dict()},
+               run_dir / "checkpoint.pt")
+    test_metrics, pred = _evaluate(result, data, descriptors)
     save_json(args.runs / f"{tag}.json", {
         "tag": tag, "size": len(train), "test": test_metrics, "history": result.history,
         "test_names": [data["names"][i] for i in data["test"]], "test_pred": pred.tolist(), **extra,
@@ -245,22 +273,34 @@ def _save_run(args: argparse.Namespace, tag: str, result: Any, data: dict[str, A
 
 def cmd_scratch(args: argparse.Namespace) -> None:
     data = dataset(extra_rows=args.extra_rows)
-    variant = "scratch" + ("_translate" if args.translate else "") + _vibration_tag(args) \
+    variant = "scratch" + ("_translate" if args.translate else "") + _vibration_tag(args) + _descriptor_tag(args) \
         + ("" if args.seed == 0 else f"_seed{args.seed}")
     for size in args.sizes:
         tag = f"retnet_{variant}_{size}"
         if (args.runs / f"{tag}.json").exists():
             continue
-        train = train_subset(data["pool"], size)
+        train = train_subset(data["pool"], size, args.seed if args.subset_by_seed else SPLIT_SEED)
+        spec, descriptors = descriptor_inputs(data, args.descriptors, train)
         result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, translate=args.translate,
-                           vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude)
+                           vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude,
+                           descriptors=descriptors)
         _save_run(args, tag, result, data, train, {"variant": variant, "size_label": str(size),
                                                    "translate": args.translate,
-                                                   "vibration_copies": args.vibration_copies})
+                                                   "vibration_copies": args.vibration_copies,
+                                                   "descriptors": args.descriptors or []}, spec, descriptors)
 
 
 def _vibration_tag(args: argparse.Namespace) -> str:
     return f"_vib{args.vibration_copies}" if getattr(args, "vibration_copies", 0) else ""
+
+
+#: Short run-tag names of the descriptor blocks.
+_DESCRIPTOR_TAGS = {"log_density": "rho", "energy_histogram": "hist"}
+
+
+def _descriptor_tag(args: argparse.Namespace) -> str:
+    names = getattr(args, "descriptors", None) or []
+    return "_desc-" + "-".join(_DESCRIPTOR_TAGS[n] for n in names) if names else ""
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -322,23 +362,26 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     base, base_standardizer = _load_pretrained(args, args.base)
     suffix = ("" if args.base == "pretrained" else f"_{args.base}") + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}")
     suffix += "_translate" if args.translate else ""
-    suffix += _vibration_tag(args)
+    suffix += _vibration_tag(args) + _descriptor_tag(args)
     suffix += "" if args.seed == 0 else f"_seed{args.seed}"
     for freeze in args.freeze:
         for size in args.sizes:
             tag = f"retnet_finetune{suffix}_{freeze}_{size}"
             if (args.runs / f"{tag}.json").exists():
                 continue
-            train = train_subset(data["pool"], size)
+            train = train_subset(data["pool"], size, args.seed if args.subset_by_seed else SPLIT_SEED)
+            spec, descriptors = descriptor_inputs(data, args.descriptors, train)
             # The backbone's input standardization travels with it.
             result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
                                freeze=None if freeze == "none" else freeze, standardizer=base_standardizer,
                                learning_rate=args.lr, translate=args.translate,
-                               vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude)
+                               vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude,
+                               descriptors=descriptors)
             _save_run(args, tag, result, data, train, {"variant": f"finetune{suffix}_{freeze}",
                                                        "size_label": str(size), "base": args.base,
                                                        "translate": args.translate,
-                                                       "vibration_copies": args.vibration_copies})
+                                                       "vibration_copies": args.vibration_copies,
+                                                       "descriptors": args.descriptors or []}, spec, descriptors)
 
 
 def _runs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -404,7 +447,8 @@ def cmd_ship(args: argparse.Namespace) -> None:
         candidates = [r for r in candidates if r["tag"] == args.tag]
     best = max(candidates, key=lambda r: r["history"][-1].get("val_r2") or -1e9)
     checkpoint = torch.load(args.runs / best["tag"] / "checkpoint.pt", weights_only=False)
-    model = RetNet(n_outputs=1)
+    spec = checkpoint.get("descriptors")
+    model = RetNet(n_outputs=1, n_descriptors=len(spec["mean"]) if spec else 0)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     best = dict(best, validation_r2=best["history"][-1].get("val_r2"))
@@ -418,6 +462,7 @@ def cmd_ship(args: argparse.Namespace) -> None:
         targets=[Target(name=TARGET, unit=UNIT, property=PROPERTY)],
         voxel_params=VoxelParams(),
         standardization=checkpoint["standardizer"],
+        descriptors=spec,
         training_data={
             "source": "CoRE MOF 2019-ASR (core-mof package) structures; CH4 uptake labels from RASPA2 GCMC, "
                       "DESIGN.md §6 (models/data/: " + " + ".join(data["label_files"]) + ")",
@@ -484,13 +529,25 @@ def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[st
         member_checkpoint = torch.load(args.runs / tag / "checkpoint.pt", weights_only=False)
         if member_checkpoint["standardizer"] != checkpoint["standardizer"]:
             raise ValueError(f"{tag} used another input standardization than {best['tag']}")
-        member = RetNet(n_outputs=1)
+        if member_checkpoint.get("descriptors") != checkpoint.get("descriptors"):
+            raise ValueError(f"{tag} read other descriptors (or standardized them otherwise) than {best['tag']}")
+        spec = checkpoint.get("descriptors")
+        member = RetNet(n_outputs=1, n_descriptors=len(spec["mean"]) if spec else 0)
         member.load_state_dict(member_checkpoint["state_dict"])
         members.append(member.eval())
     ensemble = RetNetEnsemble(members)
     standardizer = Standardizer.from_dict(checkpoint["standardizer"])
-    val_pred = predict_grids(ensemble, standardizer, data["grids"][data["val"]])[:, 0]
-    test_pred = predict_grids(ensemble, standardizer, data["grids"][data["test"]])[:, 0]
+    descriptors = None
+    if checkpoint.get("descriptors"):
+        from models.descriptors import DescriptorSpec
+
+        descriptors = DescriptorSpec.from_dict(checkpoint["descriptors"]).compute(data["grids"], data["density"])
+
+    def predicted(rows: np.ndarray) -> np.ndarray:
+        return predict_grids(ensemble, standardizer, data["grids"][rows],
+                             descriptors=None if descriptors is None else descriptors[rows])[:, 0]
+
+    val_pred, test_pred = predicted(data["val"]), predicted(data["test"])
     val_r2 = metrics_dict(data["y"][data["val"]], val_pred)["r2"]["value"]
     print(f"ensemble of {len(tags)} ({', '.join(tags)}): validation R2 {val_r2:.3f} "
           f"(single run {best['validation_r2']:.3f})", flush=True)
@@ -555,9 +612,13 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     train = data["pool"] if card.training_data.get("n_train") == len(data["pool"]) else \
         train_subset(data["pool"], card.training_data["n_train"])
     g, y = data["grids"], data["y"]
+    described = loaded.descriptors(g, data["density"])
+    split_descriptors = None if described is None else {"train": described[train], "val": described[data["val"]],
+                                                        "test": described[data["test"]]}
     calibration = calibrate_model(loaded.model, loaded.standardizer, train_x=g[train], train_y=y[train],
                                   train_names=[data["names"][i] for i in train], val_x=g[data["val"]],
-                                  val_y=y[data["val"]], test_x=g[data["test"]], test_y=y[data["test"]])
+                                  val_y=y[data["val"]], test_x=g[data["test"]], test_y=y[data["test"]],
+                                  descriptors=split_descriptors)
     fields = calibration.card_fields()
     targets = [t.model_copy(update={"gas": "CH4", "temperature_k": 298.0, "pressure_bar": 5.8}) for t in card.targets]
     new_card = card.model_copy(update={"version": args.version, "targets": targets, **fields,
@@ -598,11 +659,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise SystemExit("the re-derived test split differs from the card's test_names")
     props = coremof_properties().loc[data["names"]]
     geometric = props[GEOMETRIC_DESCRIPTORS].to_numpy(dtype=np.float64)
-    density = 1.0 / props["cm3_g"].to_numpy(dtype=np.float64)  # g/cm³ (cm3_g is the specific volume)
+    density = data["density"]  # g/cm³ from each CIF (the core-mof column "cm3_g" holds the same density)
     histogram = energy_histogram(data["grids"])
     from models.training import member_outputs_grids
 
-    _, fingerprints = member_outputs_grids(loaded.model, loaded.standardizer, data["grids"])
+    _, fingerprints = member_outputs_grids(loaded.model, loaded.standardizer, data["grids"],
+                                           descriptors=loaded.descriptors(data["grids"], data["density"]))
     features = {
         "RF, geometric descriptors": ("rf", geometric),
         "RF, energy histogram": ("rf", histogram),
@@ -636,7 +698,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
                          **{k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}})
             print(f"{label:70s} {size:>4} R2 {rows[-1]['r2']['value']:.3f} MAE {rows[-1]['mae']['value']:.3f}",
                   flush=True)
-    shipped = regression_metrics(y[test], loaded.predict(data["grids"][test])[:, 0], n_boot=10000, seed=0)
+    shipped_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test])[:, 0]
+    shipped = regression_metrics(y[test], shipped_pred, n_boot=10000, seed=0)
     rows.append({"model": f"shipped {card.ref} (RetNet ensemble)", "size": "all",
                  "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
                  **{k: _metric_json(v) for k, v in shipped.items() if k in ("r2", "mae")}})
@@ -679,6 +742,11 @@ def main() -> int:
     p.add_argument("--vibration-amplitude", type=float, default=None, metavar="Å",
                    help="RMS displacement per axis (default: models.vibration.DEFAULT_AMPLITUDE)")
 
+    p.add_argument("--descriptors", nargs="*", default=[], choices=["log_density", "energy_histogram"],
+                   help="exact crystal descriptors read beside the grid (models/descriptors.py)")
+    p.add_argument("--subset-by-seed", action="store_true",
+                   help="smaller training sizes: the subset drawn with --seed (as `compare` draws the baselines')")
+
     p = sub.add_parser("pretrain")
     p.add_argument("--limit", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=10)
@@ -701,6 +769,11 @@ def main() -> int:
                    help="vibration augmentation: K jittered copies per training structure (models.vibration)")
     p.add_argument("--vibration-amplitude", type=float, default=None, metavar="Å",
                    help="RMS displacement per axis (default: models.vibration.DEFAULT_AMPLITUDE)")
+
+    p.add_argument("--descriptors", nargs="*", default=[], choices=["log_density", "energy_histogram"],
+                   help="exact crystal descriptors read beside the grid (models/descriptors.py)")
+    p.add_argument("--subset-by-seed", action="store_true",
+                   help="smaller training sizes: the subset drawn with --seed (as `compare` draws the baselines')")
 
     p = sub.add_parser("ship")
     p.add_argument("--version", default="1")

@@ -223,6 +223,24 @@ def _load_grid(ctx: WorkerContext, item: _Item, model: _ModelInfo) -> tuple[np.n
     return decode_grid(ctx.store.get(voxel_key(outcome.sha, model.params_hash))), outcome  # type: ignore[arg-type]
 
 
+def _with_densities(ctx: WorkerContext, ready: list[tuple[_Item, np.ndarray, _VoxelOutcome]]
+                    ) -> tuple[list[tuple[_Item, np.ndarray, _VoxelOutcome]], list[float], list[_Item]]:
+    """The crystal density (g/cm³) of each ready item: from the crystal parsed in this task, else the structure row.
+
+    Returns (items with a density, their densities, items without one).
+    """
+    from models.units import crystal_density_g_cm3
+
+    known = {o.sha: crystal_density_g_cm3(o.crystal) for _, _, o in ready if o.crystal is not None}
+    wanted = {o.sha for _, _, o in ready if o.sha not in known}
+    if wanted:
+        with session_scope(ctx.db_url) as session:
+            known.update(session.execute(select(Structure.sha256, Structure.density_g_cm3)
+                                         .where(Structure.sha256.in_(wanted))).all())
+    kept = [r for r in ready if known.get(r[2].sha)]
+    return kept, [float(known[o.sha]) for _, _, o in kept], [i for i, _, o in ready if not known.get(o.sha)]
+
+
 def _load_model(ctx: WorkerContext, ref: str, info: _ModelInfo) -> tuple[Any, str | None]:
     """The loaded model, or the reason it cannot serve (a broken or incompatible model fails its items).
 
@@ -288,11 +306,16 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
                     failures.append((item.id, str(outcome.error), "structure"))
                 else:
                     ready.append((item, grid, outcome))
+            densities = None
+            if getattr(loaded, "needs_density", False):  # a descriptor model reads the crystal density too
+                ready, densities, unknown = _with_densities(ctx, ready)
+                failures += [(i.id, f"{ref} needs the crystal density, and none is known for this structure",
+                              "internal") for i in unknown]
             if not ready:
                 continue
             t0 = time.perf_counter()
             out = loaded.predict_detailed(np.stack([g for _, g, _ in ready]).astype(np.float32),
-                                          batch_size=ctx.settings.inference.batch_size)
+                                          batch_size=ctx.settings.inference.batch_size, densities_g_cm3=densities)
             per_item_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
             primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
             results.append((info, ready, prediction_fields(out, primary), per_item_ms))

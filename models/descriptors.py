@@ -1,0 +1,167 @@
+"""Exact crystal descriptors fed to RetNet beside its energy image (pure arithmetic, no IO).
+
+The 25³ grid spans the supercell in *fractional* coordinates: it carries no absolute length scale and no
+framework mass, while an uptake in mol/kg divides by that mass. A descriptor model (a card with
+``descriptors``) therefore also reads a few numbers that are exact and cheap for any crystal:
+
+``log_density``
+    ln(ρ / (g/cm³)), ρ = cell mass / cell volume from the CIF (:func:`models.units.crystal_density_g_cm3`).
+``energy_histogram``
+    The fraction of grid points per probe-energy bin (K, :data:`ENERGY_BINS`, Bucior et al. 2019) and
+    ln of the mean Boltzmann factor: 14 numbers read off the model's own (unclipped) grid.
+
+Which descriptors a model reads, and their training-set mean and standard deviation, are in its card
+(:class:`DescriptorSpec`); serving computes exactly the same numbers from the structure's density and grid.
+
+Examples
+--------
+>>> import numpy as np
+>>> spec = DescriptorSpec(names=("log_density",), mean=(0.0,), std=(1.0,))
+>>> spec.width
+1
+>>> spec.transform(descriptor_matrix(("log_density",), np.ones((2, 25, 25, 25)), np.array([1.0, np.e])))
+array([[0.],
+       [1.]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Probe-energy bin edges, K (−∞ … 1000 K … +∞): 13 bins.
+ENERGY_BINS = (-np.inf, -4000.0, -3000.0, -2500.0, -2000.0, -1500.0, -1250.0, -1000.0, -750.0, -500.0, -250.0,
+               0.0, 1000.0, np.inf)
+#: Temperature of the Boltzmann factors the histogram inverts, K (DESIGN.md §3).
+GRID_TEMPERATURE_K = 298.0
+#: Width of each known descriptor block.
+DESCRIPTOR_WIDTHS = {"log_density": 1, "energy_histogram": len(ENERGY_BINS)}
+#: Descriptor blocks that need the crystal density.
+NEEDS_DENSITY = frozenset({"log_density"})
+
+
+class MissingDescriptorError(ValueError):
+    """A descriptor cannot be computed for a structure (e.g. no crystal density is known for it)."""
+
+
+def energy_histogram(grids: np.ndarray, temperature: float = GRID_TEMPERATURE_K) -> np.ndarray:
+    """Fraction of grid points per probe-energy bin (K) and the mean Boltzmann factor; shape (N, 14).
+
+    Parameters
+    ----------
+    grids : array (N, n, n, n)
+        Boltzmann factors exp(−V/T) (0 inside atoms).
+    temperature : float
+        T of the Boltzmann factors, K.
+    """
+    flat = np.asarray(grids, dtype=np.float64).reshape(len(grids), -1)
+    with np.errstate(divide="ignore"):
+        energy = -temperature * np.log(flat)
+    counts = np.stack([np.histogram(e, bins=np.array(ENERGY_BINS))[0] for e in energy]) / flat.shape[1]
+    return np.column_stack([counts, flat.mean(axis=1)])
+
+
+def descriptor_matrix(names: Sequence[str], grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray
+                      | None) -> np.ndarray:
+    """The raw (unstandardized) descriptors of N structures, float64 (N, width), blocks in ``names``' order.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Descriptor blocks (keys of :data:`DESCRIPTOR_WIDTHS`).
+    grids : array (N, n, n, n)
+        The structures' raw grids (Boltzmann factors, not clipped).
+    densities_g_cm3 : sequence of float, optional
+        Crystal densities, g/cm³; needed by ``log_density``.
+
+    Raises
+    ------
+    MissingDescriptorError
+        A needed density is missing, not finite or not positive.
+    """
+    unknown = [n for n in names if n not in DESCRIPTOR_WIDTHS]
+    if unknown:
+        raise ValueError(f"unknown descriptor(s) {unknown}; known: {sorted(DESCRIPTOR_WIDTHS)}")
+    blocks = []
+    for name in names:
+        if name == "log_density":
+            blocks.append(np.log(_densities(densities_g_cm3, len(grids)))[:, None])
+        else:
+            histogram = energy_histogram(grids)
+            blocks.append(np.column_stack([histogram[:, :-1], np.log(np.maximum(histogram[:, -1], 1e-300))]))
+    return np.column_stack(blocks) if blocks else np.zeros((len(grids), 0))
+
+
+def _densities(values: Sequence[float | None] | np.ndarray | None, n: int) -> np.ndarray:
+    if values is None:
+        raise MissingDescriptorError("this model needs the crystal density of each structure, and none was given")
+    out = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if out.shape != (n,):
+        raise ValueError(f"expected {n} densities, got {out.shape[0]}")
+    bad = ~(np.isfinite(out) & (out > 0))
+    if bad.any():
+        raise MissingDescriptorError(f"this model needs the crystal density; {int(bad.sum())} of {n} structure(s) "
+                                     "have none")
+    return out
+
+
+@dataclass(frozen=True)
+class DescriptorSpec:
+    """Which descriptors a model reads and how they are standardized (stored in the model card).
+
+    Attributes
+    ----------
+    names : tuple of str
+        Descriptor blocks, in input order.
+    mean, std : tuple of float
+        Training-set mean and standard deviation of each input column (std > 0).
+    """
+
+    names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        width = sum(DESCRIPTOR_WIDTHS[n] for n in self.names)
+        if len(self.mean) != width or len(self.std) != width:
+            raise ValueError(f"descriptors {list(self.names)} have {width} columns; got {len(self.mean)} means and "
+                             f"{len(self.std)} stds")
+        if any(not s > 0 for s in self.std):
+            raise ValueError("descriptor standard deviations must be positive")
+
+    @property
+    def width(self) -> int:
+        """Number of input columns."""
+        return len(self.mean)
+
+    @property
+    def needs_density(self) -> bool:
+        """Whether serving needs each structure's crystal density."""
+        return bool(NEEDS_DENSITY & set(self.names))
+
+    @classmethod
+    def fit(cls, names: Sequence[str], raw: np.ndarray) -> DescriptorSpec:
+        """Mean and std of raw training descriptors (a constant column gets std 1)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        std = raw.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return cls(tuple(names), tuple(float(v) for v in raw.mean(axis=0)), tuple(float(v) for v in std))
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Standardized descriptors, float32 (N, width)."""
+        return ((np.asarray(raw, dtype=np.float64) - np.array(self.mean)) / np.array(self.std)).astype(np.float32)
+
+    def compute(self, grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray | None = None
+                ) -> np.ndarray:
+        """Standardized descriptors of raw grids (and densities), float32 (N, width)."""
+        return self.transform(descriptor_matrix(self.names, grids, densities_g_cm3))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DescriptorSpec:
+        return cls(tuple(data["names"]), tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
