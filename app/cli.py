@@ -219,12 +219,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs.set_postfix(shown, refresh=False)
         epochs.update(1)
 
-    val = (data.grids[val_idx], data.targets[val_idx]) if n_val else None
+    spec = described = train_d = None
+    if args.descriptors:
+        if args.vibration_copies:
+            raise CommandError("--descriptors with --vibration-copies is not supported by `retnet train` yet "
+                               "(POST /training-jobs supports both)")
+        from models.descriptors import DescriptorSpec, descriptor_matrix
+
+        raw = descriptor_matrix(args.descriptors, data.grids, data.densities)
+        spec = DescriptorSpec.fit(args.descriptors, raw[train_idx])
+        described = spec.transform(raw)
+        train_d = described[train_idx]
+    val = (data.grids[val_idx], data.targets[val_idx], None if described is None else described[val_idx]) \
+        if n_val else None
     train_x, train_y = data.grids[train_idx], data.targets[train_idx]
     if args.vibration_copies:
         train_x, train_y = _with_vibration(args, data.names, train_idx, train_x, train_y, params)
     with epochs:
-        result = train_retnet(train_x, train_y, config, val=val, base_model=base, progress=on_epoch)
+        result = train_retnet(train_x, train_y, config, val=val, base_model=base, progress=on_epoch,
+                              descriptors=train_d)
+    result.descriptors = spec
 
     target_models = [Target(name=t, unit=u, property=p, **(_default_conditions(t) if p == _default_property(t) else {}))
                      for t, u, p in zip(targets, units, properties, strict=True)]
@@ -232,7 +246,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="retnet-train-") as tmp:
         extra: dict[str, Path] = {}
         if n_val:
-            pred = predict_grids(result.model, result.standardizer, data.grids[val_idx])
+            pred = predict_grids(result.model, result.standardizer, data.grids[val_idx],
+                                 descriptors=None if described is None else described[val_idx])
             truth = data.targets[val_idx]
             computed = regression_metrics(truth, pred, n_boot=args.bootstrap, seed=args.seed, names=targets)
             metrics = _jsonable_metrics(computed)
@@ -571,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "DEFAULT_AMPLITUDE, 0.12 Å: thermal motion of MOF framework atoms at 298 K)")
     p.add_argument("--translate", action="store_true",
                    help="also shift each sample by a random periodic translation (exact symmetry; default: off)")
+    p.add_argument("--descriptors", nargs="+", default=[], choices=["log_density", "energy_histogram"],
+                   help="exact crystal descriptors the model reads beside the grid (models/descriptors.py): the "
+                        "crystal density from the CIF, the energy histogram of the grid (default: the grid only)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction held out (seeded) for validation metrics; 0 for none (default: %(default)s)")
     p.add_argument("--patience", type=int, default=None, metavar="EPOCHS",

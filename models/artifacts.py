@@ -274,6 +274,9 @@ def _complete_card(card: ModelCard, model: RetNet | RetNetEnsemble | IsothermEns
         if card.standardization is not None and card.standardization != std:
             raise ValueError(f"card standardization {card.standardization} differs from the training run's {std}")
         update["standardization"] = std
+        if card.descriptors is None and result.descriptors is not None:
+            update["descriptors"] = result.descriptors.to_dict()
+            card = card.model_copy(update={"descriptors": update["descriptors"]})
         if not card.training_config:
             update["training_config"] = result.config.model_dump(mode="json")
     elif card.standardization is None:

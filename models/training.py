@@ -138,6 +138,8 @@ class TrainResult:
     history: list[EpochEvent] = field(default_factory=list)
     best_epoch: int = 0
     config: TrainConfig = field(default_factory=TrainConfig)
+    #: The :class:`models.descriptors.DescriptorSpec` of a descriptor RetNet's inputs (set by whoever computed them).
+    descriptors: Any = None
 
     @property
     def epochs_run(self) -> int:

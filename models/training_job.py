@@ -69,6 +69,8 @@ class LabelledDataset:
     vibrated : ndarray, float32, shape (N, k, n, n, n), or None
         k thermally jittered copies of each structure (:mod:`models.vibration`), used for training structures
         only; None when vibration augmentation is off.
+    densities : ndarray, float64, shape (N,), or None
+        Crystal densities (g/cm³) from the CIFs: read by a descriptor model (``descriptors`` job parameter).
     """
 
     names: list[str]
@@ -77,6 +79,7 @@ class LabelledDataset:
     targets: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
     vibrated: np.ndarray | None = None
+    densities: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -198,6 +201,7 @@ def load_dataset(
     """
     from models.errors import StructureError
     from models.structure import parse_cif
+    from models.units import crystal_density_g_cm3
 
     params = voxel_params or VoxelParams()
     if grid_for is None:
@@ -211,7 +215,7 @@ def load_dataset(
     amplitude = DEFAULT_AMPLITUDE if vibration_amplitude is None else float(vibration_amplitude)
     labels = read_label_table(labels_csv)
     todo = [(name, data) for name, data in cifs if name in labels.index]
-    grids, ys, names, skipped, vibrated = [], [], [], [], []
+    grids, ys, names, skipped, vibrated, densities = [], [], [], [], [], []
     for i, (name, data) in enumerate(todo):
         y = labels.loc[name, targets].to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(y)):
@@ -228,13 +232,15 @@ def load_dataset(
                 ys.append(y)
                 names.append(name)
                 vibrated.append(copies)
+                densities.append(crystal_density_g_cm3(crystal))
         if progress is not None:
             progress(i + 1, len(todo), skipped)
     if len(grids) < 2:
         raise ValueError(f"only {len(grids)} usable labelled structures; skipped: {skipped[:10]}")
     return LabelledDataset(names=names, x=np.stack(grids).astype(np.float32), y=np.stack(ys),
                            targets=list(targets), skipped=skipped,
-                           vibrated=np.asarray(vibrated, dtype=np.float32) if vibration_copies > 0 else None)
+                           vibrated=np.asarray(vibrated, dtype=np.float32) if vibration_copies > 0 else None,
+                           densities=np.asarray(densities, dtype=np.float64))
 
 
 def train_config(params: Mapping[str, Any], device: str | None = None) -> Any:
@@ -268,7 +274,9 @@ def train_and_evaluate(
     dataset : LabelledDataset
     params : mapping
         Job parameters: ``epochs``, ``batch_size``, ``learning_rate``, ``augment``, optional
-        ``translate``, ``test_fraction`` (held out first), ``val_fraction`` (of the rest), ``seed``, ``freeze``.
+        ``translate``, ``test_fraction`` (held out first), ``val_fraction`` (of the rest), ``seed``, ``freeze``,
+        ``descriptors`` (crystal descriptors read beside the grid, :mod:`models.descriptors`; standardized with
+        the training split's statistics).
         Splits: :func:`models.training.train_val_split` twice (test from all, then validation from the rest).
     base_model : LoadedModel, optional
         Fine-tuning start.
@@ -297,17 +305,24 @@ def train_and_evaluate(
             progress({**clean, "n_train": int(len(train_idx)), "n_val": int(len(val_idx))})
 
     x, y = dataset.x, dataset.y
-    val = (x[val_idx], y[val_idx]) if len(val_idx) else None
+    copies = None if dataset.vibrated is None else dataset.vibrated[train_idx]
     # the jittered copies of the training structures only (never of validation or test), with their labels
-    train_x, train_y = with_vibrated(x[train_idx], y[train_idx],
-                                     None if dataset.vibrated is None else dataset.vibrated[train_idx])
-    result = train_retnet(train_x, train_y, config, val=val, base_model=base_model, progress=on_epoch)
+    train_x, train_y = with_vibrated(x[train_idx], y[train_idx], copies)
+    # a descriptor base model is fine-tuned on the descriptors it reads unless the job names others
+    base_spec = getattr(getattr(base_model, "card", None), "descriptor_spec", None)
+    names = list(params.get("descriptors") or (base_spec.names if base_spec is not None else []))
+    spec, described, train_d = _descriptors(dataset, names, train_idx, train_x, copies)
+    val = (x[val_idx], y[val_idx], None if described is None else described[val_idx]) if len(val_idx) else None
+    result = train_retnet(train_x, train_y, config, val=val, base_model=base_model, progress=on_epoch,
+                          descriptors=train_d)
+    result.descriptors = spec
     if len(test_idx):
         eval_idx, evaluated_on = test_idx, ON_TEST
     else:
         eval_idx, evaluated_on = (val_idx, ON_VALIDATION) if len(val_idx) else (train_idx, NO_VALIDATION)
     eval_y = y[eval_idx]
-    pred = np.asarray(predict_grids(result.model, result.standardizer, x[eval_idx]), dtype=np.float64)
+    pred = np.asarray(predict_grids(result.model, result.standardizer, x[eval_idx],
+                                    descriptors=None if described is None else described[eval_idx]), dtype=np.float64)
     pred = pred.reshape(len(eval_idx), -1)
     calibration = None
     if len(val_idx) >= MIN_CALIBRATION and len(train_idx) >= MIN_CALIBRATION:
@@ -316,11 +331,32 @@ def train_and_evaluate(
         calibration = calibrate_model(
             result.model, result.standardizer, train_x=x[train_idx], train_y=y[train_idx],
             train_names=[dataset.names[i] for i in train_idx], val_x=x[val_idx], val_y=y[val_idx],
-            test_x=x[test_idx] if len(test_idx) else None, test_y=y[test_idx] if len(test_idx) else None)
+            test_x=x[test_idx] if len(test_idx) else None, test_y=y[test_idx] if len(test_idx) else None,
+            descriptors=None if described is None else {"train": described[train_idx], "val": described[val_idx],
+                                                        "test": described[test_idx]})
     return TrainingOutcome(result=result, train_idx=train_idx, val_idx=val_idx, history=history,
                            evaluated_on=evaluated_on, eval_y=eval_y, eval_pred=pred,
                            metrics=regression_metrics_json(eval_y, pred, dataset.targets), test_idx=test_idx,
                            calibration=calibration)
+
+
+def _descriptors(dataset: LabelledDataset, names: list[str], train_idx: np.ndarray, train_x: np.ndarray,
+                 copies: np.ndarray | None) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+    """(DescriptorSpec, standardized descriptors of every structure, those of the training grids incl. copies).
+
+    The spec is fitted on the training structures; a jittered copy keeps its original's density (same cell and
+    atoms) and gets the energy histogram of its own grid. (None, None, None) without descriptors.
+    """
+    if not names:
+        return None, None, None
+    from models.descriptors import DescriptorSpec, descriptor_matrix
+
+    raw = descriptor_matrix(names, dataset.x, dataset.densities)
+    spec = DescriptorSpec.fit(names, raw[train_idx])
+    per_copy = 0 if copies is None else copies.shape[1]
+    densities = None if dataset.densities is None else dataset.densities[train_idx]
+    train_densities = None if densities is None else np.concatenate([densities, np.repeat(densities, per_copy)])
+    return spec, spec.transform(raw), spec.compute(train_x, train_densities)
 
 
 def label_hash(names: list[str], y: np.ndarray) -> str:
@@ -388,10 +424,14 @@ def build_card(
                 "vibration_amplitude": params.get("vibration_amplitude") if params.get("vibration_copies") else None,
                 "split_seed": int(params.get("seed") or 0), "label_hash": label_hash(dataset.names, dataset.y),
                 "structures": len(dataset), "skipped": len(dataset.skipped), "epochs": int(params["epochs"]),
-                "base_model": params.get("base_model"), "augment": config.augment, "translate": config.translate}
+                "base_model": params.get("base_model"), "augment": config.augment, "translate": config.translate,
+                "descriptors": [] if outcome.result.descriptors is None else list(outcome.result.descriptors.names)}
     metrics = {**outcome.metrics, "evaluated_on": outcome.evaluated_on, "n_eval": int(len(outcome.eval_y)),
                "n_bootstrap": N_BOOTSTRAP}
     fields = outcome.calibration.card_fields() if outcome.calibration is not None else {}
+    spec = getattr(outcome.result, "descriptors", None)
+    if spec is not None:
+        fields["descriptors"] = spec.to_dict()
     return ModelCard(name=params["model_name"], version=version, targets=targets,
                      voxel_params=voxel_params or VoxelParams(), training_data=training, metrics=metrics, **fields)
 

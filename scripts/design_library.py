@@ -90,7 +90,7 @@ def main() -> int:
     for first in range(0, len(names), CHUNK):
         chunk = names[first:first + CHUNK]
         grids = np.stack([np.load(grid_dir / f"{n}.npy") for n in chunk]).astype(np.float32)
-        out = loaded.predict_detailed(grids)
+        out = loaded.predict_detailed(grids, densities_g_cm3=[described[n][1] for n in chunk])
         fingerprints.append(out.fingerprints.astype(np.float16))
         for i, name in enumerate(chunk):
             row: dict[str, object] = {"name": name, "sha256": described[name][0],

@@ -150,6 +150,9 @@ class ModelPublic(BaseModel):
     preliminary: bool = False
     shipped: bool = False
     created_at: datetime
+    descriptors: list[str] = Field(default_factory=list, description="exact crystal descriptors the model reads "
+                                   "beside the energy grid (log_density: from the CIF; energy_histogram: of the "
+                                   "grid); empty: the grid only")
 
 
 class ModelList(BaseModel):

@@ -314,6 +314,7 @@ class TrainingRequest:
     gas: str | None = None
     temperature_k: float | None = None
     pressure_bar: float | None = None
+    descriptors: tuple[str, ...] = ()
 
 
 def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
@@ -385,7 +386,8 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         "val_fraction": request.val_fraction, "test_fraction": request.test_fraction,
         "vibration_copies": request.vibration_copies, "vibration_amplitude": request.vibration_amplitude,
         "gas": request.gas, "temperature_k": request.temperature_k, "pressure_bar": request.pressure_bar,
-        "seed": request.seed, "base_model": base_ref, "freeze": request.freeze, "model_name": request.model_name,
+        "descriptors": list(request.descriptors), "seed": request.seed, "base_model": base_ref,
+        "freeze": request.freeze, "model_name": request.model_name,
         "model_version": request.model_version, "unit": request.unit, "property": request.property,
         "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled), "request_sha256": fingerprint,
         "owner": owner,

@@ -273,6 +273,28 @@ def test_fine_tune_from_base_model(trained: Path) -> None:
     assert card["metrics"] == {}
 
 
+def test_train_predict_and_evaluate_a_descriptor_model(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--descriptors: the card records them; predict and evaluate compute them from each CIF and its grid."""
+    out = trained / "described"
+    code = main(["train", "--data", str(trained / "cifs.zip"), "--labels", str(trained / "labels.csv"),
+                 "--target", "ch4_uptake_mol_kg", "--out", str(out), "--epochs", "1", "--val-fraction", "0.25",
+                 "--bootstrap", "50", "--descriptors", "log_density", "energy_histogram",
+                 "--cache", str(trained / "cache"), "--device", "cpu", "--name", "described", "--version", "1"])
+    assert code == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["descriptors"]["names"] == ["log_density", "energy_histogram"]
+    assert len(card["descriptors"]["mean"]) == 15
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), str(SMALL[0]), str(SMALL[1]), "--format", "csv",
+                 "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 2 and all(np.isfinite(float(r["value"])) for r in rows)
+    assert main(["evaluate", "--model", str(out), "--data", str(trained / "cifs.zip"), "--labels",
+                 str(trained / "labels.csv"), "--bootstrap", "50", "--cache", str(trained / "cache"),
+                 "--device", "cpu"]) == 0
+    assert "R²" in capsys.readouterr().out
+
+
 # --- serve / worker / simulate wiring ------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ def model_public(row: ModelVersion) -> ModelPublic:
         voxel_params=dict(card.get("voxel_params") or {}), params_hash=row.params_hash,
         training_data=dict(card.get("training_data") or {}), metrics=dict(card.get("metrics") or {}),
         preliminary=bool(card.get("preliminary", False)), shipped=row.shipped, created_at=row.created_at,
+        descriptors=list((card.get("descriptors") or {}).get("names") or []),
     )
 
 

@@ -12,9 +12,10 @@ from app.api.deps import CallerDep, IdempotencyKeyDep, SessionDep, SettingsDep, 
 from app.api.responses import accepted_response
 from app.schemas import JobAccepted
 from app.services import jobs as jobs_service
-from app.services.errors import BadRequestError
+from app.services.errors import BadRequestError, UnprocessableError
 from app.services.submit import TrainingRequest, Upload, submit_training
 from app.services.uploads import file_upload, is_zip_name, read_limited, safe_filename, spooled_file
+from models.descriptors import DESCRIPTOR_WIDTHS
 
 router = APIRouter(tags=["training"])
 
@@ -51,6 +52,9 @@ async def create_training_job(
     gas: Annotated[str | None, Form(max_length=50, description="adsorbate of the labels, e.g. CH4")] = None,
     temperature_k: Annotated[float | None, Form(gt=0, le=5000, description="temperature of the labels (K)")] = None,
     pressure_bar: Annotated[float | None, Form(gt=0, le=1e5, description="pressure of the labels (bar)")] = None,
+    descriptors: Annotated[str, Form(max_length=100, description="exact crystal descriptors read beside the grid, "
+                                     "comma-separated: log_density (from the CIF), energy_histogram (of the grid); "
+                                     "empty: the grid only")] = "",
     seed: Annotated[int, Form(ge=0, le=2**32 - 1, description="random seed of the split and the training")] = 0,
     base_model: Annotated[str | None, Form(description="fine-tune this model (name or name:version)")] = None,
     freeze: Annotated[Literal["conv", "all-but-output"] | None, Form()] = None,
@@ -70,12 +74,17 @@ async def create_training_job(
         label_upload = Upload(safe_filename(labels.filename, default="labels.csv"),
                               await read_limited(labels, settings.upload.max_cif_bytes, what="labels CSV"))
     target_list = [t.strip() for t in (targets or target or "").split(",") if t.strip()]
+    descriptor_list = tuple(dict.fromkeys(d.strip() for d in descriptors.split(",") if d.strip()))
+    unknown = [d for d in descriptor_list if d not in DESCRIPTOR_WIDTHS]
+    if unknown:
+        raise UnprocessableError(f"unknown descriptor(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(sorted(DESCRIPTOR_WIDTHS))}")
     request = TrainingRequest(
         targets=target_list, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, augment=augment,
         val_fraction=val_fraction, seed=seed, base_model=base_model, freeze=freeze, model_name=name,
         model_version=version, unit=unit, property=property, translate=translate, test_fraction=test_fraction,
         vibration_copies=vibration_copies, vibration_amplitude=vibration_amplitude, gas=gas,
-        temperature_k=temperature_k, pressure_bar=pressure_bar,
+        temperature_k=temperature_k, pressure_bar=pressure_bar, descriptors=descriptor_list,
     )
     job_id = await run_in_threadpool(submit_training, session, settings, store, archive, label_upload, request,
                                     idempotency_key, caller=caller)

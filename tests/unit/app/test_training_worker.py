@@ -53,3 +53,27 @@ def test_run_training_registers_the_model_and_caches_the_grids(client, settings,
 
     run_training(WorkerContext(settings), job_id)  # a re-delivered task of a finished job does nothing
     assert client.get(f"/jobs/{job_id}").json()["result"] == result
+
+
+def test_a_training_job_with_descriptors_registers_a_descriptor_model(client, settings, sent,  # type: ignore[no-untyped-def]
+                                                                      cif_dir: Path) -> None:
+    from worker.runtime import WorkerContext
+    from worker.training import run_training
+
+    cifs = sorted(cif_dir.glob("*_clean.cif"))[:6]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in cifs:
+            z.write(p, p.name)
+        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(cifs)))
+    form = {"targets": "ch4", "epochs": "1", "batch_size": "2", "val_fraction": "0.34", "name": "described-ch4"}
+    r = client.post("/training-jobs", files={"file": ("train.zip", buf.getvalue())},
+                    data={**form, "descriptors": "log_density,volume"})
+    assert r.status_code == 422 and "volume" in r.json()["detail"]
+    r = client.post("/training-jobs", files={"file": ("train.zip", buf.getvalue())},
+                    data={**form, "descriptors": "log_density"})
+    assert r.status_code == 202, r.text
+    run_training(WorkerContext(settings, voxel_threads=1), r.json()["job_id"])
+    assert client.get(f"/jobs/{r.json()['job_id']}").json()["status"] == "succeeded"
+    latest = client.get("/models/described-ch4").json()["latest"]
+    assert latest["training_data"]["descriptors"] == ["log_density"] and latest["descriptors"] == ["log_density"]

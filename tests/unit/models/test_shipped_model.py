@@ -13,6 +13,7 @@ from models.datasets import coremof_cif
 from models.metrics import regression_metrics
 from models.params import VoxelParams
 from models.structure import load_crystal
+from models.units import crystal_density_g_cm3
 from models.voxels import compute_voxels
 
 SHIPPED = Path(__file__).resolve().parents[3] / "models" / "shipped" / "retnet-ch4"
@@ -68,7 +69,8 @@ def test_test_structures_are_labelled_with_the_gcmc_values(shipped) -> None:
 def test_inference_reproduces_training_script_predictions(shipped) -> None:
     """Voxelize test structures from their CIFs again and predict: same numbers as the training script."""
     rows = _test_rows()[:4]
-    grids = np.stack([compute_voxels(load_crystal(coremof_cif(name)), shipped.voxel_params) for name, _, _ in rows])
-    predicted = shipped.predict(grids)[:, 0]
+    crystals = [load_crystal(coremof_cif(name)) for name, _, _ in rows]
+    grids = np.stack([compute_voxels(c, shipped.voxel_params) for c in crystals])
+    predicted = shipped.predict(grids, densities_g_cm3=[crystal_density_g_cm3(c) for c in crystals])[:, 0]
     expected = np.array([r[2] for r in rows])
     np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-4)

@@ -151,7 +151,7 @@ def test_build_card_and_save_job_model(trained, tmp_path: Path) -> None:  # type
         "source": "training job abc", "size": 4, "n_val": 2, "split_seed": 1,
         "label_hash": label_hash(data.names, data.y), "structures": 6, "skipped": 1, "epochs": 2,
         "base_model": None, "augment": False, "translate": True, "n_test": 0, "vibration_copies": 0,
-        "vibration_amplitude": None}
+        "vibration_amplitude": None, "descriptors": []}
     assert card.metrics["evaluated_on"] == ON_VALIDATION and card.metrics["n_eval"] == 2
     assert card.metrics["r2"] == outcome.metrics["r2"]
 
@@ -223,3 +223,36 @@ def test_vibrated_copies_train_only_the_training_structures(monkeypatch: pytest.
     copy_ids = {int(g[0, 0, 0]) - 1000 for g in seen["x"][n:]}
     assert copy_ids == {int(i) for i in outcome.train_idx}  # never a validation structure's copy
     np.testing.assert_array_equal(seen["y"][n:], np.repeat(data.y[outcome.train_idx], 2, axis=0))
+
+
+def test_a_job_with_descriptors_trains_scores_and_serves_a_descriptor_model(tmp_path: Path) -> None:
+    """``descriptors``: standardized on the training split, read at every step, in the card, needed to serve."""
+    from models.descriptors import MissingDescriptorError
+
+    data = _dataset(30)
+    data.densities = np.linspace(0.4, 2.0, 30)
+    params = {**PARAMS, "epochs": 1, "val_fraction": 0.25, "test_fraction": 0.2,
+              "descriptors": ["log_density", "energy_histogram"]}
+    outcome = train_and_evaluate(data, params, device="cpu")
+    spec = outcome.result.descriptors
+    assert outcome.result.model.n_descriptors == spec.width == 15
+    assert spec.mean[0] == pytest.approx(float(np.log(data.densities[outcome.train_idx]).mean()))
+    expected = predict_grids(outcome.result.model, outcome.result.standardizer, data.x[outcome.test_idx],
+                             descriptors=spec.compute(data.x[outcome.test_idx], data.densities[outcome.test_idx]))
+    np.testing.assert_allclose(outcome.eval_pred, expected, rtol=1e-6)
+    card = build_card(data, outcome, params, version="1", source="test")
+    assert card.descriptors == spec.to_dict() and card.training_data["descriptors"] == params["descriptors"]
+    loaded = load_model(save_job_model(tmp_path / "model", outcome, card), device="cpu")
+    served = loaded.predict_detailed(data.x[outcome.test_idx], densities_g_cm3=data.densities[outcome.test_idx])
+    np.testing.assert_allclose(served.values, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(MissingDescriptorError):
+        loaded.predict(data.x[:2])
+
+
+def test_load_dataset_keeps_each_crystal_density() -> None:
+    from models.units import crystal_density_g_cm3
+
+    data = load_dataset([_cif("FIGXAU_clean"), _cif("SAYTUJ_clean")], b"name,ch4\nFIGXAU_clean,1\nSAYTUJ_clean,2\n",
+                        ["ch4"], grid_for=lambda crystal: np.ones((5, 5, 5), np.float32))
+    expected = [crystal_density_g_cm3(load_crystal(CIFS / f"{n}.cif")) for n in data.names]
+    np.testing.assert_allclose(data.densities, expected)

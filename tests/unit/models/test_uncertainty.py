@@ -88,9 +88,10 @@ def test_shipped_model_reports_sigma_and_domain() -> None:
     assert 0.85 <= test_coverage <= 1.0
     rng = np.random.default_rng(5)
     grids = rng.uniform(0, 1, size=(3, 25, 25, 25)).astype(np.float32)
-    out = model.predict_detailed(grids)
+    densities = [0.6, 1.0, 1.4]  # g/cm³ (read by a descriptor model, ignored by a grid-only one)
+    out = model.predict_detailed(grids, densities_g_cm3=densities)
     assert out.values.shape == (3, 1) and out.sigma.shape == (3, 1) and (out.sigma > 0).all()
-    assert np.allclose(out.values, model.predict(grids), atol=1e-5)  # the same mean as the plain path
+    assert np.allclose(out.values, model.predict(grids, densities_g_cm3=densities), atol=1e-5)  # the plain path's mean
     assert len(out.neighbours[0]) == 5
 
 
@@ -99,11 +100,13 @@ def test_dense_framework_is_out_of_domain(cif: Path) -> None:
     """A dense, non-porous crystal (α-quartz, rock salt) is nothing like the MOFs the model learned from."""
     from models.artifacts import load_model, shipped_model_dir
     from models.structure import parse_cif
+    from models.units import crystal_density_g_cm3
     from models.voxels import compute_voxels
 
     model = load_model(shipped_model_dir(), device="cpu")
-    grid = compute_voxels(parse_cif(cif.read_bytes(), cif.stem), model.voxel_params)
-    out = model.predict_detailed(grid)
+    crystal = parse_cif(cif.read_bytes(), cif.stem)
+    out = model.predict_detailed(compute_voxels(crystal, model.voxel_params),
+                                 densities_g_cm3=[crystal_density_g_cm3(crystal)])
     assert out.in_domain is not None and not bool(out.in_domain[0])
 
 
@@ -112,12 +115,15 @@ def test_a_training_structure_is_in_domain() -> None:
     from models.artifacts import load_model, shipped_model_dir
     from models.datasets import coremof_cif_dir
     from models.structure import parse_cif
+    from models.units import crystal_density_g_cm3
     from models.voxels import compute_voxels
 
     model = load_model(shipped_model_dir(), device="cpu")
     name = model.domain.names[0]
     cif = next(coremof_cif_dir().glob(f"{name}.cif"))
-    out = model.predict_detailed(compute_voxels(parse_cif(cif.read_bytes(), name), model.voxel_params))
+    crystal = parse_cif(cif.read_bytes(), name)
+    out = model.predict_detailed(compute_voxels(crystal, model.voxel_params),
+                                 densities_g_cm3=[crystal_density_g_cm3(crystal)])
     assert bool(out.in_domain[0])
     assert out.neighbours[0][0].name == name and out.neighbours[0][0].distance < 1e-3
 
