@@ -9,7 +9,7 @@
 # 5.8 bar point is copied from that label (status ok_reused: same protocol, same RASPA2), the other pressures are
 # simulated. Then the rest of CoRE MOF 2019-ASR with PLD >= 4 Å, all four pressures simulated.
 #
-# Environment: JOBS (parallel simulations, default 1), OUT (default models/data/ch4_isotherms_raspa2.csv, committed so
+# Environment: JOBS (parallel simulations, default 1), NICE (niceness of the run and of its autogroup, default 19), OUT (default models/data/ch4_isotherms_raspa2.csv, committed so
 # the next session resumes it), LIST (default data/labels/ch4_isotherm_names.txt, re-made at every start from the
 # label files), PRESSURES (default 1,5.8,35,65 bar), CYCLES / INIT_CYCLES (default 700 / 300: the reference protocol;
 # other values switch the reuse off), REUSE (default 1; 0: simulate the 5.8 bar point too).
@@ -129,7 +129,13 @@ nohup setsid nice -n "${NICE:-19}" "${CMD[@]}" --coremof-list "$LIST" --pressure
   --jobs "$JOBS" --cycles "$CYCLES" --init-cycles "$INIT_CYCLES" "${REUSE_ARGS[@]}" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 # With the kernel's autogroup scheduling (most desktop/VM kernels) nice ranks processes only inside their session:
-# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too.
-sleep 0.5
-[[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
+# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too,
+# once the run leads its own session (never the caller's group).
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  if [[ "$(ps -o sid= -p $! 2>/dev/null | tr -d ' ')" == "$!" ]]; then
+    [[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
+    break
+  fi
+  sleep 0.2
+done
 echo "started pid $! ($JOBS job(s), pressures $PRESSURES bar); progress: tail -f $LOG; status: $0 status"

@@ -82,7 +82,13 @@ nohup setsid nice -n "${NICE:-19}" "${CMD[@]}" --coremof-list "$LIST" --resume -
   --jobs "$JOBS" --cycles "$CYCLES" --init-cycles "$INIT_CYCLES" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 # With the kernel's autogroup scheduling (most desktop/VM kernels) nice ranks processes only inside their session:
-# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too.
-sleep 0.5
-[[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
+# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too,
+# once the run leads its own session (never the caller's group).
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  if [[ "$(ps -o sid= -p $! 2>/dev/null | tr -d ' ')" == "$!" ]]; then
+    [[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
+    break
+  fi
+  sleep 0.2
+done
 echo "started pid $! ($JOBS job(s)); progress: tail -f $LOG; status: $0 status"

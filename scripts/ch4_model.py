@@ -484,11 +484,16 @@ def cmd_ship(args: argparse.Namespace) -> None:
                                  f"{best['single_validation_r2']:.3f})" if "members" in best else "")
                               + "; the test set was used for nothing but this report"},
         training_config={"recipe": "thesis: MSE, Adam 1e-3, batch 64, StepLR(10, 0.5), augmentation"
-                                   + (" + random periodic translations" if best.get("translate") else ""),
+                                   + (" + random periodic translations" if best.get("translate") else "")
+                                   + (f"; crystal descriptors {', '.join(spec['names'])} read beside the grid"
+                                      if spec else ""),
                          "translate": bool(best.get("translate")),
+                         "descriptors": list(spec["names"]) if spec else [],
                          "epochs": len(best["history"]), "run": best["tag"]},
         description=f"RetNet predicting {PROPERTY} in {UNIT} from 25³ UFF energy voxels "
-                    f"(probe ε=50 K, σ=2.5 Å, r_c=10 Å, T=298 K).",
+                    f"(probe ε=50 K, σ=2.5 Å, r_c=10 Å, T=298 K)"
+                    + (f" and the crystal descriptors {', '.join(spec['names'])} (models/descriptors.py)."
+                       if spec else "."),
     )
     out = ROOT / "models" / "shipped" / "retnet-ch4"
     if out.exists():
@@ -698,6 +703,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
                          **{k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}})
             print(f"{label:70s} {size:>4} R2 {rows[-1]['r2']['value']:.3f} MAE {rows[-1]['mae']['value']:.3f}",
                   flush=True)
+    rows += _retnet_curve_rows(args, card, data)
     shipped_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test])[:, 0]
     shipped = regression_metrics(y[test], shipped_pred, n_boot=10000, seed=0)
     rows.append({"model": f"shipped {card.ref} (RetNet ensemble)", "size": "all",
@@ -707,6 +713,32 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print("\n| model | train size | seeds | R² [95 % CI] | MAE mol/kg [95 % CI] |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['n_train']} | {r['seeds']} | {_ci(r['r2'])} | {_ci(r['mae'])} |")
+
+
+def _retnet_curve_rows(args: argparse.Namespace, card: Any, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shipped variant's runs at the smaller sizes of ``--sizes`` (from ``--runs``), seed means with CIs.
+
+    A run counts when it was trained as the shipped variant (its tag without the seed and size) on this test set.
+    """
+    from models.metrics import seed_mean_metrics
+
+    member = str(card.training_config.get("run") or "").split("+")[0]
+    variant = re.sub(r"_(all|\d+)$", "", member)
+    test_names = [data["names"][i] for i in data["test"]]
+    y = data["y"][data["test"]]
+    out = []
+    for size in [s for s in args.sizes if s != "all"]:
+        runs = [r for r in _runs(args) if re.sub(r"_seed\d+", "", r.get("tag", "")) == f"{variant}_{size}"
+                and r.get("test_names") == test_names]
+        if not runs:
+            continue
+        m = seed_mean_metrics(y, np.array([r["test_pred"] for r in runs]), n_boot=10000, seed=0)
+        out.append({"model": f"RetNet ({variant.removeprefix('retnet_')})", "size": str(size),
+                    "n_train": runs[0]["size"], "seeds": len(runs),
+                    **{k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}})
+        print(f"{out[-1]['model']:70s} {size:>4} R2 {out[-1]['r2']['value']:.3f} MAE {out[-1]['mae']['value']:.3f}",
+              flush=True)
+    return out
 
 
 def _metric_json(metric: Any) -> dict[str, float]:
