@@ -461,7 +461,7 @@ def train_retnet(
 
 
 def _batched(
-    apply: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    apply: Callable[..., torch.Tensor],
     model: RetNet,
     standardizer: Standardizer,
     grids: np.ndarray | torch.Tensor,
@@ -484,7 +484,9 @@ def _batched(
             for start in range(0, len(x), batch_size):
                 batch = standardizer(x[start : start + batch_size].to(target))
                 described = None if d is None else d[start : start + batch_size].to(target)
-                out[start : start + len(batch)] = apply(batch, described).double().cpu().numpy()
+                # a grid-only module (e.g. an IsothermEnsemble) is called with the grids alone
+                result = apply(batch) if described is None else apply(batch, described)
+                out[start : start + len(batch)] = result.double().cpu().numpy()
     finally:
         model.train(was_training)
     return out
@@ -560,8 +562,8 @@ def member_outputs_grids(
     members = len(getattr(model, "members", [model]))
     k = model.n_outputs
 
-    def apply(batch: torch.Tensor, described: torch.Tensor | None) -> torch.Tensor:
-        fingerprints, predictions = model.member_outputs(batch, described)
+    def apply(batch: torch.Tensor, *described: torch.Tensor) -> torch.Tensor:
+        fingerprints, predictions = model.member_outputs(batch, *described)
         return torch.cat([predictions.permute(1, 0, 2).reshape(len(batch), -1),
                           fingerprints.permute(1, 0, 2).reshape(len(batch), -1)], dim=1)
 
