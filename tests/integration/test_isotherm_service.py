@@ -230,6 +230,10 @@ def test_design_refuses_what_the_model_cannot_answer_and_retries_safely(client) 
     assert bad.status_code == 422 and "uptake_65bar" in bad.json()["detail"]
     bad = client.post("/design", json={"target": {"uptake_65bar": 5}, "tolerance": 1})  # the default model: 5.8 bar
     assert bad.status_code == 422 and "gives value" in bad.json()["detail"]
+    default = client.get("/models").json()["default"]
+    if "log_density" in client.get(f"/models/{default.split(':')[0]}").json()["latest"]["descriptors"]:
+        bad = client.post("/design", json={"target": {"value": 5}, "tolerance": 1, "generate": 1})
+        assert bad.status_code == 422 and "density" in bad.json()["detail"]  # a landscape has no density
     bad = client.post("/design", json={"model": _ref(), "target": {"uptake_65bar": 5, "uptake_1bar": 1},
                                        "tolerance": {"uptake_65bar": 1}})
     assert bad.status_code == 422 and "per-quantity tolerance" in bad.json()["detail"]
