@@ -351,7 +351,14 @@ def _load_pretrained(args: argparse.Namespace, name: str) -> Any:
     from models.retnet import RetNet
     from models.transforms import Standardizer
 
-    checkpoint = torch.load(args.runs / name / "checkpoint.pt", weights_only=False)
+    path = args.runs / name / "checkpoint.pt"
+    if name == "pretrained" and not path.exists():  # no `pretrain` run here: the shipped backbone (what it made)
+        from models.artifacts import load_model
+
+        shipped = load_model(ROOT / "models" / "shipped" / "retnet-coremof-geometry", device="cpu")
+        print(f"backbone: the shipped {shipped.ref} ({path} does not exist)", flush=True)
+        return shipped.model, shipped.standardizer
+    checkpoint = torch.load(path, weights_only=False)
     model = RetNet(n_outputs=len(checkpoint["targets"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model, Standardizer.from_dict(checkpoint["standardizer"])
@@ -710,9 +717,23 @@ def cmd_compare(args: argparse.Namespace) -> None:
                  "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
                  **{k: _metric_json(v) for k, v in shipped.items() if k in ("r2", "mae")}})
     save_json(args.runs / "compare.json", {"model": card.ref, "n_test": len(test), "rows": rows})
+    _compare_plot(rows, args.runs / "learning_curves.png")
     print("\n| model | train size | seeds | R² [95 % CI] | MAE mol/kg [95 % CI] |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['n_train']} | {r['seeds']} | {_ci(r['r2'])} | {_ci(r['mae'])} |")
+
+
+def _compare_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Test R² against training size for every model of ``compare`` with several sizes (the shipped model joins
+    its variant's curve at full size)."""
+    from models.plots import learning_curve_plot
+
+    curves: dict[str, list[tuple[int, float, float, float]]] = {}
+    for r in rows:
+        label = "RetNet + density (shipped variant)" if r["model"].startswith(("RetNet (", "shipped ")) else r["model"]
+        curves.setdefault(label, []).append((int(r["n_train"]), r["r2"]["value"], r["r2"]["ci_low"],
+                                             r["r2"]["ci_high"]))
+    learning_curve_plot({k: sorted(v) for k, v in curves.items() if len(v) > 1}, path)
 
 
 def _retnet_curve_rows(args: argparse.Namespace, card: Any, data: dict[str, Any]) -> list[dict[str, Any]]:
