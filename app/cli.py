@@ -220,6 +220,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs.update(1)
 
     spec = described = train_d = None
+    base_spec = getattr(getattr(base, "card", None), "descriptor_spec", None)
+    if not args.descriptors and base_spec is not None:  # fine-tuning a descriptor model keeps its inputs
+        args.descriptors = list(base_spec.names)
     if args.descriptors:
         if args.vibration_copies:
             raise CommandError("--descriptors with --vibration-copies is not supported by `retnet train` yet "
@@ -227,7 +230,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from models.descriptors import DescriptorSpec, descriptor_matrix
 
         raw = descriptor_matrix(args.descriptors, data.grids, data.densities)
-        spec = DescriptorSpec.fit(args.descriptors, raw[train_idx])
+        same = base_spec is not None and list(base_spec.names) == list(args.descriptors)
+        spec = base_spec if same else DescriptorSpec.fit(args.descriptors, raw[train_idx])
         described = spec.transform(raw)
         train_d = described[train_idx]
     val = (data.grids[val_idx], data.targets[val_idx], None if described is None else described[val_idx]) \

@@ -204,6 +204,8 @@ class RetNetIsotherm(nn.Module):
         self.backbone = backbone if backbone is not None else RetNet(n_outputs=1)
         if not isinstance(self.backbone, RetNet):
             raise TypeError(f"backbone must be a RetNet, got {type(self.backbone).__name__}")
+        if self.backbone.n_descriptors:
+            raise ValueError("an isotherm backbone must read the grid only (this one reads crystal descriptors)")
         self.isotherm_head = MonotoneHead(FINGERPRINT_SIZE, self.n_outputs)
 
     @classmethod
@@ -297,6 +299,8 @@ class IsothermEnsemble(nn.Module):
             backbone = RetNetEnsemble([backbone])
         if not isinstance(backbone, RetNetEnsemble):
             raise TypeError(f"backbone must be a RetNet or a RetNetEnsemble, got {type(backbone).__name__}")
+        if backbone.n_descriptors:
+            raise ValueError("an isotherm backbone must read the grid only (this one reads crystal descriptors)")
         self.backbone = backbone
         self.pressures_bar = _check_pressures(pressures_bar)
         self.n_outputs = len(self.pressures_bar)

@@ -209,9 +209,10 @@ def voxelize_paths(
     grids: dict[str, np.ndarray] = {}
     for source in sources:
         try:
-            grids[source.name], crystal = voxelize_crystal(source, params, cache_dir, threads=threads)
+            grid, crystal = voxelize_crystal(source, params, cache_dir, threads=threads)
             if densities is not None:
                 densities[source.name] = crystal_density_g_cm3(crystal)
+            grids[source.name] = grid
         except Exception as exc:
             if on_error is None:
                 raise

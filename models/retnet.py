@@ -603,8 +603,8 @@ def freeze(model: RetNet, mode: FreezeMode) -> RetNet:
     mode : {None, "conv", "all-but-output"}
         None: everything trainable. "conv": ``.features`` frozen, i.e. no gradients
         and its BatchNorm running statistics kept (the stack stays in eval mode under
-        ``model.train()``). "all-but-output": ``.features`` and ``.head`` frozen the same
-        way (so the head's dropout is off too); only ``.output`` trains.
+        ``model.train()``). "all-but-output": ``.features``, ``.head`` (and a descriptor
+        input) frozen the same way (so the head's dropout is off too); only ``.output`` trains.
 
     Returns
     -------
@@ -618,6 +618,8 @@ def freeze(model: RetNet, mode: FreezeMode) -> RetNet:
         frozen_parts.append(model.features)
     if mode == "all-but-output":
         frozen_parts.append(model.head)
+        if model.descriptor_input is not None:
+            frozen_parts.append(model.descriptor_input)
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     for part in frozen_parts:

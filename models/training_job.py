@@ -223,6 +223,7 @@ def load_dataset(
         else:
             try:
                 crystal = parse_cif(data, name=name)
+                density = crystal_density_g_cm3(crystal)
                 grid = grid_for(crystal)
                 copies = [grid_for(c) for c in vibrated_copies(crystal, vibration_copies, amplitude)]
             except StructureError as exc:
@@ -232,7 +233,7 @@ def load_dataset(
                 ys.append(y)
                 names.append(name)
                 vibrated.append(copies)
-                densities.append(crystal_density_g_cm3(crystal))
+                densities.append(density)
         if progress is not None:
             progress(i + 1, len(todo), skipped)
     if len(grids) < 2:
@@ -311,7 +312,9 @@ def train_and_evaluate(
     # a descriptor base model is fine-tuned on the descriptors it reads unless the job names others
     base_spec = getattr(getattr(base_model, "card", None), "descriptor_spec", None)
     names = list(params.get("descriptors") or (base_spec.names if base_spec is not None else []))
-    spec, described, train_d = _descriptors(dataset, names, train_idx, train_x, copies)
+    spec, described, train_d = _descriptors(dataset, names, train_idx, train_x, copies,
+                                            base_spec if base_spec is not None and list(base_spec.names) == names
+                                            else None)
     val = (x[val_idx], y[val_idx], None if described is None else described[val_idx]) if len(val_idx) else None
     result = train_retnet(train_x, train_y, config, val=val, base_model=base_model, progress=on_epoch,
                           descriptors=train_d)
@@ -341,18 +344,19 @@ def train_and_evaluate(
 
 
 def _descriptors(dataset: LabelledDataset, names: list[str], train_idx: np.ndarray, train_x: np.ndarray,
-                 copies: np.ndarray | None) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+                 copies: np.ndarray | None, spec: Any = None) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
     """(DescriptorSpec, standardized descriptors of every structure, those of the training grids incl. copies).
 
-    The spec is fitted on the training structures; a jittered copy keeps its original's density (same cell and
-    atoms) and gets the energy histogram of its own grid. (None, None, None) without descriptors.
+    The spec is fitted on the training structures unless one is given (a fine-tuned descriptor model keeps its
+    base's standardization, which its weights were learnt with); a jittered copy keeps its original's density
+    (same cell and atoms) and gets the energy histogram of its own grid. (None, None, None) without descriptors.
     """
     if not names:
         return None, None, None
     from models.descriptors import DescriptorSpec, descriptor_matrix
 
     raw = descriptor_matrix(names, dataset.x, dataset.densities)
-    spec = DescriptorSpec.fit(names, raw[train_idx])
+    spec = spec if spec is not None else DescriptorSpec.fit(names, raw[train_idx])
     per_copy = 0 if copies is None else copies.shape[1]
     densities = None if dataset.densities is None else dataset.densities[train_idx]
     train_densities = None if densities is None else np.concatenate([densities, np.repeat(densities, per_copy)])

@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/voxelize_coremof.py --labelled                   # grids of the labelled structures
-    python scripts/isotherm_model.py train --version 1              # fit, evaluate, compare, ship
+    python scripts/isotherm_model.py train --version 2 --base /tmp/v5/models/shipped/retnet-ch4   # fit, evaluate, ship
     python scripts/voxelize_coremof.py --all                        # grids of every CoRE MOF 2019 structure
     python scripts/design_library.py --model models/shipped/retnet-ch4-isotherm   # its library (POST /design)
 
@@ -194,7 +194,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True)
     p = sub.add_parser("train", help="fit the heads, evaluate against per-pressure RFs, ship the model")
-    p.add_argument("--base", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
+    p.add_argument("--base", type=Path, required=True,
+                   help="the grid-only backbone folder: retnet-ch4:5, e.g. `git archive c153b9e "
+                        "models/shipped/retnet-ch4 | tar -x -C /tmp/v5` (v6 reads the density, which the heads "
+                        "do not take yet)")
     p.add_argument("--version", default="1")
     p.add_argument("--epochs", type=int, default=4000)
     p.add_argument("--jobs", type=int, default=1)

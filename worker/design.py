@@ -67,8 +67,8 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
         return [], "no generator is installed (scripts/generator_model.py trains one)"
     vae, info = load_generator(str(GENERATOR_PATH))
     loaded = ctx.model(model_ref)
-    if loaded.needs_density:
-        return [], f"{model_ref} needs each crystal's density, which a generated landscape does not have"
+    if loaded.card.descriptors:
+        return [], f"{model_ref} reads crystal descriptors, which a generated landscape does not have"
     if info.get("voxel_params_hash") != loaded.card.voxel_params.params_hash():
         return [], f"the generator learnt grids of other voxel parameters than {model_ref}'s"
     row = ctx.model_row(model_ref)

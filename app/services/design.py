@@ -64,10 +64,11 @@ def submit_design(session: Session, settings: Settings, request: DesignRequest, 
         if missing or set(request.tolerance) - set(request.target):
             raise UnprocessableError("a per-quantity tolerance needs exactly the target's quantities "
                                      f"({', '.join(request.target)})")
-    if request.generate and "log_density" in ((card.get("descriptors") or {}).get("names") or []):
-        raise UnprocessableError(f"{ref} reads each crystal's density beside its energy grid, and a generated energy "
-                                 "landscape has no density: design with generate=0, or choose a grid-only model "
-                                 "(e.g. retnet-ch4-isotherm)")
+    if request.generate and card.get("descriptors"):
+        names = ", ".join(card["descriptors"].get("names") or [])
+        raise UnprocessableError(f"{ref} reads crystal descriptors ({names}) "
+                                 "beside its energy grid, and a generated energy landscape has no crystal: design "
+                                 "with generate=0, or choose a grid-only model (e.g. retnet-ch4-isotherm)")
     tolerances = request.tolerance.values() if isinstance(request.tolerance, dict) else [request.tolerance]
     if any(not np.isfinite(t) or t <= 0 for t in tolerances) or not all(np.isfinite(v)
                                                                          for v in request.target.values()):

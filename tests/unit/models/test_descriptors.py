@@ -144,3 +144,13 @@ def test_saved_descriptor_model_serves_with_densities(tmp_path: Path) -> None:
         loaded.predict(grids)
     with pytest.raises(ValueError, match="descriptor"):  # a card that does not describe the model's inputs
         save_model(tmp_path / "bad", ensemble, card.model_copy(update={"descriptors": None}))
+
+
+def test_freezing_all_but_the_output_freezes_the_descriptor_input_and_isotherms_refuse_descriptor_backbones() -> None:
+    from models.isotherm import IsothermEnsemble
+    from models.retnet import freeze
+
+    model = freeze(RetNet(n_descriptors=2), "all-but-output")
+    assert not model.descriptor_input.weight.requires_grad and model.output.weight.requires_grad
+    with pytest.raises(ValueError, match="grid only"):
+        IsothermEnsemble(RetNetEnsemble([RetNet(n_descriptors=1)]), (1.0, 5.8))
