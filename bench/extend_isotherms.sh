@@ -31,6 +31,8 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 LABELS=(models/data/ch4_coremof2019_raspa2.csv models/data/ch4_coremof2019_raspa2_extra.csv)
 
+# shellcheck source=bench/_background.sh
+. "$ROOT/bench/_background.sh"
 alive() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 case "${1:-start}" in
@@ -128,14 +130,6 @@ fi
 nohup setsid nice -n "${NICE:-19}" "${CMD[@]}" --coremof-list "$LIST" --pressures "$PRESSURES" --resume --out "$OUT" \
   --jobs "$JOBS" --cycles "$CYCLES" --init-cycles "$INIT_CYCLES" "${REUSE_ARGS[@]}" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
-# With the kernel's autogroup scheduling (most desktop/VM kernels) nice ranks processes only inside their session:
-# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too,
-# once the run leads its own session (never the caller's group).
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-  if [[ "$(ps -o sid= -p $! 2>/dev/null | tr -d ' ')" == "$!" ]]; then
-    [[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
-    break
-  fi
-  sleep 0.2
-done
+# nice alone does not rank across sessions (autogroup scheduling): nice the run's session too
+nice_autogroup "$!" "${NICE:-19}"
 echo "started pid $! ($JOBS job(s), pressures $PRESSURES bar); progress: tail -f $LOG; status: $0 status"

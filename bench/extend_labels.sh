@@ -23,6 +23,8 @@ INIT_CYCLES="${INIT_CYCLES:-300}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
+# shellcheck source=bench/_background.sh
+. "$ROOT/bench/_background.sh"
 alive() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 case "${1:-start}" in
@@ -81,14 +83,6 @@ fi
 nohup setsid nice -n "${NICE:-19}" "${CMD[@]}" --coremof-list "$LIST" --resume --out "$OUT" \
   --jobs "$JOBS" --cycles "$CYCLES" --init-cycles "$INIT_CYCLES" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
-# With the kernel's autogroup scheduling (most desktop/VM kernels) nice ranks processes only inside their session:
-# a new session (setsid) would get a fair share of the cores beside the user's own work. Nice its autogroup too,
-# once the run leads its own session (never the caller's group).
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-  if [[ "$(ps -o sid= -p $! 2>/dev/null | tr -d ' ')" == "$!" ]]; then
-    [[ -w /proc/$!/autogroup ]] && echo "${NICE:-19}" >"/proc/$!/autogroup" 2>/dev/null || true
-    break
-  fi
-  sleep 0.2
-done
+# nice alone does not rank across sessions (autogroup scheduling): nice the run's session too
+nice_autogroup "$!" "${NICE:-19}"
 echo "started pid $! ($JOBS job(s)); progress: tail -f $LOG; status: $0 status"
