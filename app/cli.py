@@ -227,12 +227,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.vibration_copies:
             raise CommandError("--descriptors with --vibration-copies is not supported by `retnet train` yet "
                                "(POST /training-jobs supports both)")
-        from models.descriptors import DescriptorSpec, descriptor_matrix
+        from models.descriptors import training_descriptors
 
-        raw = descriptor_matrix(args.descriptors, data.grids, data.densities)
-        same = base_spec is not None and list(base_spec.names) == list(args.descriptors)
-        spec = base_spec if same else DescriptorSpec.fit(args.descriptors, raw[train_idx])
-        described = spec.transform(raw)
+        spec, described = training_descriptors(args.descriptors, data.grids, data.densities, train_idx, base_spec)
         train_d = described[train_idx]
     val = (data.grids[val_idx], data.targets[val_idx], None if described is None else described[val_idx]) \
         if n_val else None

@@ -87,21 +87,32 @@ def _set_fused(model: LoadedModel, fused: bool) -> None:
         model.model.fused = fused
 
 
+def synthetic_densities(n: int, seed: int = 0) -> np.ndarray:
+    """Crystal densities, g/cm³, log-uniform over 0.3–2.5 (CoRE MOF's range), for a model that reads them."""
+    return np.exp(np.random.default_rng(seed).uniform(np.log(0.3), np.log(2.5), n))
+
+
 def measure(
-    model: LoadedModel, grids: np.ndarray, *, seconds: float, rounds: int, warmup: int
+    model: LoadedModel, grids: np.ndarray, *, seconds: float, rounds: int, warmup: int,
+    densities: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Time legacy and fused prediction of ``grids`` as one batch; returns grids/s, speed-up and difference."""
+    """Time legacy and fused prediction of ``grids`` as one batch; returns grids/s, speed-up and difference.
+
+    ``densities`` (g/cm³) are passed to a model that reads the crystal density (its descriptors are computed in
+    every call, as serving does).
+    """
     batch = len(grids)
     predictions: dict[bool, np.ndarray] = {}
     for fused in (False, True):
         _set_fused(model, fused)
         for _ in range(warmup):
-            predictions[fused] = model.predict(grids, batch_size=batch)
+            predictions[fused] = model.predict(grids, batch_size=batch, densities_g_cm3=densities)
     times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for _ in range(rounds):
         for fused in (False, True):
             _set_fused(model, fused)
-            times[fused] += _call_times(lambda: model.predict(grids, batch_size=batch), seconds / rounds, 1)
+            times[fused] += _call_times(
+                lambda: model.predict(grids, batch_size=batch, densities_g_cm3=densities), seconds / rounds, 1)
     _set_fused(model, True)
     wall = {path: statistics.median(t[0] for t in calls) for path, calls in times.items()}
     cpu = {path: statistics.median(t[1] for t in calls) for path, calls in times.items()}
@@ -171,11 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.fused_chunk is not None:
         model.model.fused_chunk = args.fused_chunk
     grids = synthetic_grids(max(args.batches), seed=args.seed)
+    densities = synthetic_densities(len(grids), seed=args.seed) if model.needs_density else None
     rows = []
     for threads in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         for batch in args.batches:
-            row = measure(model, grids[:batch], seconds=args.seconds, rounds=args.rounds, warmup=args.warmup)
+            row = measure(model, grids[:batch], seconds=args.seconds, rounds=args.rounds, warmup=args.warmup,
+                          densities=None if densities is None else densities[:batch])
             rows.append({"threads": threads, **row})
             print(f"threads {threads} batch {batch}: {row['speedup']:.2f}x", file=sys.stderr, flush=True)
     print(f"{model.ref} on {args.device}, interop threads {torch.get_num_interop_threads()}, "

@@ -213,7 +213,7 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
     import torch
 
     from app.db.session import session_scope
-    from app.db.tables import ModelVersion
+    from app.db.tables import ModelVersion, Structure
     from app.storage import decode_grid, store_from_uri
     from models.artifacts import load_model
     from models.params import VoxelParams
@@ -229,11 +229,18 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
     model = load_model(folder, device="cpu")
     keys = [k for k in store.list(f"voxels/{params_hash}/") if k.endswith(".npy.gz")]
     grids = np.stack([decode_grid(store.get(k)) for k in keys]).astype(np.float32)
-    model.predict(grids[:batch], batch_size=batch)  # warm-up
+    densities = None
+    if model.needs_density:  # the crystal densities the service keeps per structure (the grid key is its hash)
+        shas = [k.rsplit("/", 1)[-1].split("_", 1)[0] for k in keys]
+        with session_scope(settings.db_url) as session:
+            known = dict(session.query(Structure.sha256, Structure.density_g_cm3)
+                         .filter(Structure.sha256.in_(shas)).all())
+        densities = np.array([known[sha] for sha in shas], dtype=np.float64)
+    model.predict(grids[:batch], batch_size=batch, densities_g_cm3=None if densities is None else densities[:batch])
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        model.predict(grids, batch_size=batch)
+        model.predict(grids, batch_size=batch, densities_g_cm3=densities)
         best = min(best, time.perf_counter() - t0)
     inference = len(grids) / best * 60
     warm_up()

@@ -77,6 +77,50 @@ def coremof_cif(name: str, dataset: str = DEFAULT_DATASET, cache_dir: Path | Non
     return path
 
 
+def _parsed_facts(path: str) -> tuple[str, str, float]:
+    """(name, sha256, density g/cm³) of one CIF, parsed as the service parses uploads ('' / nan on failure)."""
+    from models.structure import parse_cif
+    from models.units import crystal_density_g_cm3
+
+    name = Path(path).stem
+    try:
+        crystal = parse_cif(Path(path).read_text(errors="replace"), name)
+        return name, crystal.sha256, float(crystal_density_g_cm3(crystal))
+    except Exception:  # noqa: BLE001  (a CIF the service would refuse: no hash, no density)
+        return name, "", float("nan")
+
+
+def coremof_structures(names: list[str], jobs: int = 1, dataset: str = DEFAULT_DATASET,
+                       cache_dir: Path | None = None) -> pd.DataFrame:
+    """``sha256`` and ``density_g_cm3`` (g/cm³) of CoRE MOF entries, indexed by name, as the service computes them.
+
+    The CIFs are parsed once (``jobs`` processes) and the facts cached in ``coremof-<dataset>-structures.csv``
+    of the cache folder; a CIF the service would refuse gets ``''`` and NaN.
+    """
+    cache = (cache_dir or default_cache_dir()) / f"coremof-{dataset}-structures.csv"
+    known: dict[str, tuple[str, float]] = {}
+    if cache.exists():
+        table = pd.read_csv(cache, keep_default_na=False, dtype={"sha256": str})
+        known = {r.name: (r.sha256, float(r.density_g_cm3) if r.density_g_cm3 != "" else float("nan"))
+                 for r in table.itertuples()}
+    todo = [str(coremof_cif(n, dataset, cache_dir)) for n in dict.fromkeys(names) if n not in known]
+    if todo:
+        if jobs > 1:
+            from multiprocessing import get_context
+
+            with get_context("spawn").Pool(jobs) as pool:
+                parsed = list(pool.imap(_parsed_facts, todo, chunksize=16))
+        else:
+            parsed = [_parsed_facts(p) for p in todo]
+        known.update({n: (sha, rho) for n, sha, rho in parsed})
+        staging = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
+        pd.DataFrame([{"name": n, "sha256": v[0], "density_g_cm3": v[1]} for n, v in known.items()]).to_csv(
+            staging, index=False)
+        staging.replace(cache)
+    return pd.DataFrame([{"name": n, "sha256": known[n][0], "density_g_cm3": known[n][1]} for n in names]
+                        ).set_index("name")
+
+
 def coremof_properties(dataset: str = DEFAULT_DATASET) -> pd.DataFrame:
     """The core-mof property table (geometric descriptors), indexed by structure name."""
     import CoRE_MOF  # type: ignore[import-untyped]

@@ -165,3 +165,18 @@ class DescriptorSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DescriptorSpec:
         return cls(tuple(data["names"]), tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+
+
+def training_descriptors(names: Sequence[str], grids: np.ndarray,
+                         densities_g_cm3: Sequence[float | None] | np.ndarray | None, train_idx: np.ndarray,
+                         base: DescriptorSpec | None = None) -> tuple[DescriptorSpec, np.ndarray]:
+    """(spec, standardized descriptors of every structure) for a training run.
+
+    The spec is fitted on the ``train_idx`` rows, unless ``base`` (a fine-tuned model's) reads the same
+    descriptors: its weights were learnt with its standardization, which is then kept.
+    """
+    raw = descriptor_matrix(names, grids, densities_g_cm3)
+    keep = base is not None and tuple(base.names) == tuple(names)
+    spec = base if keep else DescriptorSpec.fit(names, raw[train_idx])
+    assert spec is not None
+    return spec, spec.transform(raw)

@@ -312,9 +312,7 @@ def train_and_evaluate(
     # a descriptor base model is fine-tuned on the descriptors it reads unless the job names others
     base_spec = getattr(getattr(base_model, "card", None), "descriptor_spec", None)
     names = list(params.get("descriptors") or (base_spec.names if base_spec is not None else []))
-    spec, described, train_d = _descriptors(dataset, names, train_idx, train_x, copies,
-                                            base_spec if base_spec is not None and list(base_spec.names) == names
-                                            else None)
+    spec, described, train_d = _descriptors(dataset, names, train_idx, train_x, copies, base_spec)
     val = (x[val_idx], y[val_idx], None if described is None else described[val_idx]) if len(val_idx) else None
     result = train_retnet(train_x, train_y, config, val=val, base_model=base_model, progress=on_epoch,
                           descriptors=train_d)
@@ -344,23 +342,24 @@ def train_and_evaluate(
 
 
 def _descriptors(dataset: LabelledDataset, names: list[str], train_idx: np.ndarray, train_x: np.ndarray,
-                 copies: np.ndarray | None, spec: Any = None) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+                 copies: np.ndarray | None, base: Any = None) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
     """(DescriptorSpec, standardized descriptors of every structure, those of the training grids incl. copies).
 
-    The spec is fitted on the training structures unless one is given (a fine-tuned descriptor model keeps its
-    base's standardization, which its weights were learnt with); a jittered copy keeps its original's density
-    (same cell and atoms) and gets the energy histogram of its own grid. (None, None, None) without descriptors.
+    See :func:`models.descriptors.training_descriptors` for the spec; a jittered copy keeps its original's
+    density (same cell and atoms) and gets the energy histogram of its own grid, the only descriptors computed
+    again. (None, None, None) without descriptors.
     """
     if not names:
         return None, None, None
-    from models.descriptors import DescriptorSpec, descriptor_matrix
+    from models.descriptors import training_descriptors
 
-    raw = descriptor_matrix(names, dataset.x, dataset.densities)
-    spec = spec if spec is not None else DescriptorSpec.fit(names, raw[train_idx])
-    per_copy = 0 if copies is None else copies.shape[1]
-    densities = None if dataset.densities is None else dataset.densities[train_idx]
-    train_densities = None if densities is None else np.concatenate([densities, np.repeat(densities, per_copy)])
-    return spec, spec.transform(raw), spec.compute(train_x, train_densities)
+    spec, described = training_descriptors(names, dataset.x, dataset.densities, train_idx, base)
+    if copies is None or copies.shape[1] == 0:
+        return spec, described, described[train_idx]
+    per_copy = copies.shape[1]
+    densities = None if dataset.densities is None else np.repeat(dataset.densities[train_idx], per_copy)
+    copied = spec.compute(train_x[len(train_idx):], densities)
+    return spec, described, np.concatenate([described[train_idx], copied])
 
 
 def label_hash(names: list[str], y: np.ndarray) -> str:

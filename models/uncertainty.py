@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.stats import norm
 
 #: Fraction of errors the ±z·σ interval should cover.
@@ -241,8 +242,10 @@ class Domain:
         dists, idxs = [], []
         for start in range(0, max(len(q), 1), chunk):
             part_q = q[start:start + chunk]
-            dist = np.sqrt(np.maximum(np.sum(part_q**2, axis=1)[:, None] + norms - 2.0 * part_q @ self.fingerprints.T,
-                                      0.0))
+            # the product in torch, on its thread pool: numpy's BLAS pool would spin beside torch's between
+            # forward passes and slow the next convolutions by ~15 % (measured on 2 cores)
+            product = (torch.from_numpy(part_q) @ torch.from_numpy(self.fingerprints).T).numpy()
+            dist = np.sqrt(np.maximum(np.sum(part_q**2, axis=1)[:, None] + norms - 2.0 * product, 0.0))
             idx = np.argpartition(dist, k - 1, axis=1)[:, :k]
             part = np.take_along_axis(dist, idx, axis=1)
             order = np.argsort(part, axis=1)

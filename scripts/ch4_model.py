@@ -137,30 +137,19 @@ def metrics_dict(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 
 
 def crystal_densities(names: list[str]) -> np.ndarray:
-    """Exact crystal densities (g/cm³) from the CoRE MOF CIFs, as serving computes them; cached next to the grids."""
-    from models.datasets import coremof_cif
-    from models.structure import parse_cif
-    from models.units import crystal_density_g_cm3
+    """Exact crystal densities (g/cm³) from the CoRE MOF CIFs, as serving computes them (parsed once, cached)."""
+    from models.datasets import coremof_structures
 
-    path = grid_dir() / "densities.csv"
-    known = pd.read_csv(path).set_index("name")["density_g_cm3"].to_dict() if path.exists() else {}
-    missing = [n for n in names if n not in known]
-    for name in missing:
-        known[name] = crystal_density_g_cm3(parse_cif(coremof_cif(name).read_bytes(), name))
-    if missing:
-        pd.DataFrame({"name": list(known), "density_g_cm3": list(known.values())}).to_csv(path, index=False)
-    return np.array([known[n] for n in names], dtype=np.float64)
+    return coremof_structures(names)["density_g_cm3"].to_numpy(dtype=np.float64)
 
 
 def descriptor_inputs(data: dict[str, Any], names: list[str] | None, train: np.ndarray) -> tuple[Any, np.ndarray]:
     """(DescriptorSpec fitted on the ``train`` rows, standardized descriptors of every structure) or (None, None)."""
-    from models.descriptors import DescriptorSpec, descriptor_matrix
+    from models.descriptors import training_descriptors
 
     if not names:
         return None, None
-    raw = descriptor_matrix(names, data["grids"], data["density"])
-    spec = DescriptorSpec.fit(names, raw[train])
-    return spec, spec.transform(raw)
+    return training_descriptors(names, data["grids"], data["density"], train)
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:

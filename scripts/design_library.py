@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -27,41 +26,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.datasets import coremof_cif_dir, default_cache_dir  # noqa: E402
+from models.datasets import coremof_cif_dir, coremof_structures, default_cache_dir  # noqa: E402
 from models.params import VoxelParams  # noqa: E402
 
 CHUNK = 512
-
-
-def _describe(path: str) -> tuple[str, str, float]:
-    """(name, sha256, density g/cm³) of one CIF, parsed as the service parses uploads ('' / nan on failure)."""
-    from models.structure import parse_cif
-    from models.units import crystal_density_g_cm3
-
-    name = Path(path).stem
-    try:
-        crystal = parse_cif(Path(path).read_text(errors="replace"), name)
-        return name, crystal.sha256, float(crystal_density_g_cm3(crystal))
-    except Exception:  # noqa: BLE001  (a structure the service would refuse is left out of the library)
-        return name, "", float("nan")
-
-
-def _described(names: list[str], cif_dir: Path, jobs: int) -> dict[str, tuple[str, float]]:
-    """(sha256, density) of each name, from a cache of earlier runs (the parse does not depend on the model)."""
-    cache = default_cache_dir() / "design_library_structures.csv"
-    known: dict[str, tuple[str, float]] = {}
-    if cache.exists():
-        table = pd.read_csv(cache, keep_default_na=False)
-        known = {r.name: (r.sha256, float(r.density_g_cm3) if r.density_g_cm3 != "" else float("nan"))
-                 for r in table.itertuples()}
-    todo = [n for n in names if n not in known]
-    if todo:
-        with get_context("spawn").Pool(jobs) as pool:
-            for n, sha, rho in pool.imap(_describe, [str(cif_dir / f"{n}.cif") for n in todo], chunksize=16):
-                known[n] = (sha, rho)
-        pd.DataFrame([{"name": n, "sha256": v[0], "density_g_cm3": v[1]} for n, v in known.items()]).to_csv(
-            cache, index=False)
-    return {n: known[n] for n in names}
 
 
 def main() -> int:
@@ -82,19 +50,19 @@ def main() -> int:
     names = sorted(p.stem for p in grid_dir.glob("*.npy") if (cif_dir / f"{p.stem}.cif").exists())[: args.limit]
     print(f"{len(names)} structures with a grid in {grid_dir}", flush=True)
     start = time.time()
-    described = _described(names, cif_dir, args.jobs)
+    described = coremof_structures(names, jobs=args.jobs)
     print(f"parsed in {time.time() - start:.0f} s", flush=True)
-    names = [n for n in names if described[n][0]]
+    names = [n for n in names if described.at[n, "sha256"]]
     rows: list[dict[str, object]] = []
     fingerprints: list[np.ndarray] = []
     for first in range(0, len(names), CHUNK):
         chunk = names[first:first + CHUNK]
         grids = np.stack([np.load(grid_dir / f"{n}.npy") for n in chunk]).astype(np.float32)
-        out = loaded.predict_detailed(grids, densities_g_cm3=[described[n][1] for n in chunk])
+        out = loaded.predict_detailed(grids, densities_g_cm3=[described.at[n, "density_g_cm3"] for n in chunk])
         fingerprints.append(out.fingerprints.astype(np.float16))
         for i, name in enumerate(chunk):
-            row: dict[str, object] = {"name": name, "sha256": described[name][0],
-                                      "density_g_cm3": round(described[name][1], 6),
+            row: dict[str, object] = {"name": name, "sha256": described.at[name, "sha256"],
+                                      "density_g_cm3": round(described.at[name, "density_g_cm3"], 6),
                                       "in_domain": None if out.in_domain is None else bool(out.in_domain[i])}
             values = [float(v) for v in out.values[i]]
             sigma = None if out.sigma is None else [float(s) for s in out.sigma[i]]

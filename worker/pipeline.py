@@ -55,6 +55,8 @@ class _Item:
     name: str
     sha: str | None
     model_ref: str
+    #: whether an earlier stage found the grid cached (None: no stage looked yet)
+    cache_hit: bool | None = None
 
 
 @dataclass
@@ -89,10 +91,10 @@ def _claim(ctx: WorkerContext, item_ids: Sequence[str], stage: str, owner: str
             return [], {}
         rows = session.execute(
             select(JobItem.id, JobItem.job_id, JobItem.raw_key, JobItem.name, JobItem.structure_sha256,
-                   Job.model_ref).join(Job, Job.id == JobItem.job_id).where(JobItem.id.in_(ids))
+                   Job.model_ref, JobItem.cache_hit).join(Job, Job.id == JobItem.job_id).where(JobItem.id.in_(ids))
             .order_by(JobItem.job_id, JobItem.position)
         ).all()
-        items = [_Item(r.id, r.job_id, r.raw_key, r.name, r.structure_sha256, r.model_ref) for r in rows]
+        items = [_Item(r.id, r.job_id, r.raw_key, r.name, r.structure_sha256, r.model_ref, r.cache_hit) for r in rows]
         missing = {i.raw_key for i in items if i.sha is None}
         if missing:  # these exact bytes were parsed before: reuse their structure hash (skips the parser); rows
             # stored before densities were kept are parsed once more, which fills the density in
@@ -151,6 +153,12 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
     return out
 
 
+def _item_fields(item_id: str, outcome: _VoxelOutcome) -> dict[str, Any]:
+    """The ``job_item`` columns a stage learnt about an item's structure and grid (None: keep the column)."""
+    return {"id": item_id, "structure_sha256": outcome.sha, "parse_ms": outcome.fields.get("parse_ms"),
+            "voxelize_ms": outcome.fields.get("voxelize_ms"), "cache_hit": outcome.fields.get("cache_hit")}
+
+
 def _structure_row(crystal: Any, raw_key: str) -> dict[str, Any]:
     """The ``structure`` row of a parsed crystal and the upload it came from."""
     from models.units import crystal_density_g_cm3
@@ -190,10 +198,7 @@ def voxelize_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | Non
     crystals = {o.crystal.sha256: (o.crystal, i.raw_key) for i in ready if (o := outcomes[i.id]).crystal is not None}
     with session_scope(ctx.db_url) as session:
         upsert_structures(session, [_structure_row(c, raw) for c, raw in crystals.values()])
-        fields = [{"id": i.id, "structure_sha256": o.sha, "parse_ms": o.fields.get("parse_ms"),
-                   "voxelize_ms": o.fields.get("voxelize_ms"), "cache_hit": o.fields.get("cache_hit")}
-                  for i in ready if (o := outcomes[i.id])]
-        progress.set_item_fields(session, fields, owner=owner)
+        progress.set_item_fields(session, [_item_fields(i.id, outcomes[i.id]) for i in ready], owner=owner)
         progress.fail_items(session, failures, owner=owner)
         sent = leases.held_items(session, [i.id for i in ready], owner)
         leases.release_items(session, sent, owner=owner, stage=leases.INFERENCE_STAGE)
@@ -202,7 +207,7 @@ def voxelize_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | Non
     if sent:
         # Committed first: if this send fails for good, the items wait at the inference stage without a lease and
         # the sweeper sends them.
-        queue.enqueue_predict(sent, ctx.settings)
+        queue.enqueue_predict(sent, ctx.settings, whole=True)
     return sent
 
 
@@ -211,7 +216,10 @@ def _load_grid(ctx: WorkerContext, item: _Item, model: _ModelInfo) -> tuple[np.n
     if item.sha is not None:
         key = voxel_key(item.sha, model.params_hash)
         try:
-            return decode_grid(ctx.store.get(key)), _VoxelOutcome(item.sha)
+            grid = decode_grid(ctx.store.get(key))
+            # an item sent here straight from the upload (known bytes) learns here that its grid was cached
+            found = {"cache_hit": True, "voxelize_ms": 0.0} if item.cache_hit is None else {}
+            return grid, _VoxelOutcome(item.sha, found)
         except ObjectNotFoundError:
             pass
         except CORRUPT_GRID as exc:
@@ -313,9 +321,10 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
                               "internal") for i in unknown]
             if not ready:
                 continue
+            grids = np.stack([g for _, g, _ in ready]).astype(np.float32)
             t0 = time.perf_counter()
-            out = loaded.predict_detailed(np.stack([g for _, g, _ in ready]).astype(np.float32),
-                                          batch_size=ctx.settings.inference.batch_size, densities_g_cm3=densities)
+            out = loaded.predict_detailed(grids, batch_size=ctx.settings.inference.batch_size,
+                                          densities_g_cm3=densities)
             per_item_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
             primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
             results.append((info, ready, prediction_fields(out, primary), per_item_ms))
@@ -324,8 +333,8 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
         upsert_structures(session, [_structure_row(o.crystal, i.raw_key) for (_, ready, _, _) in results
                                     for i, _, o in ready if o.crystal is not None])
         for info, ready, out, per_item_ms in results:
-            recomputed = [{"id": i.id, "structure_sha256": o.sha} for i, _, o in ready if o.sha != i.sha]
-            progress.set_item_fields(session, recomputed, owner=owner)
+            # what this stage learnt (a grid read from the cache, or rebuilt after an eviction); None keeps a field
+            progress.set_item_fields(session, [_item_fields(i.id, o) for i, _, o in ready], owner=owner)
             moved = set(progress.succeed_items(session, [i.id for i, _, _ in ready], owner=owner,
                                                inference_ms=per_item_ms, batch_size=len(ready)))
             rows = [{"id": new_id(), "item_id": i.id, "structure_sha256": o.sha, "model_id": info.id,

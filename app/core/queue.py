@@ -107,11 +107,14 @@ def send(task: str, *args: Any, settings: Settings | None = None, countdown: flo
                                retry_policy=PUBLISH_RETRY, countdown=countdown)
 
 
-def _send_chunks(task: str, item_ids: list[str], settings: Settings | None) -> None:
+def _send_chunks(task: str, item_ids: list[str], settings: Settings | None, whole: bool = False) -> None:
     settings = settings or get_settings()
     app = client(settings)
+    ids = list(item_ids)
+    size = settings.pipeline.chunk_max
+    parts = [ids[i:i + size] for i in range(0, len(ids), size)] if whole else chunks(ids, settings)
     with app.producer_or_acquire() as producer:
-        for chunk in chunks(list(item_ids), settings):
+        for chunk in parts:
             app.send_task(task, args=(chunk,), queue=ROUTES[task]["queue"], producer=producer, retry=True,
                           retry_policy=PUBLISH_RETRY)
 
@@ -121,9 +124,13 @@ def enqueue_voxelize(item_ids: list[str], settings: Settings | None = None) -> N
     _send_chunks(TASK_VOXELIZE, item_ids, settings)
 
 
-def enqueue_predict(item_ids: list[str], settings: Settings | None = None) -> None:
-    """Send ``inference.predict`` tasks, one per chunk of items whose grids are cached."""
-    _send_chunks(TASK_PREDICT, item_ids, settings)
+def enqueue_predict(item_ids: list[str], settings: Settings | None = None, *, whole: bool = False) -> None:
+    """Send ``inference.predict`` tasks, one per chunk of items whose grids are cached.
+
+    ``whole``: the items are one chunk already (a voxels task handing its chunk on): one task, one forward pass
+    (cut only above ``pipeline.chunk_max``), instead of being cut again into eight.
+    """
+    _send_chunks(TASK_PREDICT, item_ids, settings, whole)
 
 
 def enqueue_training(job_id: str, settings: Settings | None = None) -> None:

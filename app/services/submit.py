@@ -250,7 +250,8 @@ def check_model(session: Session, settings: Settings, model_ref: str | None, cal
 def submit_screening(session: Session, settings: Settings, store: ObjectStore, uploads: list[StoredUpload],
                      model_ref: str | None, name: str | None, idempotency_key: str | None = None,
                      caller: Caller = LOCAL, units: str = MOL_PER_KG) -> str:
-    """One job, one item per CIF; every item is parsed and voxelized by the workers (a bad CIF fails its item).
+    """One job, one item per CIF; the workers parse and voxelize every item (a bad CIF fails its item), except
+    the exact bytes of an earlier upload, which keep their structure hash and go straight to inference.
 
     ``uploads`` are already in storage (the route stores each file or zip member as soon as it is read, see
     :func:`app.services.uploads.store_zip_cifs`), so a screening never holds its CIFs in memory.
@@ -266,6 +267,7 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
         return found
     keys = [u.key for u in uploads]
     item_ids = [new_id() for _ in uploads]
+    known = known_structures(session, keys)  # bytes parsed before: straight to inference (grid cached or rebuilt)
 
     def build(s: Session) -> str:
         job = Job(kind=JobKind.screening, status=JobStatus.queued, model_ref=model_ref_resolved, name=name,
@@ -277,8 +279,9 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
         now = utcnow()
         s.execute(insert(JobItem), [
             {"id": item_id, "job_id": job.id, "position": i, "name": u.filename, "raw_key": k,
-             "status": JobStatus.queued, "stage": leases.VOXELS_STAGE, "attempts": 0, "created_at": now,
-             "updated_at": now}
+             "structure_sha256": known.get(k), "parse_ms": 0.0 if k in known else None,
+             "status": JobStatus.queued, "stage": leases.INFERENCE_STAGE if k in known else leases.VOXELS_STAGE,
+             "attempts": 0, "created_at": now, "updated_at": now}
             for i, (item_id, u, k) in enumerate(zip(item_ids, uploads, keys, strict=True))
         ])
         return str(job.id)
@@ -286,8 +289,33 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
     check_quota(session, settings, caller)
     job_id, created = _commit_job(session, idempotency_key, fingerprint, build)
     if created:
-        _dispatch(queue.enqueue_voxelize, item_ids, settings)
+        to_inference = [i for i, k in zip(item_ids, keys, strict=True) if k in known]
+        to_voxels = [i for i, k in zip(item_ids, keys, strict=True) if k not in known]
+        if to_inference:
+            _dispatch(queue.enqueue_predict, to_inference, settings)
+        if to_voxels:
+            _dispatch(queue.enqueue_voxelize, to_voxels, settings)
     return job_id
+
+
+#: Raw keys per ``IN (…)`` query (well under SQLite's and PostgreSQL's bound-parameter limits).
+KNOWN_QUERY_CHUNK = 500
+
+
+def known_structures(session: Session, raw_keys: list[str]) -> dict[str, str]:
+    """``raw_key → structure sha256`` of uploads parsed before (with their density kept): they skip the parser.
+
+    Their grids are not looked up here (that would be one storage call per file in the request): the inference
+    task reads each one and rebuilds any that was evicted.
+    """
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(raw_keys))
+    with session.begin():
+        for first in range(0, len(unique), KNOWN_QUERY_CHUNK):
+            chunk = unique[first:first + KNOWN_QUERY_CHUNK]
+            found.update(session.execute(select(Structure.raw_key, Structure.sha256).where(
+                Structure.raw_key.in_(chunk), Structure.density_g_cm3.is_not(None))).all())
+    return found
 
 
 @dataclass(frozen=True)

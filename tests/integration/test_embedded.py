@@ -66,6 +66,36 @@ def test_embedded_screening_zip(embedded_client, cif_dir: Path) -> None:  # type
     assert items[-1]["status"] == "failed" and "not a CIF" in items[-1]["error"]
 
 
+def test_known_bytes_skip_the_voxels_stage_and_an_evicted_grid_is_rebuilt(embedded_client, cif_dir: Path
+                                                                          ) -> None:  # type: ignore[no-untyped-def]
+    from app.storage import store_from_uri
+
+    # (not FIGXAU_clean: its deuterated copy, screened above, is the same structure from other bytes)
+    names = ["BUKRUW01_clean.cif", "SAYTUJ_clean.cif", "EDUWAB_clean.cif"]
+    files = [("files", (n, (cif_dir / n).read_bytes())) for n in names]
+
+    def screen() -> list[dict]:
+        r = embedded_client.post("/screenings", files=files, data={"name": "known"})
+        assert r.status_code == 202, r.text
+        job = wait_job(embedded_client, r.json()["job_id"], 120)
+        assert job["status"] == "succeeded" and job["progress"] == {"done": 3, "failed": 0, "total": 3}
+        items = embedded_client.get(f"/jobs/{job['id']}/results").json()["items"]
+        return sorted(items, key=lambda i: i["name"])
+
+    first = screen()
+    again = screen()  # the same bytes: straight to inference, no parse, grids from the cache, same values
+    assert all(i["timings"]["parse_ms"] == 0.0 and i["timings"]["cache_hit"] is True for i in again)
+    assert [i["prediction"]["value"] for i in again] == pytest.approx([i["prediction"]["value"] for i in first])
+
+    store = store_from_uri(embedded_client.app.state.settings.store_uri)
+    grids = [k for k in store.list("voxels/") if k.endswith(".npy.gz")]
+    for key in grids:  # evicted from the cache: the inference stage rebuilds each grid from the stored CIF
+        store.delete(key)
+    rebuilt = screen()
+    assert all(i["timings"]["cache_hit"] is False and i["timings"]["voxelize_ms"] > 0 for i in rebuilt)
+    assert [i["prediction"]["value"] for i in rebuilt] == pytest.approx([i["prediction"]["value"] for i in first])
+
+
 def test_embedded_errors(embedded_client, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]
     cif = (cif_dir / "KEGZOL04_clean.cif").read_bytes()
     r = embedded_client.post("/predict", files={"file": ("x.cif", cif)}, data={"model": "nope:9"})

@@ -39,7 +39,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 
     calls: dict[str, list[str]] = {"voxelize": [], "predict": [], "training": [], "design": []}
     monkeypatch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: calls["voxelize"].extend(ids))
-    monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None: calls["predict"].extend(ids))
+    monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None, **_: calls["predict"].extend(ids))
     monkeypatch.setattr(queue, "enqueue_training", lambda job_id, settings=None: calls["training"].append(job_id))
     monkeypatch.setattr(queue, "enqueue_design", lambda job_id, settings=None: calls["design"].append(job_id))
     return calls
@@ -69,5 +69,5 @@ def inline_worker(monkeypatch: pytest.MonkeyPatch, settings):  # type: ignore[no
 
     ctx = WorkerContext(settings)
     monkeypatch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: voxelize_chunk(ctx, list(ids)))
-    monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None: predict_chunk(ctx, list(ids)))
+    monkeypatch.setattr(queue, "enqueue_predict", lambda ids, settings=None, **_: predict_chunk(ctx, list(ids)))
     return ctx

@@ -40,7 +40,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     ctx = WorkerContext(settings)
     patch = pytest.MonkeyPatch()
     patch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: voxelize_chunk(ctx, list(ids)))
-    patch.setattr(queue, "enqueue_predict", lambda ids, settings=None: predict_chunk(ctx, list(ids)))
+    patch.setattr(queue, "enqueue_predict", lambda ids, settings=None, **_: predict_chunk(ctx, list(ids)))
     try:
         with TestClient(create_app(settings), raise_server_exceptions=False) as client:
             yield client

@@ -82,7 +82,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ctx = WorkerContext(s)
     patch = pytest.MonkeyPatch()  # the tasks run in-process, synchronously: POST /predict answers at once
     patch.setattr(queue, "enqueue_voxelize", lambda ids, settings=None: voxelize_chunk(ctx, list(ids)))
-    patch.setattr(queue, "enqueue_predict", lambda ids, settings=None: predict_chunk(ctx, list(ids)))
+    patch.setattr(queue, "enqueue_predict", lambda ids, settings=None, **_: predict_chunk(ctx, list(ids)))
     patch.setattr(queue, "enqueue_training", lambda job_id, settings=None: None)  # training waits in its queue
     patch.setattr(queue, "enqueue_design", lambda job_id, settings=None: None)  # so does design
     try:
