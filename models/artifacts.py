@@ -562,13 +562,13 @@ def _read_weights(folder: Path, card: ModelCard) -> dict[str, torch.Tensor]:
 def _empty_model(card: ModelCard, state: Mapping[str, torch.Tensor],
                  folder: Path) -> RetNet | RetNetEnsemble | IsothermEnsemble:
     """The untrained module the card describes, ready for ``load_state_dict``."""
+    n_descriptors = 0 if card.descriptor_spec is None else card.descriptor_spec.width
     if card.architecture == "RetNetIsotherm":
         backbone_output = state.get("backbone.members.0.output.weight")
         if backbone_output is None or backbone_output.dim() != 2:
             raise CorruptModelError(f"weights in {folder} hold no RetNetIsotherm backbone")
-        members = [RetNet(int(backbone_output.shape[0])) for _ in range(card.ensemble_size)]
+        members = [RetNet(int(backbone_output.shape[0]), n_descriptors) for _ in range(card.ensemble_size)]
         return IsothermEnsemble(RetNetEnsemble(members), card.pressures_bar or ())
-    n_descriptors = 0 if card.descriptor_spec is None else card.descriptor_spec.width
     if card.ensemble_size > 1:
         return RetNetEnsemble([RetNet(card.n_outputs, n_descriptors) for _ in range(card.ensemble_size)])
     return RetNet(card.n_outputs, n_descriptors)

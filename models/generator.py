@@ -96,6 +96,70 @@ class GridVAE(nn.Module):
         return self.decode(z), mu, log_var
 
 
+@dataclass(frozen=True)
+class DensityHead:
+    """p(ln ρ | z): the crystal density of a latent code, a linear-Gaussian regression on real grids' codes.
+
+    ln(ρ / (g/cm³)) = intercept + coef · z + residual_std · ε, ε ~ N(0, 1). Fitted (ridge) on the encoder means μ
+    of CoRE MOF grids and the exact densities of their CIFs: the landscape fixes the density only in part (it
+    has no absolute scale and no atomic masses), so a design draws ε as a latent coordinate of its own, under the
+    same standard-normal prior as z. That lets a predictor that reads the density (``retnet-ch4:6``) score a
+    generated landscape with a density that is plausible for it.
+
+    Attributes
+    ----------
+    coef : tuple of float, length latent_dim
+    intercept, residual_std : float
+        ln(g/cm³).
+    val_r2 : float
+        R² of ln ρ on the held-out codes (how much of the density the landscape determines).
+    """
+
+    coef: tuple[float, ...]
+    intercept: float
+    residual_std: float
+    val_r2: float
+
+    def log_density(self, z: np.ndarray | torch.Tensor, noise: np.ndarray | torch.Tensor | None = None
+                    ) -> np.ndarray | torch.Tensor:
+        """ln ρ (g/cm³) of codes z (B, latent) and standard-normal residual draws ``noise`` (B,) (None: 0)."""
+        if isinstance(z, torch.Tensor):
+            out = z @ torch.as_tensor(self.coef, dtype=z.dtype) + self.intercept
+        else:
+            out = np.asarray(z, dtype=np.float64) @ np.asarray(self.coef) + self.intercept
+        return out if noise is None else out + self.residual_std * noise
+
+    def to_dict(self) -> dict[str, object]:
+        return {"coef": list(self.coef), "intercept": self.intercept, "residual_std": self.residual_std,
+                "val_r2": self.val_r2}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> DensityHead:
+        return cls(tuple(float(v) for v in data["coef"]), float(data["intercept"]),  # type: ignore[attr-defined]
+                   float(data["residual_std"]), float(data["val_r2"]))  # type: ignore[arg-type]
+
+
+def fit_density_head(train_codes: np.ndarray, train_log_density: np.ndarray, val_codes: np.ndarray,
+                     val_log_density: np.ndarray, alpha: float = 1.0) -> DensityHead:
+    """Ridge regression (penalty ``alpha``) of ln ρ on codes; residual std and R² from the held-out codes."""
+    x = np.asarray(train_codes, dtype=np.float64)
+    y = np.asarray(train_log_density, dtype=np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean()
+    xc = x - x_mean
+    coef = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - y_mean))
+    intercept = float(y_mean - x_mean @ coef)
+    residual = np.asarray(val_log_density, dtype=np.float64) - (np.asarray(val_codes) @ coef + intercept)
+    total = np.asarray(val_log_density) - np.mean(val_log_density)
+    r2 = float(1.0 - (residual**2).sum() / max((total**2).sum(), 1e-12))
+    return DensityHead(tuple(float(c) for c in coef), intercept, float(residual.std()), r2)
+
+
+def density_head(info: dict[str, object]) -> DensityHead | None:
+    """The density head stored in a generator's info (None: the generator has none)."""
+    data = info.get("density_head")
+    return DensityHead.from_dict(data) if isinstance(data, dict) else None
+
+
 def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, reconstruction MSE per voxel, KL per grid): total = MSE + beta · KL / voxels."""
@@ -166,5 +230,6 @@ def load_generator(path: str, device: str = "cpu") -> tuple[GridVAE, dict[str, o
     return vae.eval(), dict(data.get("info") or {})
 
 
-__all__ = ["DEFAULT_CLIP", "GENERATOR_FILE", "LATENT_DIM", "GeneratorFit", "GridVAE", "fit_generator",
-           "from_generator_space", "load_generator", "save_generator", "to_generator_space", "vae_loss"]
+__all__ = ["DEFAULT_CLIP", "GENERATOR_FILE", "LATENT_DIM", "DensityHead", "GeneratorFit", "GridVAE",
+           "density_head", "fit_density_head", "fit_generator", "from_generator_space", "load_generator",
+           "save_generator", "to_generator_space", "vae_loss"]

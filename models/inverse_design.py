@@ -5,7 +5,9 @@ For each design, a particle swarm (:func:`models.swarm.particle_swarm`, its own 
     cost(z) = mean_q ((f_q(decode(z)) − target_q) / tolerance_q)² + prior · mean(z²)
 
 where f_q are the predictor's quantities (its outputs, or a curve's deliverable capacity) of the decoded,
-standardized grid and the prior term keeps codes where the VAE was trained (a standard normal). The designed
+standardized grid and the prior term keeps codes where the VAE was trained (a standard normal). A predictor that
+reads the crystal density gets one more coordinate ε: the design's density is ln ρ = head(z) + s·ε
+(:class:`models.generator.DensityHead`, p(ln ρ | z) fitted on real grids), ε under the same prior. The designed
 grids are returned in raw units (Boltzmann factors, :func:`models.generator.from_generator_space`), ready for
 ``np.save``, for the predictor's ``predict_detailed`` and for the nearest real structures.
 
@@ -20,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.descriptors import DescriptorSpec
 from models.design import quantities_of
-from models.generator import DEFAULT_CLIP, GridVAE, from_generator_space
+from models.generator import DEFAULT_CLIP, DensityHead, GridVAE, from_generator_space
 from models.swarm import particle_swarm
+from models.units import mol_per_kg_to_cm3_stp_per_cm3
 
 #: Weight of the prior term (mean z²) in the swarm's cost.
 PRIOR_WEIGHT = 0.05
@@ -41,18 +45,22 @@ class Design:
         The swarm's final cost (0: on target with a code at the prior's centre).
     history : list of float
         Best cost per swarm iteration.
+    density_g_cm3 : float or None
+        The design's crystal density (g/cm³) for a predictor that reads it (None: a grid-only predictor).
     """
 
     grid: np.ndarray
     latent: np.ndarray
     cost: float
     history: list[float]
+    density_g_cm3: float | None = None
 
 
 def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: object,
                       quantities: np.ndarray, target: Sequence[float],
                       tolerance: Sequence[float], *, designs: int = 3, particles: int = 24, iterations: int = 30,
-                      seed: int = 0, clip: float = DEFAULT_CLIP) -> list[Design]:
+                      seed: int = 0, clip: float = DEFAULT_CLIP, descriptors: DescriptorSpec | None = None,
+                      density: DensityHead | None = None, volumetric: bool = False) -> list[Design]:
     """Run ``designs`` independent swarms and decode their best codes.
 
     Parameters
@@ -67,28 +75,52 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
         The target's m quantities as combinations of the k outputs: ``outputs @ quantities`` (a column with one
         1 picks an output; +1 at 65 bar and −1 at 5.8 bar is the deliverable capacity).
     target, tolerance : sequence of float, length m
+    descriptors : DescriptorSpec, optional
+        The crystal descriptors the predictor reads beside the grid (its card's); a density needs ``density``.
+    density : DensityHead, optional
+        p(ln ρ | z) of the generator, for a predictor that reads the density.
+    volumetric : bool
+        Target and tolerance in cm³(STP)/cm³: the predictions (mol/kg) are converted with each design's density
+        (needs a density: a predictor that reads it).
     """
     weights = torch.as_tensor(np.asarray(quantities, dtype=np.float32))
     t = torch.as_tensor(np.asarray(target, dtype=np.float32))
     tol = torch.as_tensor(np.asarray(tolerance, dtype=np.float32))
+    with_density = descriptors is not None and descriptors.needs_density
+    if with_density and density is None:
+        raise ValueError("the predictor reads the crystal density: the generator needs a density head")
+    if volumetric and not with_density:
+        raise ValueError("a volumetric target needs each design's density: a predictor that reads it")
+    latent = vae.latent_dim
     vae.eval()
     predictor.eval()
 
+    def decoded(z: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None, torch.Tensor | None]:
+        """Raw grids (B, 1, n, n, n), densities (B,) g/cm³ or None, standardized descriptors or None."""
+        raw = from_generator_space(vae.decode(torch.as_tensor(z[:, :latent], dtype=torch.float32)), clip)
+        rho = np.exp(density.log_density(z[:, :latent], z[:, latent])) if with_density else None  # type: ignore[union-attr]
+        described = None if descriptors is None else torch.as_tensor(descriptors.compute(raw[:, 0].numpy(), rho))
+        return raw, rho, described
+
     def cost(z: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            codes = torch.as_tensor(z, dtype=torch.float32)
-            raw = from_generator_space(vae.decode(codes), clip)
-            q = predictor(standardizer(raw)) @ weights  # type: ignore[operator]
+            raw, rho, described = decoded(z)
+            inputs = (standardizer(raw),) if described is None else (standardizer(raw), described)  # type: ignore[operator]
+            q = predictor(*inputs) @ weights
+            if volumetric:
+                q = q * torch.as_tensor(mol_per_kg_to_cm3_stp_per_cm3(1.0, rho), dtype=q.dtype)[:, None]
             off = (((q - t) / tol) ** 2).mean(dim=1)
-            return (off + PRIOR_WEIGHT * (codes**2).mean(dim=1)).double().numpy()
+            prior = torch.as_tensor(z, dtype=torch.float32).pow(2).mean(dim=1)  # z and ε alike
+            return (off + PRIOR_WEIGHT * prior).double().numpy()
 
     out = []
     for i in range(designs):
-        best, value, history = particle_swarm(cost, vae.latent_dim, particles=particles, iterations=iterations,
-                                              seed=seed + i)
+        best, value, history = particle_swarm(cost, latent + (1 if with_density else 0), particles=particles,
+                                              iterations=iterations, seed=seed + i)
         with torch.no_grad():
-            raw = from_generator_space(vae.decode(torch.as_tensor(best[None], dtype=torch.float32)), clip)
-        out.append(Design(raw[0, 0].numpy().astype(np.float32), best.astype(np.float32), value, history))
+            raw, rho, _ = decoded(best[None])
+        out.append(Design(raw[0, 0].numpy().astype(np.float32), best.astype(np.float32), value, history,
+                          None if rho is None else float(rho[0])))
     return out
 
 
@@ -117,15 +149,24 @@ def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, targe
                      tolerance: Sequence[float], library_names: Sequence[str] | None,
                      library_fingerprints: np.ndarray | None, *, designs: int = 1, particles: int = 16,
                      iterations: int = 20, seed: int = 0, clip: float = DEFAULT_CLIP,
-                     nearest: int = 5) -> list[MatchedDesign]:
+                     nearest: int = 5, density: DensityHead | None = None,
+                     volumetric: bool = False) -> list[MatchedDesign]:
     """Design landscapes for ``loaded`` (a :class:`models.artifacts.LoadedModel`), score them with its calibrated
-    σ and domain, and find each one's nearest real structures among the library's fingerprints."""
+    σ and domain, and find each one's nearest real structures among the library's fingerprints (``density``: the
+    generator's density head, for a predictor that reads the crystal density; ``volumetric``: target, values and
+    σ in cm³(STP)/cm³, converted with each design's density)."""
     from models.uncertainty import Domain
 
     found = design_landscapes(vae, loaded.model, loaded.standardizer, quantities, target, tolerance,  # type: ignore[attr-defined]
-                              designs=designs, particles=particles, iterations=iterations, seed=seed, clip=clip)
-    detailed = loaded.predict_detailed(np.stack([d.grid for d in found]))  # type: ignore[attr-defined]
+                              designs=designs, particles=particles, iterations=iterations, seed=seed, clip=clip,
+                              descriptors=loaded.card.descriptor_spec, density=density,  # type: ignore[attr-defined]
+                              volumetric=volumetric)
+    densities = [d.density_g_cm3 for d in found] if found and found[0].density_g_cm3 is not None else None
+    detailed = loaded.predict_detailed(np.stack([d.grid for d in found]), densities_g_cm3=densities)  # type: ignore[attr-defined]
     values, sigma = quantities_of(detailed.values, detailed.sigma, quantities)
+    if volumetric:
+        factor = mol_per_kg_to_cm3_stp_per_cm3(1.0, np.asarray(densities, dtype=np.float64))[:, None]
+        values, sigma = values * factor, sigma * factor
     matches: list[list[tuple[str, float]]] = [[] for _ in found]
     domain = getattr(loaded, "domain", None)
     if domain is not None and library_names is not None and library_fingerprints is not None:

@@ -299,8 +299,6 @@ class IsothermEnsemble(nn.Module):
             backbone = RetNetEnsemble([backbone])
         if not isinstance(backbone, RetNetEnsemble):
             raise TypeError(f"backbone must be a RetNet or a RetNetEnsemble, got {type(backbone).__name__}")
-        if backbone.n_descriptors:
-            raise ValueError("an isotherm backbone must read the grid only (this one reads crystal descriptors)")
         self.backbone = backbone
         self.pressures_bar = _check_pressures(pressures_bar)
         self.n_outputs = len(self.pressures_bar)
@@ -312,9 +310,15 @@ class IsothermEnsemble(nn.Module):
         """The backbone's members (one curve each)."""
         return self.backbone.members
 
-    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def n_descriptors(self) -> int:
+        """Crystal descriptors the backbone reads beside the grid (0: grid only); the heads read its fingerprints."""
+        return int(self.backbone.n_descriptors)
+
+    def member_outputs(self, x: torch.Tensor, descriptors: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fingerprints (n, B, 20) and curves (n, B, k) of the n members, from one (fused) backbone pass."""
-        fingerprints = self.backbone.member_fingerprints(x)
+        fingerprints = self.backbone.member_fingerprints(x, descriptors)
         return fingerprints, self.curves_from_fingerprints(fingerprints)
 
     def curves_from_fingerprints(self, fingerprints: torch.Tensor) -> torch.Tensor:
@@ -324,13 +328,13 @@ class IsothermEnsemble(nn.Module):
                              f"got {tuple(fingerprints.shape)}")
         return torch.stack([head(fingerprints[i]) for i, head in enumerate(self.heads)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean curve: (B, 1, 25, 25, 25) → (B, k), non-decreasing along dim 1, label units."""
-        return self.member_outputs(x)[1].mean(dim=0)
+    def forward(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean curve: (B, 1, 25, 25, 25) [+ (B, m) descriptors] → (B, k), non-decreasing along dim 1, label units."""
+        return self.member_outputs(x, descriptors)[1].mean(dim=0)
 
-    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+    def fingerprint(self, x: torch.Tensor, descriptors: torch.Tensor | None = None) -> torch.Tensor:
         """The first member's 20-dimensional fingerprint (as :meth:`RetNetEnsemble.fingerprint`)."""
-        return self.backbone.fingerprint(x)
+        return self.backbone.fingerprint(x, descriptors)
 
     def freeze_backbone(self) -> IsothermEnsemble:
         """Freeze the whole backbone (only the heads train), kept in eval mode under ``train()``."""

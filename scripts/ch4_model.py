@@ -292,8 +292,23 @@ def _descriptor_tag(args: argparse.Namespace) -> str:
     return "_desc-" + "-".join(_DESCRIPTOR_TAGS[n] for n in names) if names else ""
 
 
+#: Physics pre-training targets of scripts/widom_targets.py (TraPPE CH4, 298 K, infinite dilution).
+WIDOM_TARGETS = ("log10_henry_mol_kg_bar", "qst_kj_mol")
+
+
+def widom_targets_table() -> pd.DataFrame:
+    """The finite Widom targets of every structure ``scripts/widom_targets.py`` computed, indexed by name."""
+    from widom_targets import widom_table_path
+
+    table = pd.read_csv(widom_table_path())
+    table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
+    values = table[list(WIDOM_TARGETS)].apply(pd.to_numeric, errors="coerce")
+    return values[np.isfinite(values).all(axis=1)]
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    """Pre-train RetNet on geometric descriptors of CoRE MOFs (multi-output, standardized targets)."""
+    """Pre-train RetNet on descriptors of CoRE MOFs (multi-output, standardized targets): Zeo++ geometry, plus
+    optionally energy-histogram statistics or the Widom CH4 targets."""
     import torch
 
     from models.training import TrainConfig, train_retnet
@@ -314,6 +329,13 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             if column in HEAVY_TAILED:
                 y[:, j] = np.log1p(y[:, j])
                 targets[j] = f"log1p_{column}"
+    if args.targets == "geometric+widom":
+        # CH4 Henry coefficient and heat of adsorption at infinite dilution (models/widom.py; no GCMC)
+        widom = widom_targets_table()
+        keep = [i for i, n in enumerate(names) if n in widom.index]
+        grids, y, names = grids[keep], y[keep], [names[i] for i in keep]
+        y = np.column_stack([y, widom.loc[names, list(WIDOM_TARGETS)].to_numpy(dtype=np.float64)])
+        targets += list(WIDOM_TARGETS)
     if args.targets == "geometric+energy":
         # Energy-histogram statistics of the structure's own grid: free for every structure.
         hist = energy_histogram(grids)
@@ -792,7 +814,9 @@ def main() -> int:
     p = sub.add_parser("pretrain")
     p.add_argument("--limit", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--targets", choices=["geometric", "geometric+energy"], default="geometric")
+    p.add_argument("--targets", choices=["geometric", "geometric+energy", "geometric+widom"], default="geometric",
+                   help="geometric: the Zeo++ descriptors; +energy: the grid's energy histogram; +widom: the CH4 "
+                        "Henry coefficient and heat of adsorption at infinite dilution (scripts/widom_targets.py)")
     p.add_argument("--log-targets", action="store_true", help="log1p of the heavy-tailed descriptors")
     p.add_argument("--name", default="pretrained", help="run folder of the backbone")
     p.add_argument("--seed", type=int, default=0)

@@ -16,6 +16,7 @@ from app.schemas import DesignRequest
 from app.services import progress
 from app.services.design import design_candidates, design_request, quantity_keys
 from app.services.outputs import Outputs
+from models.units import CM3_STP_PER_CM3
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,17 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
     """Design ``request.generate`` landscapes with the shipped generator; (designs, a note on their meaning)."""
     from app.storage import ObjectNotFoundError
     from models.design import LIBRARY_FINGERPRINTS, design_grid_key, target_arrays
-    from models.generator import load_generator
+    from models.generator import density_head, load_generator
     from models.inverse_design import design_and_match
 
     if not GENERATOR_PATH.is_file():
         return [], "no generator is installed (scripts/generator_model.py trains one)"
     vae, info = load_generator(str(GENERATOR_PATH))
+    head = density_head(info)
     loaded = ctx.model(model_ref)
-    if loaded.card.descriptors:
-        return [], f"{model_ref} reads crystal descriptors, which a generated landscape does not have"
+    if loaded.needs_density and head is None:
+        return [], (f"{model_ref} reads the crystal density, and this generator has no density head "
+                    "(scripts/generator_model.py --density-head fits one)")
     if info.get("voxel_params_hash") != loaded.card.voxel_params.params_hash():
         return [], f"the generator learnt grids of other voxel parameters than {model_ref}'s"
     row = ctx.model_row(model_ref)
@@ -83,7 +86,8 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
     matched = design_and_match(vae, loaded, outputs.quantity_matrix(quantity_keys(outputs, request.target)),
                                target, tolerance, names, fingerprints,
                                designs=request.generate, particles=PARTICLES, iterations=ITERATIONS,
-                               seed=request.seed, clip=float(info.get("clip") or 100.0), nearest=NEAREST)
+                               seed=request.seed, clip=float(info.get("clip") or 100.0), nearest=NEAREST,
+                               density=head, volumetric=request.units == CM3_STP_PER_CM3)
     out = []
     for i, m in enumerate(matched):
         buffer = io.BytesIO()
@@ -92,11 +96,13 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
         out.append({"index": i, "predicted": {q: float(m.predicted[j]) for j, q in enumerate(request.target)},
                     "uncertainty": None if np.isnan(m.sigma).any() else {q: float(m.sigma[j])
                                                                            for j, q in enumerate(request.target)},
-                    "in_domain": m.in_domain, "cost": m.design.cost,
+                    "in_domain": m.in_domain, "cost": m.design.cost, "density_g_cm3": m.design.density_g_cm3,
                     "nearest": [{"name": n, "distance": d} for n, d in m.nearest],
                     "grid": f"/jobs/{job_id}/designs/{i}.npy", "picture": f"/jobs/{job_id}/designs/{i}.png"})
+    density_note = ("each with a crystal density drawn from the generator's p(density | landscape) and searched "
+                    "with it (density_g_cm3)" if loaded.needs_density else "a landscape has no crystal density")
     note = ("energy landscapes decoded from the generator's latent space, searched by particle swarms against the "
-            "predictor; values in mol/kg (a landscape has no crystal density); not crystals: their nearest real "
+            f"predictor; values in {request.units} ({density_note}); not crystals: their nearest real "
             "structures (RetNet fingerprint distance, standardized as the applicability domain) are the ones to "
             "simulate")
     return out, note

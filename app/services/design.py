@@ -64,11 +64,11 @@ def submit_design(session: Session, settings: Settings, request: DesignRequest, 
         if missing or set(request.tolerance) - set(request.target):
             raise UnprocessableError("a per-quantity tolerance needs exactly the target's quantities "
                                      f"({', '.join(request.target)})")
-    if request.generate and card.get("descriptors"):
-        names = ", ".join(card["descriptors"].get("names") or [])
-        raise UnprocessableError(f"{ref} reads crystal descriptors ({names}) "
-                                 "beside its energy grid, and a generated energy landscape has no crystal: design "
-                                 "with generate=0, or choose a grid-only model (e.g. retnet-ch4-isotherm)")
+    reads_density = "log_density" in ((card.get("descriptors") or {}).get("names") or [])
+    if request.generate and request.units == CM3_STP_PER_CM3 and not reads_density:
+        raise UnprocessableError(f"{ref} reads the energy grid only, so a generated landscape has no crystal density "
+                                 "to convert to cm3(STP)/cm3: design it in mol/kg, or with a model that reads the "
+                                 "density (e.g. retnet-ch4)")
     tolerances = request.tolerance.values() if isinstance(request.tolerance, dict) else [request.tolerance]
     if any(not np.isfinite(t) or t <= 0 for t in tolerances) or not all(np.isfinite(v)
                                                                          for v in request.target.values()):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REQUIRE = os.environ.get("RETNET_TEST_REQUIRE_SERVICES") == "1"
@@ -230,10 +232,6 @@ def test_design_refuses_what_the_model_cannot_answer_and_retries_safely(client) 
     assert bad.status_code == 422 and "uptake_65bar" in bad.json()["detail"]
     bad = client.post("/design", json={"target": {"uptake_65bar": 5}, "tolerance": 1})  # the default model: 5.8 bar
     assert bad.status_code == 422 and "gives value" in bad.json()["detail"]
-    default = client.get("/models").json()["default"]
-    if "log_density" in client.get(f"/models/{default.split(':')[0]}").json()["latest"]["descriptors"]:
-        bad = client.post("/design", json={"target": {"value": 5}, "tolerance": 1, "generate": 1})
-        assert bad.status_code == 422 and "density" in bad.json()["detail"]  # a landscape has no density
     bad = client.post("/design", json={"model": _ref(), "target": {"uptake_65bar": 5, "uptake_1bar": 1},
                                        "tolerance": {"uptake_65bar": 1}})
     assert bad.status_code == 422 and "per-quantity tolerance" in bad.json()["detail"]
@@ -253,11 +251,38 @@ def test_design_refuses_what_the_model_cannot_answer_and_retries_safely(client) 
     assert all(abs(c["predicted"]["value"] - 4.0) < 0.5 for c in result["candidates"])
 
 
+def test_a_grid_only_model_cannot_design_landscapes_in_volumetric_units(client, model_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from app.db.session import session_scope
+    from app.services.registry import register_model_dir
+    from app.storage import store_from_uri
+    from tests.integration.helpers import MODEL_NAME
+
+    settings = client.app.state.settings
+    with session_scope(settings.db_url) as session:
+        register_model_dir(session, store_from_uri(settings.store_uri), model_dir)
+    bad = client.post("/design", json={"model": MODEL_NAME, "target": {"value": 100}, "tolerance": 10,
+                                       "units": "cm3(STP)/cm3", "generate": 1})
+    assert bad.status_code == 422 and "no crystal density" in bad.json()["detail"]
+
+
+def test_the_density_model_designs_a_landscape_with_its_density_in_volumetric_units(client) -> None:  # type: ignore[no-untyped-def]
+    from models.artifacts import load_model
+    from models.units import mol_per_kg_to_cm3_stp_per_cm3
+
+    default = client.get("/models").json()["default"]
+    result = _design(client, {"model": default, "target": {"value": 120.0}, "tolerance": 20.0, "top_k": 2,
+                              "sources": ["library"], "generate": 1, "seed": 3, "units": "cm3(STP)/cm3"})
+    assert result["units"] == "cm3(STP)/cm3" and "cm3(STP)/cm3" in result["designed_note"]
+    (design,) = result["designed"]
+    rho = design["density_g_cm3"]
+    assert 0.05 < rho < 5.0  # drawn from the generator's p(density | landscape)
+    grid = np.load(io.BytesIO(client.get(design["grid"]).content))
+    shipped = load_model(Path(__file__).resolve().parents[2] / "models" / "shipped" / "retnet-ch4", device="cpu")
+    again = shipped.predict(grid[None], densities_g_cm3=[rho])[0, 0]
+    assert design["predicted"]["value"] == pytest.approx(mol_per_kg_to_cm3_stp_per_cm3(again, rho), rel=1e-3)
+
+
 def test_design_with_the_generator_returns_landscapes_and_their_nearest_real_structures(client) -> None:  # type: ignore[no-untyped-def]
-    import io
-
-    import numpy as np
-
     from models.design import read_library
 
     result = _design(client, {"model": _ref(), "target": {"uptake_65bar": 9.0}, "tolerance": 1.0, "top_k": 3,
@@ -279,5 +304,8 @@ def test_design_with_the_generator_returns_landscapes_and_their_nearest_real_str
     # the service's own prediction of the landscape it returned is the one reported
     from models.artifacts import load_model
 
-    again = load_model(SHIPPED, device="cpu").predict_detailed(grid[None])
+    shipped = load_model(SHIPPED, device="cpu")
+    densities = [design["density_g_cm3"]] if shipped.needs_density else None
+    assert (design["density_g_cm3"] is not None) == shipped.needs_density
+    again = shipped.predict_detailed(grid[None], densities_g_cm3=densities)
     assert again.values[0, 3] == pytest.approx(design["predicted"]["uptake_65bar"], rel=1e-4, abs=1e-4)

@@ -146,11 +146,35 @@ def test_saved_descriptor_model_serves_with_densities(tmp_path: Path) -> None:
         save_model(tmp_path / "bad", ensemble, card.model_copy(update={"descriptors": None}))
 
 
-def test_freezing_all_but_the_output_freezes_the_descriptor_input_and_isotherms_refuse_descriptor_backbones() -> None:
-    from models.isotherm import IsothermEnsemble
+def test_freezing_all_but_the_output_freezes_the_descriptor_input() -> None:
     from models.retnet import freeze
 
     model = freeze(RetNet(n_descriptors=2), "all-but-output")
     assert not model.descriptor_input.weight.requires_grad and model.output.weight.requires_grad
-    with pytest.raises(ValueError, match="grid only"):
-        IsothermEnsemble(RetNetEnsemble([RetNet(n_descriptors=1)]), (1.0, 5.8))
+
+
+def test_an_isotherm_model_on_a_density_backbone_reads_the_density_and_round_trips(tmp_path: Path) -> None:
+    from models.isotherm import IsothermEnsemble
+
+    torch.manual_seed(0)
+    model = IsothermEnsemble(RetNetEnsemble([RetNet(n_descriptors=1), RetNet(n_descriptors=1)]), (1.0, 5.8)).eval()
+    assert model.n_descriptors == 1
+    grids = torch.as_tensor(_grids(3))[:, None]
+    with pytest.raises(ValueError, match="descriptor"):
+        model(grids)  # the density is required, never guessed
+    light, heavy = model(grids, torch.full((3, 1), -1.0)), model(grids, torch.full((3, 1), 1.0))
+    assert not torch.allclose(light, heavy) and bool((light.diff(dim=1) >= 0).all())
+    targets = [Target(name=f"ch4_uptake_{p:g}bar", unit="mol/kg", property=f"CH4 uptake, 298 K, {p:g} bar",
+                      gas="CH4", temperature_k=298.0, pressure_bar=p) for p in (1.0, 5.8)]
+    spec = DescriptorSpec(names=("log_density",), mean=(0.0,), std=(0.5,))
+    card = ModelCard(name="iso", version="1", architecture="RetNetIsotherm", targets=targets, primary_output=1,
+                     standardization={"mean": 0.0, "std": 1.0}, descriptors=spec.to_dict())
+    save_model(tmp_path / "iso", model, card)
+    loaded = load_model(tmp_path / "iso", device="cpu")
+    assert loaded.needs_density
+    densities = np.array([0.6, 1.0, 1.6])
+    with torch.no_grad():
+        expected = model(grids, torch.as_tensor(spec.compute(_grids(3), densities))).double().numpy()
+    assert np.allclose(loaded.predict(_grids(3), densities_g_cm3=densities), expected, atol=1e-5)
+    with pytest.raises(MissingDescriptorError):
+        loaded.predict(_grids(3))

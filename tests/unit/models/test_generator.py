@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from models.descriptors import DescriptorSpec
 from models.generator import (
+    DensityHead,
     GridVAE,
+    density_head,
+    fit_density_head,
     fit_generator,
     from_generator_space,
     load_generator,
@@ -87,3 +91,52 @@ def test_the_latent_search_steers_a_decoded_landscape_towards_the_target() -> No
         assert d.grid.shape == (25, 25, 25) and d.grid.dtype == np.float32 and d.grid.min() >= 0.0
         assert d.history[-1] <= d.history[0]
         assert abs(float(d.grid.mean()) - target) < abs(float(np.median(reachable)) - target)
+
+
+def test_the_density_head_recovers_a_linear_gaussian_relation() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((4000, 6))
+    coef = np.array([0.3, -0.2, 0.0, 0.1, 0.0, 0.05])
+    log_rho = 0.1 + z @ coef + 0.2 * rng.standard_normal(4000)
+    head = fit_density_head(z[:3600], log_rho[:3600], z[3600:], log_rho[3600:])
+    assert np.allclose(head.coef, coef, atol=0.02) and head.intercept == pytest.approx(0.1, abs=0.02)
+    assert head.residual_std == pytest.approx(0.2, rel=0.1)
+    expected_r2 = coef @ coef / (coef @ coef + 0.04)
+    assert head.val_r2 == pytest.approx(expected_r2, abs=0.05)
+    assert DensityHead.from_dict(head.to_dict()) == head
+    assert density_head({"density_head": head.to_dict()}) == head and density_head({}) is None
+    as_torch = head.log_density(torch.as_tensor(z[:3], dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    assert np.allclose(as_torch.numpy(), head.log_density(z[:3], np.ones(3)))
+
+
+class _DensityReader(torch.nn.Module):
+    """A stand-in descriptor predictor: the mean grid plus 10 × the standardized ln ρ it is given."""
+
+    n_descriptors = 1
+
+    def forward(self, x: torch.Tensor, descriptors: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3, 4))[:, None] + 10.0 * descriptors
+
+
+def test_a_density_reading_predictor_searches_the_density_too() -> None:
+    torch.manual_seed(0)
+    vae = GridVAE(latent_dim=4).eval()
+    head = DensityHead(coef=(0.0, 0.0, 0.0, 0.0), intercept=0.0, residual_std=0.5, val_r2=0.0)
+    spec = DescriptorSpec(names=("log_density",), mean=(0.0,), std=(0.5,))
+    standardizer = Standardizer(mean=0.0, std=1.0)
+    with torch.no_grad():
+        base = float(from_generator_space(vae.decode(torch.zeros(1, 4))).mean())
+    # only a density of e^{+0.5} (ε = +1, standardized ln ρ = +1) reaches the target: the swarm must move ε
+    target = base + 10.0
+    designs = design_landscapes(vae, _DensityReader(), standardizer, np.ones((1, 1)), [target], [0.5], designs=1,
+                                particles=16, iterations=30, seed=1, descriptors=spec, density=head)
+    (d,) = designs
+    assert d.latent.shape == (5,)  # the 4-d code and the density's own coordinate
+    assert d.density_g_cm3 == pytest.approx(np.exp(0.5 * d.latent[4]))
+    assert 1.2 < d.density_g_cm3 < 2.2  # ≈ e^{0.5} = 1.65, not the prior's centre (1 g/cm³)
+    with pytest.raises(ValueError, match="density head"):
+        design_landscapes(vae, _DensityReader(), standardizer, np.ones((1, 1)), [target], [0.5], designs=1,
+                          descriptors=spec)
+    with pytest.raises(ValueError, match="volumetric"):
+        design_landscapes(vae, _MeanGrid(), standardizer, np.ones((1, 1)), [target], [0.5], designs=1,
+                          volumetric=True)
