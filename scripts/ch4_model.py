@@ -334,7 +334,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         widom = widom_targets_table()
         keep = [i for i, n in enumerate(names) if n in widom.index]
         grids, y, names = grids[keep], y[keep], [names[i] for i in keep]
-        y = np.column_stack([y, widom.loc[names, list(WIDOM_TARGETS)].to_numpy(dtype=np.float64)])
+        physics = widom.loc[names, list(WIDOM_TARGETS)].to_numpy(dtype=np.float64)
+        # closed frameworks give log10 K_H down to -44 and negative heats: winsorize at the 0.5/99.5 percentiles
+        low, high = np.percentile(physics, [0.5, 99.5], axis=0)
+        y = np.column_stack([y, np.clip(physics, low, high)])
         targets += list(WIDOM_TARGETS)
     if args.targets == "geometric+energy":
         # Energy-histogram statistics of the structure's own grid: free for every structure.

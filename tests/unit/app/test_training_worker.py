@@ -6,22 +6,35 @@ import io
 import zipfile
 from pathlib import Path
 
+import pytest
+
+
+@pytest.fixture
+def six_cifs(cif_dir: Path) -> list[Path]:
+    """Six CoRE MOF test CIFs, the structures of the training zips below."""
+    return sorted(cif_dir.glob("*_clean.cif"))[:6]
+
+
+@pytest.fixture
+def training_zip(six_cifs: list[Path]) -> bytes:
+    """A training upload: the six CIFs and labels.csv with made-up ``ch4`` labels 1.0, 1.5, … (mol/kg)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in six_cifs:
+            z.write(p, p.name)
+        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(six_cifs)))
+    return buf.getvalue()
+
 
 def test_run_training_registers_the_model_and_caches_the_grids(client, settings, sent,  # type: ignore[no-untyped-def]
-                                                               cif_dir: Path) -> None:
+                                                               six_cifs: list[Path], training_zip: bytes) -> None:
     from app.storage import cached_store, decode_grid, voxel_key
     from models.params import VoxelParams
     from models.structure import load_crystal
     from worker.runtime import WorkerContext
     from worker.training import run_training
 
-    cifs = sorted(cif_dir.glob("*_clean.cif"))[:6]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p in cifs:
-            z.write(p, p.name)
-        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(cifs)))
-    r = client.post("/training-jobs", files={"file": ("train.zip", buf.getvalue())},
+    r = client.post("/training-jobs", files={"file": ("train.zip", training_zip)},
                     data={"targets": "ch4", "epochs": "2", "batch_size": "2", "val_fraction": "0.34", "seed": "1",
                           "name": "tiny-ch4", "version": "1", "unit": "mol/kg", "translate": "true"})
     assert r.status_code == 202, r.text
@@ -47,7 +60,7 @@ def test_run_training_registers_the_model_and_caches_the_grids(client, settings,
 
     store = cached_store(settings.store_uri, settings.s3.endpoint_url, settings.s3.region)
     params_hash = VoxelParams().params_hash()
-    for path in cifs:  # the grids went into the service's voxel cache, under the shared key
+    for path in six_cifs:  # the grids went into the service's voxel cache, under the shared key
         key = voxel_key(load_crystal(path).sha256, params_hash)
         assert store.exists(key) and decode_grid(store.get(key)).shape == (25, 25, 25)
 
@@ -56,21 +69,15 @@ def test_run_training_registers_the_model_and_caches_the_grids(client, settings,
 
 
 def test_a_training_job_with_descriptors_registers_a_descriptor_model(client, settings, sent,  # type: ignore[no-untyped-def]
-                                                                      cif_dir: Path) -> None:
+                                                                      training_zip: bytes) -> None:
     from worker.runtime import WorkerContext
     from worker.training import run_training
 
-    cifs = sorted(cif_dir.glob("*_clean.cif"))[:6]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p in cifs:
-            z.write(p, p.name)
-        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(cifs)))
     form = {"targets": "ch4", "epochs": "1", "batch_size": "2", "val_fraction": "0.34", "name": "described-ch4"}
-    r = client.post("/training-jobs", files={"file": ("train.zip", buf.getvalue())},
+    r = client.post("/training-jobs", files={"file": ("train.zip", training_zip)},
                     data={**form, "descriptors": "log_density,volume"})
     assert r.status_code == 422 and "volume" in r.json()["detail"]
-    r = client.post("/training-jobs", files={"file": ("train.zip", buf.getvalue())},
+    r = client.post("/training-jobs", files={"file": ("train.zip", training_zip)},
                     data={**form, "descriptors": "log_density"})
     assert r.status_code == 202, r.text
     run_training(WorkerContext(settings, voxel_threads=1), r.json()["job_id"])
