@@ -224,9 +224,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.descriptors and base_spec is not None:  # fine-tuning a descriptor model keeps its inputs
         args.descriptors = list(base_spec.names)
     if args.descriptors:
-        if args.vibration_copies:
-            raise CommandError("--descriptors with --vibration-copies is not supported by `retnet train` yet "
-                               "(POST /training-jobs supports both)")
         from models.descriptors import training_descriptors
 
         spec, described = training_descriptors(args.descriptors, data.grids, data.densities, train_idx, base_spec)
@@ -236,6 +233,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train_x, train_y = data.grids[train_idx], data.targets[train_idx]
     if args.vibration_copies:
         train_x, train_y = _with_vibration(args, data.names, train_idx, train_x, train_y, params)
+        if spec is not None:  # the copies' own descriptors (their original's density, their own histogram)
+            from models.descriptors import with_copy_descriptors
+
+            train_d = with_copy_descriptors(spec, train_d, train_x[len(train_idx):],
+                                            None if data.densities is None else data.densities[train_idx],
+                                            args.vibration_copies)
     with epochs:
         result = train_retnet(train_x, train_y, config, val=val, base_model=base, progress=on_epoch,
                               descriptors=train_d)

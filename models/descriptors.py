@@ -180,3 +180,18 @@ def training_descriptors(names: Sequence[str], grids: np.ndarray,
     spec = base if keep else DescriptorSpec.fit(names, raw[train_idx])
     assert spec is not None
     return spec, spec.transform(raw)
+
+
+def with_copy_descriptors(spec: DescriptorSpec, described: np.ndarray, copy_grids: np.ndarray,
+                          densities_g_cm3: Sequence[float | None] | np.ndarray | None, per_copy: int) -> np.ndarray:
+    """Standardized descriptors of training structures (N, m) followed by those of their jittered copies.
+
+    ``copy_grids`` (N · per_copy, n, n, n) are the copies in the order of :func:`models.vibration.with_vibrated`
+    (each structure's copies together). A copy keeps its original's density (same cell, same atoms) and gets the
+    energy histogram of its own grid.
+    """
+    if per_copy == 0:
+        return described
+    densities = None if densities_g_cm3 is None else np.repeat(np.asarray(densities_g_cm3, dtype=np.float64),
+                                                               per_copy)
+    return np.concatenate([described, spec.compute(copy_grids, densities)])

@@ -351,15 +351,13 @@ def _descriptors(dataset: LabelledDataset, names: list[str], train_idx: np.ndarr
     """
     if not names:
         return None, None, None
-    from models.descriptors import training_descriptors
+    from models.descriptors import training_descriptors, with_copy_descriptors
 
     spec, described = training_descriptors(names, dataset.x, dataset.densities, train_idx, base)
-    if copies is None or copies.shape[1] == 0:
-        return spec, described, described[train_idx]
-    per_copy = copies.shape[1]
-    densities = None if dataset.densities is None else np.repeat(dataset.densities[train_idx], per_copy)
-    copied = spec.compute(train_x[len(train_idx):], densities)
-    return spec, described, np.concatenate([described[train_idx], copied])
+    per_copy = 0 if copies is None else copies.shape[1]
+    densities = None if dataset.densities is None else dataset.densities[train_idx]
+    return spec, described, with_copy_descriptors(spec, described[train_idx], train_x[len(train_idx):], densities,
+                                                  per_copy)
 
 
 def label_hash(names: list[str], y: np.ndarray) -> str:

@@ -211,7 +211,8 @@ def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, b
            freeze: str | None = None, augment: bool = True, standardizer: Any = None,
            learning_rate: float = 1e-3, translate: bool = False, vibration_copies: int = 0,
            vibration_amplitude: float | None = None,
-           descriptors: np.ndarray | None = None) -> tuple[Any, list[dict[str, Any]]]:
+           descriptors: np.ndarray | None = None, spec: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+    from models.descriptors import with_copy_descriptors
     from models.training import TrainConfig, train_retnet
     from models.vibration import DEFAULT_AMPLITUDE, with_vibrated
 
@@ -222,12 +223,12 @@ def _train(data: dict[str, Any], train: np.ndarray, *, epochs: int, seed: int, b
     progress = epoch_printer()
     x, y = data["grids"][train], data["y"][train][:, None]
     d = None if descriptors is None else descriptors[train]
-    if vibration_copies and d is not None:
-        raise SystemExit("vibration copies with descriptors are not supported")
     if vibration_copies:
         copies = vibrated_grids([data["names"][i] for i in train], vibration_copies,
                                 DEFAULT_AMPLITUDE if vibration_amplitude is None else vibration_amplitude)
         x, y = with_vibrated(x, y, copies)
+        if d is not None:
+            d = with_copy_descriptors(spec, d, x[len(train):], data["density"][train], vibration_copies)
     result = train_retnet(x, y, config, val=val, base_model=base, progress=progress, standardizer=standardizer,
                           descriptors=d)
     return result, result.history
@@ -272,7 +273,7 @@ def cmd_scratch(args: argparse.Namespace) -> None:
         spec, descriptors = descriptor_inputs(data, args.descriptors, train)
         result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, translate=args.translate,
                            vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude,
-                           descriptors=descriptors)
+                           descriptors=descriptors, spec=spec)
         _save_run(args, tag, result, data, train, {"variant": variant, "size_label": str(size),
                                                    "translate": args.translate,
                                                    "vibration_copies": args.vibration_copies,
@@ -397,7 +398,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                                freeze=None if freeze == "none" else freeze, standardizer=base_standardizer,
                                learning_rate=args.lr, translate=args.translate,
                                vibration_copies=args.vibration_copies, vibration_amplitude=args.vibration_amplitude,
-                               descriptors=descriptors)
+                               descriptors=descriptors, spec=spec)
             _save_run(args, tag, result, data, train, {"variant": f"finetune{suffix}_{freeze}",
                                                        "size_label": str(size), "base": args.base,
                                                        "translate": args.translate,

@@ -344,6 +344,14 @@ def test_train_with_vibration_augmentation(tmp_path: Path, capsys: pytest.Captur
     assert "2 jittered copies" in capsys.readouterr().err
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["training_data"]["vibration_copies"] == 2 and card["training_data"]["vibration_amplitude"] == 0.12
+    # with the density read beside the grid too (each copy keeps its original's density)
+    code = main(["train", "--data", str(data), "--labels", str(labels), "--target", "ch4_uptake_mol_kg",
+                 "--out", str(tmp_path / "md"), "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.5",
+                 "--vibration-copies", "2", "--descriptors", "log_density", "--name", "vibd", "--version", "1",
+                 "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "md" / "card.json").read_text())
+    assert card["descriptors"]["names"] == ["log_density"] and card["training_data"]["vibration_copies"] == 2
 
 
 def test_predict_with_the_isotherm_model_has_a_column_per_pressure(capsys: pytest.CaptureFixture[str]) -> None:

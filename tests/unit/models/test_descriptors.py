@@ -16,6 +16,7 @@ from models.descriptors import (
     MissingDescriptorError,
     descriptor_matrix,
     energy_histogram,
+    with_copy_descriptors,
 )
 from models.retnet import RetNet, RetNetEnsemble
 from models.training import TrainConfig, predict_grids, train_retnet
@@ -178,3 +179,15 @@ def test_an_isotherm_model_on_a_density_backbone_reads_the_density_and_round_tri
     assert np.allclose(loaded.predict(_grids(3), densities_g_cm3=densities), expected, atol=1e-5)
     with pytest.raises(MissingDescriptorError):
         loaded.predict(_grids(3))
+
+
+def test_jittered_copies_keep_their_originals_density_and_get_their_own_histogram() -> None:
+    spec = DescriptorSpec(names=BOTH, mean=(0.0,) * 15, std=(1.0,) * 15)
+    originals, copies = _grids(2, seed=1), _grids(4, seed=2)  # 2 structures × 2 copies each
+    densities = np.array([0.5, 2.0])
+    described = spec.compute(originals, densities)
+    out = with_copy_descriptors(spec, described, copies, densities, per_copy=2)
+    assert out.shape == (6, 15) and np.array_equal(out[:2], described)
+    assert np.allclose(out[2:, 0], np.log([0.5, 0.5, 2.0, 2.0]))  # copies 0, 1 of structure 0, then of 1
+    assert np.allclose(out[2:, 1:], descriptor_matrix(BOTH, copies, np.ones(4))[:, 1:])  # their own grids
+    assert with_copy_descriptors(spec, described, copies[:0], densities, per_copy=0) is described
