@@ -87,7 +87,7 @@ def cmd_pick_generated(args: argparse.Namespace) -> None:
     from app.services.outputs import Outputs
     from models.artifacts import load_model
     from models.design import LIBRARY_FINGERPRINTS
-    from models.generator import load_generator
+    from models.generator import density_head, load_generator
     from models.inverse_design import design_and_match
     from worker.design import GENERATOR_PATH, ITERATIONS, NEAREST, PARTICLES
 
@@ -102,7 +102,7 @@ def cmd_pick_generated(args: argparse.Namespace) -> None:
     for k, target in enumerate(TARGETS_MOL_KG):
         m = design_and_match(vae, loaded, matrix, [target], [TOLERANCE], names, fingerprints, designs=1,
                              particles=PARTICLES, iterations=ITERATIONS, seed=k, nearest=NEAREST,
-                             clip=float(info.get("clip") or 100.0))[0]
+                             clip=float(info.get("clip") or 100.0), density=density_head(info))[0]
         for rank, (name, distance) in enumerate(m.nearest, start=1):
             rows.append({"target_mol_kg": target, "group": "generated", "rank": rank, "name": name,
                          "design_predicted_mol_kg": float(m.predicted[0]), "distance": distance,
