@@ -8,6 +8,8 @@ the README's "Model" section has the exact commands behind the shipped model)::
     python scripts/ch4_model.py baselines                    # RF on geometric descriptors / energy histograms
     python scripts/ch4_model.py scratch --sizes 50 100 200 all
     python scripts/ch4_model.py pretrain --limit 20000 --epochs 5 --log-targets
+    python scripts/widom_targets.py && python scripts/ch4_model.py pretrain --limit 20000 --epochs 5 \
+        --log-targets --targets geometric+widom --name pretrained_widom      # + CH4 Henry coefficient and Q_st
     python scripts/ch4_model.py finetune --sizes 50 100 200 all --freeze none conv
     python scripts/ch4_model.py finetune --sizes all --seed 1  # re-runs for a seed ensemble
     python scripts/ch4_model.py report                        # table + learning-curve plot

@@ -398,6 +398,7 @@ def test_design_form_ranks_structures_for_a_target_isotherm_point(browser, serve
           message="no picture of the designed landscape")
     caption = browser.find_element(By.CSS_SELECTOR, "#current-job figure.designed-landscape figcaption").text
     assert "Landscape 1: uptake_65bar = " in caption and "Nearest real structures: " in caption
+    assert "mol/kg at a crystal density of " in caption  # the isotherm model reads the density: designs get one
     job_id = browser.find_element(By.CSS_SELECTOR, "#current-job .job-summary a").get_attribute("href").rsplit("/")[-1]
     result = _get(f"{server.url}/jobs/{job_id}")["result"]
     assert result["target"] == {"uptake_65bar": 10.0} and result["tolerance"] == 0.5

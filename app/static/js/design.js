@@ -140,9 +140,10 @@ function designedLandscapes(result, quantities) {
       const img = h("img", { class: "grid-image", alt: `designed landscape ${d.index + 1}: three mid slices` });
       loadImage(img, d.picture);
       const values = quantities.map((q) => `${q} = ${num(d.predicted[q], 4)}`
-        + `${d.uncertainty ? ` ± ${num(d.uncertainty[q], 2)}` : ""} mol/kg`).join(", ");
+        + `${d.uncertainty ? ` ± ${num(d.uncertainty[q], 2)}` : ""} ${result.units || "mol/kg"}`).join(", ");
+      const density = d.density_g_cm3 == null ? "" : ` at a crystal density of ${num(d.density_g_cm3, 3)} g/cm³`;
       return h("figure", { class: "designed-landscape", "data-index": d.index }, img,
-        h("figcaption", {}, `Landscape ${d.index + 1}: ${values}`,
+        h("figcaption", {}, `Landscape ${d.index + 1}: ${values}${density}`,
           d.in_domain === false ? " (outside the applicability domain)" : "", ". Nearest real structures: ",
           d.nearest.map((n) => `${n.name} (${num(n.distance, 3)})`).join(", "), ". ",
           downloadLink(d.grid, `design_${d.index}.npy`, "grid (.npy)")));
