@@ -28,7 +28,9 @@ import numpy as np
 from models.params import VoxelParams
 from models.units import GAS_CONSTANT_J_PER_MOL_K
 
-#: TraPPE united-atom CH4 probe on a finer grid than the model's (32³ over the supercell), raw energies, 298 K.
+#: TraPPE united-atom CH4 probe on a finer grid than the model's (32³ over the supercell: 0.8–1.5 Å spacing for
+#: CoRE MOF supercells), raw energies, 298 K. That spacing undersamples narrow wells, so K_H and Q_st⁰ are noisy
+#: estimates: good pre-training targets, not reference values (the unit test checks the formulas at 0.33 Å).
 CH4_PROBE = VoxelParams(grid_size=32, probe_epsilon=148.0, probe_sigma=3.73, temperature=298.0, boltzmann=False)
 #: Pascal per bar.
 PA_PER_BAR = 1.0e5

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import time
 import zlib
 from collections.abc import Sequence
@@ -245,8 +246,12 @@ def _with_densities(ctx: WorkerContext, ready: list[tuple[_Item, np.ndarray, _Vo
         with session_scope(ctx.db_url) as session:
             known.update(session.execute(select(Structure.sha256, Structure.density_g_cm3)
                                          .where(Structure.sha256.in_(wanted))).all())
-    kept = [r for r in ready if known.get(r[2].sha)]
-    return kept, [float(known[o.sha]) for _, _, o in kept], [i for i, _, o in ready if not known.get(o.sha)]
+    def usable(sha: str | None) -> bool:  # a NaN or non-positive density fails its item, not the whole chunk
+        value = known.get(sha)
+        return value is not None and math.isfinite(value) and value > 0
+
+    kept = [r for r in ready if usable(r[2].sha)]
+    return kept, [float(known[o.sha]) for _, _, o in kept], [i for i, _, o in ready if not usable(o.sha)]
 
 
 def _load_model(ctx: WorkerContext, ref: str, info: _ModelInfo) -> tuple[Any, str | None]:
@@ -334,7 +339,9 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
                                     for i, _, o in ready if o.crystal is not None])
         for info, ready, out, per_item_ms in results:
             # what this stage learnt (a grid read from the cache, or rebuilt after an eviction); None keeps a field
-            progress.set_item_fields(session, [_item_fields(i.id, o) for i, _, o in ready], owner=owner)
+            # only what this stage learnt: a grid found or rebuilt for an item sent here straight from its upload
+            progress.set_item_fields(session, [_item_fields(i.id, o) for i, _, o in ready
+                                               if o.fields or o.sha != i.sha], owner=owner)
             moved = set(progress.succeed_items(session, [i.id for i, _, _ in ready], owner=owner,
                                                inference_ms=per_item_ms, batch_size=len(ready)))
             rows = [{"id": new_id(), "item_id": i.id, "structure_sha256": o.sha, "model_id": info.id,

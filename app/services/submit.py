@@ -260,14 +260,15 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model, caller)
         check_units(model.card, units)
-        model_ref_resolved = model.ref
+        model_ref_resolved, params_hash = model.ref, model.params_hash
     fingerprint = request_fingerprint("screening", uploads, model=model_ref_resolved, name=name,
                                       **({} if units == MOL_PER_KG else {"units": units}))
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
     keys = [u.key for u in uploads]
     item_ids = [new_id() for _ in uploads]
-    known = known_structures(session, keys)  # bytes parsed before: straight to inference (grid cached or rebuilt)
+    # bytes parsed before whose grid for this model's voxel parameters was built: straight to inference
+    known = known_structures(session, keys, params_hash)
 
     def build(s: Session) -> str:
         job = Job(kind=JobKind.screening, status=JobStatus.queued, model_ref=model_ref_resolved, name=name,
@@ -302,19 +303,22 @@ def submit_screening(session: Session, settings: Settings, store: ObjectStore, u
 KNOWN_QUERY_CHUNK = 500
 
 
-def known_structures(session: Session, raw_keys: list[str]) -> dict[str, str]:
-    """``raw_key → structure sha256`` of uploads parsed before (with their density kept): they skip the parser.
+def known_structures(session: Session, raw_keys: list[str], params_hash: str) -> dict[str, str]:
+    """``raw_key → structure sha256`` of uploads parsed before (with their density kept) and predicted before with
+    these voxel parameters (so their grid was built): they skip the voxels stage.
 
-    Their grids are not looked up here (that would be one storage call per file in the request): the inference
-    task reads each one and rebuilds any that was evicted.
+    Their grids are not looked up in storage here (that would be one storage call per file in the request): the
+    inference task reads each one and rebuilds the rare one that was evicted since.
     """
     found: dict[str, str] = {}
     unique = list(dict.fromkeys(raw_keys))
+    gridded = select(Prediction.id).where(Prediction.structure_sha256 == Structure.sha256,
+                                          Prediction.params_hash == params_hash).exists()
     with session.begin():
         for first in range(0, len(unique), KNOWN_QUERY_CHUNK):
             chunk = unique[first:first + KNOWN_QUERY_CHUNK]
             found.update(session.execute(select(Structure.raw_key, Structure.sha256).where(
-                Structure.raw_key.in_(chunk), Structure.density_g_cm3.is_not(None))).all())
+                Structure.raw_key.in_(chunk), Structure.density_g_cm3.is_not(None), gridded)).all())
     return found
 
 
