@@ -32,7 +32,7 @@ from app.core import queue
 from app.db.session import session_scope
 from app.db.tables import Job, JobItem, ModelVersion, Prediction, Structure, new_id
 from app.services import leases, progress
-from app.services.submit import upsert_structures
+from app.services.submit import parsed_uploads, upsert_structures
 from app.services.uploads import stem
 from app.storage import ObjectNotFoundError, StorageUnavailableError, decode_grid, encode_grid, voxel_key
 from worker.runtime import WorkerContext
@@ -97,11 +97,8 @@ def _claim(ctx: WorkerContext, item_ids: Sequence[str], stage: str, owner: str
         ).all()
         items = [_Item(r.id, r.job_id, r.raw_key, r.name, r.structure_sha256, r.model_ref, r.cache_hit) for r in rows]
         missing = {i.raw_key for i in items if i.sha is None}
-        if missing:  # these exact bytes were parsed before: reuse their structure hash (skips the parser); rows
-            # stored before densities were kept are parsed once more, which fills the density in
-            known = dict(session.execute(select(Structure.raw_key, Structure.sha256)
-                                         .where(Structure.raw_key.in_(missing), Structure.density_g_cm3.is_not(None))
-                                         ).all())
+        if missing:  # these exact bytes were parsed before: reuse their structure hash (skips the parser)
+            known = dict(session.execute(parsed_uploads(missing)).all())
             for i in items:
                 i.sha = i.sha or known.get(i.raw_key)
         refs = {i.model_ref for i in items}

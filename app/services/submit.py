@@ -7,10 +7,11 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -189,9 +190,8 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     with session.begin():
         model = resolve_model(session, model_ref, settings.default_model, caller)
         check_units(model.card, units)
-        # known bytes keep their hash; a structure stored before densities were kept is parsed again (once)
-        sha = session.scalars(select(Structure.sha256).where(Structure.raw_key == key,
-                                                             Structure.density_g_cm3.is_not(None))).first()
+        parsed = session.execute(parsed_uploads([key])).first()
+        sha = parsed.sha256 if parsed is not None else None
         cached = _cached_prediction(session, sha, model) if sha else None
         cached_values = _copied_prediction(cached) if cached is not None else None
         session.expunge(model)
@@ -317,9 +317,16 @@ def known_structures(session: Session, raw_keys: list[str], params_hash: str) ->
     with session.begin():
         for first in range(0, len(unique), KNOWN_QUERY_CHUNK):
             chunk = unique[first:first + KNOWN_QUERY_CHUNK]
-            found.update(session.execute(select(Structure.raw_key, Structure.sha256).where(
-                Structure.raw_key.in_(chunk), Structure.density_g_cm3.is_not(None), gridded)).all())
+            found.update(session.execute(parsed_uploads(chunk).where(gridded)).all())
     return found
+
+
+def parsed_uploads(raw_keys: Collection[str]) -> Select[tuple[str, str]]:
+    """``SELECT raw_key, sha256`` of the uploads among ``raw_keys`` parsed before: these exact bytes keep their
+    structure hash and skip the parser. A structure stored before densities were kept is parsed once more (which
+    fills its density in). The one definition of "known bytes" for the API and every pipeline stage."""
+    return select(Structure.raw_key, Structure.sha256).where(Structure.raw_key.in_(list(raw_keys)),
+                                                             Structure.density_g_cm3.is_not(None))
 
 
 @dataclass(frozen=True)
