@@ -87,8 +87,8 @@ def fit_head(args: argparse.Namespace) -> int:
     folder = default_cache_dir() / "voxels" / str(info["voxel_params_hash"])
     names = sorted(p.stem for p in folder.glob("*.npy") if not p.name.endswith(".tmp.npy"))[: args.limit]
     density = coremof_structures(names, jobs=args.jobs)["density_g_cm3"].to_numpy(dtype=np.float64)
-    names = [n for n, rho in zip(names, density, strict=True) if np.isfinite(rho) and rho > 0]
-    log_density = np.log(density[np.isfinite(density) & (density > 0)])
+    usable = np.isfinite(density) & (density > 0)
+    names, log_density = [n for n, ok in zip(names, usable, strict=True) if ok], np.log(density[usable])
     codes = []
     with torch.no_grad():
         for first in range(0, len(names), 256):

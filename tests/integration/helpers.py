@@ -16,6 +16,20 @@ MODEL_NAME = "test-retnet"
 MODEL_VERSION = "0.0.1"
 
 
+def training_zip(cifs: list[Path], labels: list[float], target: str = "ch4") -> bytes:
+    """A ``POST /training-jobs`` upload: the CIFs and a ``labels.csv`` of ``name,<target>`` rows (mol/kg)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in cifs:
+            z.write(p, p.name)
+        z.writestr("labels.csv", f"name,{target}\n" + "".join(f"{p.stem},{y}\n" for p, y in zip(cifs, labels,
+                                                                                             strict=True)))
+    return buf.getvalue()
+
+
 def make_test_model(directory: Path, *, name: str = MODEL_NAME, version: str = MODEL_VERSION) -> Path:
     """Save a freshly initialised (untrained) RetNet with models.artifacts.save_model."""
     import torch

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import BROKEN_CIFS, MODEL_NAME, MODEL_VERSION, coremof_cifs, wait_job
+from tests.integration.helpers import BROKEN_CIFS, MODEL_NAME, MODEL_VERSION, coremof_cifs, training_zip, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -84,13 +84,9 @@ def test_screening_of_coremof_with_broken_cifs(scaled_client, worker) -> None:  
 
 def test_training_job_registers_a_model(scaled_client, worker, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]
     cifs = sorted(p for p in cif_dir.glob("*_clean.cif"))[:6]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p in cifs:
-            z.write(p, p.name)
-        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(cifs)))
+    upload = training_zip(cifs, [1.0 + 0.5 * i for i in range(len(cifs))])
     r = scaled_client.post(
-        "/training-jobs", files={"file": ("train.zip", buf.getvalue())},
+        "/training-jobs", files={"file": ("train.zip", upload)},
         data={"targets": "ch4", "epochs": "2", "batch_size": "2", "val_fraction": "0.34", "seed": "1",
               "name": "tiny-ch4", "version": "1", "unit": "mol/kg", "translate": "true"},
     )

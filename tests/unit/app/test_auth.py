@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +138,10 @@ def test_models_of_a_key_live_in_its_namespace(api, keys, auth_settings, cif_dir
 
 
 def _training_zip(cif_dir: Path) -> bytes:
+    from tests.integration.helpers import training_zip
+
     cifs = sorted(cif_dir.glob("*_clean.cif"))[:3]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p in cifs:
-            z.write(p, p.name)
-        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{i}\n" for i, p in enumerate(cifs)))
-    return buf.getvalue()
+    return training_zip(cifs, list(range(len(cifs))))
 
 
 def test_a_taken_model_version_is_409_and_names_are_namespaced(api, keys, auth_settings, sent,  # type: ignore[no-untyped-def]

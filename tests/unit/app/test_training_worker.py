@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,12 +16,9 @@ def six_cifs(cif_dir: Path) -> list[Path]:
 @pytest.fixture
 def training_zip(six_cifs: list[Path]) -> bytes:
     """A training upload: the six CIFs and labels.csv with made-up ``ch4`` labels 1.0, 1.5, … (mol/kg)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for p in six_cifs:
-            z.write(p, p.name)
-        z.writestr("labels.csv", "name,ch4\n" + "".join(f"{p.stem},{1.0 + 0.5 * i}\n" for i, p in enumerate(six_cifs)))
-    return buf.getvalue()
+    from tests.integration.helpers import training_zip as make_zip
+
+    return make_zip(six_cifs, [1.0 + 0.5 * i for i in range(len(six_cifs))])
 
 
 def test_run_training_registers_the_model_and_caches_the_grids(client, settings, sent,  # type: ignore[no-untyped-def]
