@@ -39,6 +39,9 @@ def worker_argv(queues: list[str], concurrency: int | None, *, loglevel: str = "
 
 def run_worker(queues: list[str], concurrency: int | None = None, *, loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process until it is stopped (checks the database is migrated first)."""
+    from app.core.cpu import short_openmp_spin
+
+    short_openmp_spin()  # before torch is imported: idle OpenMP threads must not take the voxel workers' cores
     from app.db.migrate import check_migrated
     from worker.celery_app import create_worker_app
     from worker.runtime import limit_torch_threads

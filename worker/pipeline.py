@@ -151,9 +151,11 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
     return out
 
 
-def _item_fields(item_id: str, outcome: _VoxelOutcome) -> dict[str, Any]:
-    """The ``job_item`` columns a stage learnt about an item's structure and grid (None: keep the column)."""
-    return {"id": item_id, "structure_sha256": outcome.sha, "parse_ms": outcome.fields.get("parse_ms"),
+def _item_fields(item_id: str, outcome: _VoxelOutcome, known_sha: str | None = None) -> dict[str, Any]:
+    """The ``job_item`` columns a stage learnt about an item's structure and grid (None: keep the column; the
+    structure hash too when it is the ``known_sha`` the item already has)."""
+    sha = None if outcome.sha == known_sha else outcome.sha
+    return {"id": item_id, "structure_sha256": sha, "parse_ms": outcome.fields.get("parse_ms"),
             "voxelize_ms": outcome.fields.get("voxelize_ms"), "cache_hit": outcome.fields.get("cache_hit")}
 
 
@@ -284,8 +286,69 @@ def prediction_fields(out: Any, primary: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass
+class _Batch:
+    """One forward pass's worth of a chunk: the items with a grid (and density when the model reads it)."""
+
+    ready: list[tuple[_Item, np.ndarray, _VoxelOutcome]]
+    densities: list[float] | None
+    failures: list[tuple[str, str, str]]
+
+
+def _prepare_batch(ctx: WorkerContext, ref: str, info: _ModelInfo, needs_density: bool, items: list[_Item],
+                   fetchers: ThreadPoolExecutor) -> _Batch:
+    """Fetch (or rebuild) the grids of ``items`` concurrently and read their densities; failures are the items'."""
+    fetched = list(fetchers.map(lambda i: _load_grid(ctx, i, info), items))
+    ready, failures = [], []
+    for item, (grid, outcome) in zip(items, fetched, strict=True):
+        if grid is None:
+            failures.append((item.id, str(outcome.error), "structure"))
+        else:
+            ready.append((item, grid, outcome))
+    densities = None
+    if needs_density:  # a descriptor model reads the crystal density too
+        ready, densities, unknown = _with_densities(ctx, ready)
+        failures += [(i.id, f"{ref} needs the crystal density, and none is known for this structure", "internal")
+                     for i in unknown]
+    return _Batch(ready, densities, failures)
+
+
+def _predict_group(ctx: WorkerContext, ref: str, info: _ModelInfo, loaded: Any, group: list[_Item]
+                   ) -> tuple[list[tuple[_Item, _VoxelOutcome]], list[dict[str, Any]], float,
+                              list[tuple[str, str, str]]]:
+    """Forward passes of ``inference.batch_size`` grids over the group; the next batch's grids are fetched while
+    the current one runs (storage reads and decompression overlap the convolutions).
+
+    Returns (items predicted, their prediction fields, forward ms per item, failures).
+    """
+    size = ctx.settings.inference.batch_size
+    parts = [group[k:k + size] for k in range(0, len(group), size)]
+    needs_density = bool(getattr(loaded, "needs_density", False))
+    primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
+    ready: list[tuple[_Item, _VoxelOutcome]] = []
+    fields: list[dict[str, Any]] = []
+    failures: list[tuple[str, str, str]] = []
+    forward_s = 0.0
+    with ThreadPoolExecutor(max_workers=min(8, len(group))) as fetchers, ThreadPoolExecutor(max_workers=1) as ahead:
+        upcoming = ahead.submit(_prepare_batch, ctx, ref, info, needs_density, parts[0], fetchers)
+        for k in range(len(parts)):
+            batch = upcoming.result()
+            if k + 1 < len(parts):
+                upcoming = ahead.submit(_prepare_batch, ctx, ref, info, needs_density, parts[k + 1], fetchers)
+            failures += batch.failures
+            if not batch.ready:
+                continue
+            grids = np.stack([g for _, g, _ in batch.ready]).astype(np.float32)
+            t0 = time.perf_counter()
+            out = loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
+            forward_s += time.perf_counter() - t0
+            ready += [(i, o) for i, _, o in batch.ready]
+            fields += prediction_fields(out, primary)
+    return ready, fields, forward_s * 1e3 / max(1, len(ready)), failures
+
+
 def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None = None) -> list[str]:
-    """``inference.predict``: fetch the chunk's grids concurrently, one forward pass per model, bulk write.
+    """``inference.predict``: fetch the chunk's grids concurrently, forward passes per model, bulk write.
 
     Returns the ids that got a prediction.
     """
@@ -308,42 +371,24 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
             if loaded is None:
                 failures += [(i.id, str(why), "internal") for i in group]
                 continue
-            with ThreadPoolExecutor(max_workers=min(8, len(group))) as pool:
-                fetched = list(pool.map(lambda i, info=info: _load_grid(ctx, i, info), group))
-            ready = []
-            for item, (grid, outcome) in zip(group, fetched, strict=True):
-                if grid is None:
-                    failures.append((item.id, str(outcome.error), "structure"))
-                else:
-                    ready.append((item, grid, outcome))
-            densities = None
-            if getattr(loaded, "needs_density", False):  # a descriptor model reads the crystal density too
-                ready, densities, unknown = _with_densities(ctx, ready)
-                failures += [(i.id, f"{ref} needs the crystal density, and none is known for this structure",
-                              "internal") for i in unknown]
-            if not ready:
-                continue
-            grids = np.stack([g for _, g, _ in ready]).astype(np.float32)
-            t0 = time.perf_counter()
-            out = loaded.predict_detailed(grids, batch_size=ctx.settings.inference.batch_size,
-                                          densities_g_cm3=densities)
-            per_item_ms = (time.perf_counter() - t0) * 1e3 / len(ready)
-            primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
-            results.append((info, ready, prediction_fields(out, primary), per_item_ms))
+            ready, out, per_item_ms, failed = _predict_group(ctx, ref, info, loaded, group)
+            failures += failed
+            if ready:
+                results.append((info, ready, out, per_item_ms))
     with session_scope(ctx.db_url) as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         upsert_structures(session, [_structure_row(o.crystal, i.raw_key) for (_, ready, _, _) in results
-                                    for i, _, o in ready if o.crystal is not None])
+                                    for i, o in ready if o.crystal is not None])
+        forward_batch = ctx.settings.inference.batch_size
         for info, ready, out, per_item_ms in results:
-            # what this stage learnt (a grid read from the cache, or rebuilt after an eviction); None keeps a field
             # only what this stage learnt: a grid found or rebuilt for an item sent here straight from its upload
-            progress.set_item_fields(session, [_item_fields(i.id, o) for i, _, o in ready
+            progress.set_item_fields(session, [_item_fields(i.id, o, i.sha) for i, o in ready
                                                if o.fields or o.sha != i.sha], owner=owner)
-            moved = set(progress.succeed_items(session, [i.id for i, _, _ in ready], owner=owner,
-                                               inference_ms=per_item_ms, batch_size=len(ready)))
+            moved = set(progress.succeed_items(session, [i.id for i, _ in ready], owner=owner,
+                                               inference_ms=per_item_ms, batch_size=min(forward_batch, len(ready))))
             rows = [{"id": new_id(), "item_id": i.id, "structure_sha256": o.sha, "model_id": info.id,
-                         "params_hash": info.params_hash, **fields}
-                    for (i, _, o), fields in zip(ready, out, strict=True) if i.id in moved]
+                     "params_hash": info.params_hash, **fields}
+                    for (i, o), fields in zip(ready, out, strict=True) if i.id in moved]
             if rows:
                 session.execute(insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["item_id"]))
             done += [r["item_id"] for r in rows]

@@ -90,10 +90,11 @@ def client(settings: Settings | None = None) -> Celery:
 PUBLISH_RETRY = {"max_retries": 4, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
-def chunks(item_ids: list[str], settings: Settings) -> list[list[str]]:
-    """Cut ``item_ids`` into tasks of clamp(ceil(n / 8), chunk_min, chunk_max) items (order kept)."""
+def chunks(item_ids: list[str], settings: Settings, largest: int | None = None) -> list[list[str]]:
+    """Cut ``item_ids`` into tasks of clamp(ceil(n / 8), chunk_min, largest) items (order kept); ``largest``
+    defaults to ``pipeline.chunk_max``."""
     p = settings.pipeline
-    size = max(p.chunk_min, min(p.chunk_max, -(-len(item_ids) // 8)))
+    size = max(p.chunk_min, min(largest or p.chunk_max, -(-len(item_ids) // 8)))
     return [item_ids[i:i + size] for i in range(0, len(item_ids), size)]
 
 
@@ -111,8 +112,9 @@ def _send_chunks(task: str, item_ids: list[str], settings: Settings | None, whol
     settings = settings or get_settings()
     app = client(settings)
     ids = list(item_ids)
-    size = settings.pipeline.chunk_max
-    parts = [ids[i:i + size] for i in range(0, len(ids), size)] if whole else chunks(ids, settings)
+    p = settings.pipeline
+    size = p.inference_chunk_max if task == TASK_PREDICT else p.chunk_max
+    parts = [ids[i:i + size] for i in range(0, len(ids), size)] if whole else chunks(ids, settings, size)
     with app.producer_or_acquire() as producer:
         for chunk in parts:
             app.send_task(task, args=(chunk,), queue=ROUTES[task]["queue"], producer=producer, retry=True,
@@ -127,8 +129,9 @@ def enqueue_voxelize(item_ids: list[str], settings: Settings | None = None) -> N
 def enqueue_predict(item_ids: list[str], settings: Settings | None = None, *, whole: bool = False) -> None:
     """Send ``inference.predict`` tasks, one per chunk of items whose grids are cached.
 
-    ``whole``: the items are one chunk already (a voxels task handing its chunk on): one task, one forward pass
-    (cut only above ``pipeline.chunk_max``), instead of being cut again into eight.
+    Chunks are cut like the voxels stage's, capped by ``pipeline.inference_chunk_max``. ``whole``: the items are
+    one chunk already (a voxels task handing its chunk on): one task, one forward pass (cut only above that cap),
+    instead of being cut again into eight.
     """
     _send_chunks(TASK_PREDICT, item_ids, settings, whole)
 

@@ -27,6 +27,8 @@ class JobPublic(BaseModel):
     progress: Progress
     created_at: datetime
     updated_at: datetime
+    started_at: datetime | None = Field(None, description="when a worker first took it up (None while queued)")
+    finished_at: datetime | None = Field(None, description="when it reached a final status")
     error: str | None = None
     name: str | None = None
     model: str | None = Field(None, description="model used (name:version)")

@@ -82,7 +82,8 @@ def job_public(job: Job) -> JobPublic:
     return JobPublic(
         id=job.id, kind=job.kind, status=job.status,
         progress=Progress(done=job.progress_done, failed=job.progress_failed, total=job.progress_total),
-        created_at=job.created_at, updated_at=job.updated_at, error=job.error, name=job.name,
+        created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
+        finished_at=job.finished_at, error=job.error, name=job.name,
         model=job.model_ref, details=job.details or {}, result=job.result,
     )
 

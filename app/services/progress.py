@@ -92,17 +92,31 @@ def _active(table: Any) -> Any:
 def set_item_fields(session: Session, rows: list[dict[str, Any]], *, owner: str) -> None:
     """Per-item fields (``{"id": ..., "parse_ms": ...}``; every dict with the same keys) on held items.
 
-    A None value keeps the column as it is.
+    A None value keeps the column as it is. Items given the same values (a chunk of cache hits) are updated by one
+    ``UPDATE ... WHERE id IN (...)``, the rest by one executemany.
     """
     if not rows:
         return
     table = JobItem.__table__
     keys = [k for k in rows[0] if k != "id"]
-    session.connection().execute(
-        update(table).where(table.c.id == bindparam("b_id"), _active(table), table.c.lease_owner == owner)
-        .values({k: func.coalesce(bindparam(f"b_{k}"), table.c[k]) for k in keys}),
-        [{f"b_{k}": v for k, v in r.items()} for r in rows],
-    )
+    alike: dict[tuple[Any, ...], list[str]] = {}
+    for r in rows:
+        alike.setdefault(tuple(r[k] for k in keys), []).append(r["id"])
+    singles = []
+    for values, ids in alike.items():
+        if len(ids) == 1:
+            singles.append({"b_id": ids[0], **{f"b_{k}": v for k, v in zip(keys, values, strict=True)}})
+            continue
+        changed = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+        if changed:
+            session.execute(update(table).where(table.c.id.in_(ids), table.c.status.in_(ACTIVE),
+                                                table.c.lease_owner == owner).values(changed))
+    if singles:
+        session.connection().execute(
+            update(table).where(table.c.id == bindparam("b_id"), _active(table), table.c.lease_owner == owner)
+            .values({k: func.coalesce(bindparam(f"b_{k}"), table.c[k]) for k in keys}),
+            singles,
+        )
 
 
 def refresh_progress(session: Session, job_ids: Iterable[str]) -> None:

@@ -35,3 +35,16 @@ def test_every_redis_transport_option_is_one_kombu_reads(tmp_path: Path) -> None
 def test_memory_broker_has_no_redis_options(tmp_path: Path) -> None:
     options = celery_config(Settings(data_dir=tmp_path))["broker_transport_options"]
     assert "visibility_timeout" not in options and "unacked_mutex_expire" not in options
+
+
+def test_chunks_spread_over_eight_tasks_within_the_stage_caps(tmp_path: Path) -> None:
+    from app.core.queue import chunks
+
+    settings = Settings(data_dir=tmp_path)
+    ids = [str(i) for i in range(2000)]
+    voxels = chunks(ids, settings)
+    inference = chunks(ids, settings, settings.pipeline.inference_chunk_max)
+    assert [len(c) for c in voxels[:2]] == [64, 64] and len(voxels) == 32  # capped by pipeline.chunk_max
+    assert [len(c) for c in inference] == [250] * 8  # ceil(2000 / 8), under inference_chunk_max (256)
+    assert [len(c) for c in chunks(ids[:20], settings)] == [8, 8, 4]  # chunk_min keeps tiny tasks away
+    assert sum(inference, []) == ids and sum(voxels, []) == ids  # every item once, in order
