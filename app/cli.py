@@ -466,9 +466,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from app.core.cpu import short_openmp_spin
+
+    short_openmp_spin()  # before anything imports torch: embedded mode runs forward passes beside the voxel tasks
     from app.server import serve
 
-    short_openmp_spin()  # embedded mode runs forward passes beside the voxel tasks
     serve(args.host, args.port, args.data_dir)
     return EXIT_OK
 

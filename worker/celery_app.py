@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from billiard.process import current_process
 from celery import Celery, signals
 
 from app.core.config import Settings, get_settings
@@ -24,9 +24,6 @@ def create_worker_app(settings: Settings) -> Celery:
 
 
 _app: Celery | None = None
-
-#: The process that imported this module: the worker's main process (prefork children are forked from it).
-_MAIN_PID = os.getpid()
 
 
 def __getattr__(name: str) -> Any:
@@ -46,7 +43,7 @@ def _child_init(**_: Any) -> None:
     there the forward passes should use every core, so nothing is limited (measured: one thread halved the
     inference worker's rate, 9,800 against 21,600 grids/min on this machine's two cores).
     """
-    if os.getpid() == _MAIN_PID:
+    if current_process().name == "MainProcess":  # the solo pool, in the worker's own process
         return
     from app.db.session import dispose_all
     from worker.runtime import limit_torch_threads

@@ -52,8 +52,9 @@ def run_worker(queues: list[str], concurrency: int | None = None, *, loglevel: s
     argv, conc = worker_argv(queues, concurrency, loglevel=loglevel)
     app = create_worker_app(settings)
     if INFERENCE in queues:
-        # Keep the next chunks at hand while one runs its forward pass (chunks are already batches).
-        app.conf.worker_prefetch_multiplier = 16
+        # One chunk at hand while one runs its forward passes (chunks are already batches of up to
+        # pipeline.inference_chunk_max items): more would keep a big screening's chunks from a second inference worker.
+        app.conf.worker_prefetch_multiplier = 2
     if VOXELS in queues and INFERENCE not in queues:
         limit_torch_threads(1)
     app.worker_main(argv)

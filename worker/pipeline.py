@@ -314,36 +314,40 @@ def _prepare_batch(ctx: WorkerContext, ref: str, info: _ModelInfo, needs_density
 
 
 def _predict_group(ctx: WorkerContext, ref: str, info: _ModelInfo, loaded: Any, group: list[_Item]
-                   ) -> tuple[list[tuple[_Item, _VoxelOutcome]], list[dict[str, Any]], float,
+                   ) -> tuple[list[tuple[_Item, _VoxelOutcome, int]], list[dict[str, Any]], float,
                               list[tuple[str, str, str]]]:
     """Forward passes of ``inference.batch_size`` grids over the group; the next batch's grids are fetched while
     the current one runs (storage reads and decompression overlap the convolutions).
 
-    Returns (items predicted, their prediction fields, forward ms per item, failures).
+    Returns (items predicted with the size of their forward pass, their prediction fields, forward ms per item,
+    failures).
     """
     size = ctx.settings.inference.batch_size
     parts = [group[k:k + size] for k in range(0, len(group), size)]
     needs_density = bool(getattr(loaded, "needs_density", False))
     primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
-    ready: list[tuple[_Item, _VoxelOutcome]] = []
+    ready: list[tuple[_Item, _VoxelOutcome, int]] = []
     fields: list[dict[str, Any]] = []
     failures: list[tuple[str, str, str]] = []
     forward_s = 0.0
     with ThreadPoolExecutor(max_workers=min(8, len(group))) as fetchers, ThreadPoolExecutor(max_workers=1) as ahead:
         upcoming = ahead.submit(_prepare_batch, ctx, ref, info, needs_density, parts[0], fetchers)
-        for k in range(len(parts)):
-            batch = upcoming.result()
-            if k + 1 < len(parts):
-                upcoming = ahead.submit(_prepare_batch, ctx, ref, info, needs_density, parts[k + 1], fetchers)
-            failures += batch.failures
-            if not batch.ready:
-                continue
-            grids = np.stack([g for _, g, _ in batch.ready]).astype(np.float32)
-            t0 = time.perf_counter()
-            out = loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
-            forward_s += time.perf_counter() - t0
-            ready += [(i, o) for i, _, o in batch.ready]
-            fields += prediction_fields(out, primary)
+        try:
+            for k in range(len(parts)):
+                batch = upcoming.result()
+                if k + 1 < len(parts):
+                    upcoming = ahead.submit(_prepare_batch, ctx, ref, info, needs_density, parts[k + 1], fetchers)
+                failures += batch.failures
+                if not batch.ready:
+                    continue
+                grids = np.stack([g for _, g, _ in batch.ready]).astype(np.float32)
+                t0 = time.perf_counter()
+                out = loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
+                forward_s += time.perf_counter() - t0
+                ready += [(i, o, len(batch.ready)) for i, _, o in batch.ready]
+                fields += prediction_fields(out, primary)
+        finally:  # an error (retried by the task) does not wait for the next batch's fetch if it has not begun
+            upcoming.cancel()
     return ready, fields, forward_s * 1e3 / max(1, len(ready)), failures
 
 
@@ -378,17 +382,20 @@ def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None
     with session_scope(ctx.db_url) as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         upsert_structures(session, [_structure_row(o.crystal, i.raw_key) for (_, ready, _, _) in results
-                                    for i, o in ready if o.crystal is not None])
-        forward_batch = ctx.settings.inference.batch_size
+                                    for i, o, _ in ready if o.crystal is not None])
         for info, ready, out, per_item_ms in results:
             # only what this stage learnt: a grid found or rebuilt for an item sent here straight from its upload
-            progress.set_item_fields(session, [_item_fields(i.id, o, i.sha) for i, o in ready
+            progress.set_item_fields(session, [_item_fields(i.id, o, i.sha) for i, o, _ in ready
                                                if o.fields or o.sha != i.sha], owner=owner)
-            moved = set(progress.succeed_items(session, [i.id for i, _ in ready], owner=owner,
-                                               inference_ms=per_item_ms, batch_size=min(forward_batch, len(ready))))
+            by_pass: dict[int, list[str]] = {}  # items by the size of their forward pass (the last one is smaller)
+            for i, _, n in ready:
+                by_pass.setdefault(n, []).append(i.id)
+            moved = {moved_id for n, pass_ids in by_pass.items()
+                     for moved_id in progress.succeed_items(session, pass_ids, owner=owner, inference_ms=per_item_ms,
+                                                            batch_size=n)}
             rows = [{"id": new_id(), "item_id": i.id, "structure_sha256": o.sha, "model_id": info.id,
                      "params_hash": info.params_hash, **fields}
-                    for (i, o), fields in zip(ready, out, strict=True) if i.id in moved]
+                    for (i, o, _), fields in zip(ready, out, strict=True) if i.id in moved]
             if rows:
                 session.execute(insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["item_id"]))
             done += [r["item_id"] for r in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MB = 1024 * 1024
@@ -72,6 +72,13 @@ class PipelineSettings(BaseModel):
     #: Time limit in s for reading one CIF in the worker (the pymatgen fallback for non-P1 files runs in a
     #: helper process that is killed after it); a structure over it fails its item.
     parse_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _chunk_bounds(self) -> PipelineSettings:
+        if self.chunk_min > min(self.chunk_max, self.inference_chunk_max):
+            raise ValueError(f"pipeline.chunk_min ({self.chunk_min}) must not exceed pipeline.chunk_max "
+                             f"({self.chunk_max}) nor pipeline.inference_chunk_max ({self.inference_chunk_max})")
+        return self
 
 
 class AuthSettings(BaseModel):

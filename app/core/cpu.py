@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GOMP_SPINCOUNT = "10000"
 
 
-def short_openmp_spin(environ: dict[str, str] | None = None) -> bool:
+def short_openmp_spin(environ: MutableMapping[str, str] | None = None) -> bool:
     """Set ``GOMP_SPINCOUNT`` (unless already set) for the torch this process will import.
 
     Returns False, and changes nothing, when torch is already imported (too late for libgomp to read it).
