@@ -384,7 +384,12 @@ def _load_pretrained(args: argparse.Namespace, name: str) -> Any:
 def cmd_finetune(args: argparse.Namespace) -> None:
     data = dataset(extra_rows=args.extra_rows)
     base, base_standardizer = _load_pretrained(args, args.base)
+    if args.input_clip is not None:  # saturate strong binding sites harder than the backbone did (see README)
+        from dataclasses import replace
+
+        base_standardizer = replace(base_standardizer, clip=args.input_clip)
     suffix = ("" if args.base == "pretrained" else f"_{args.base}") + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}")
+    suffix += "" if args.input_clip is None else f"_clip{args.input_clip:g}"
     suffix += "_translate" if args.translate else ""
     suffix += _vibration_tag(args) + _descriptor_tag(args)
     suffix += "" if args.seed == 0 else f"_seed{args.seed}"
@@ -832,6 +837,8 @@ def main() -> int:
     p.add_argument("--freeze", nargs="+", default=["none"], choices=["none", "conv", "all-but-output"])
     p.add_argument("--base", default="pretrained", help="backbone run folder (from `pretrain --name`)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (thesis: 1e-3)")
+    p.add_argument("--input-clip", type=float, default=None, metavar="B",
+                   help="clip Boltzmann factors at B instead of the backbone's clip (100) while fine-tuning")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--translate", action="store_true",
