@@ -109,8 +109,8 @@ def set_item_fields(session: Session, rows: list[dict[str, Any]], *, owner: str)
             continue
         changed = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
         if changed:
-            session.execute(update(table).where(table.c.id.in_(ids), table.c.status.in_(ACTIVE),
-                                                table.c.lease_owner == owner).values(changed))
+            session.execute(update(table).where(table.c.id.in_(ids), _active(table), table.c.lease_owner == owner)
+                            .values(changed))
     if singles:
         session.connection().execute(
             update(table).where(table.c.id == bindparam("b_id"), _active(table), table.c.lease_owner == owner)
