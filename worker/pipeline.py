@@ -18,10 +18,10 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -36,6 +36,9 @@ from app.services.submit import parsed_uploads, upsert_structures
 from app.services.uploads import stem
 from app.storage import ObjectNotFoundError, StorageUnavailableError, decode_grid, encode_grid, voxel_key
 from worker.runtime import WorkerContext
+
+if TYPE_CHECKING:
+    from models.forward_pool import ForwardPool
 
 log = logging.getLogger(__name__)
 
@@ -316,39 +319,101 @@ def _prepare_batch(ctx: WorkerContext, ref: str, info: _ModelInfo, needs_density
 def _predict_group(ctx: WorkerContext, ref: str, info: _ModelInfo, loaded: Any, group: list[_Item]
                    ) -> tuple[list[tuple[_Item, _VoxelOutcome, int]], list[dict[str, Any]], float,
                               list[tuple[str, str, str]]]:
-    """Forward passes of ``inference.batch_size`` grids over the group; the next batch's grids are fetched while
-    the current one runs (storage reads and decompression overlap the convolutions).
+    """Forward passes of at most ``inference.batch_size`` grids over the group.
 
-    Returns (items predicted with the size of their forward pass, their prediction fields, forward ms per item,
-    failures).
+    - On the CPU (``ctx.forward_pool()``): the passes run on the process's single-threaded streams, each handed
+      to the next free stream as soon as its grids are fetched (a small group is cut so that every stream gets a
+      pass). Beside torch's own team of threads the same fetch slowed the shipped model by 39 % on 2 cores, for a
+      fetch that costs 4 % of the pass on its own: a team waits at every barrier for a thread the fetch
+      descheduled, a stream does not (:mod:`models.forward_pool`).
+    - On a GPU, or with ``inference.cpu_streams`` 1: one pass after the other in this thread, the next pass's
+      grids fetched while the current one runs (storage reads and decompression overlap the forward pass).
+
+    Returns (items predicted with the size of their forward pass, their prediction fields, forward ms per item
+    (wall time of the passes over the items), failures).
     """
+    pool = ctx.forward_pool()
     size = ctx.settings.inference.batch_size
+    if pool is not None:
+        size = max(1, min(size, -(-len(group) // pool.streams)))
     parts = [group[k:k + size] for k in range(0, len(group), size)]
     needs_density = bool(getattr(loaded, "needs_density", False))
     primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
+
+    def forward(batch: _Batch) -> Any:
+        grids = np.stack([g for _, g, _ in batch.ready]).astype(np.float32)
+        return loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(group))) as fetchers:
+        def fetch(part: list[_Item]) -> _Batch:
+            return _prepare_batch(ctx, ref, info, needs_density, part, fetchers)
+
+        if pool is not None:
+            batches, outs, forward_s = _on_streams(pool, fetch, forward, parts)
+        else:
+            batches, outs, forward_s = _overlapped(fetch, forward, parts)
     ready: list[tuple[_Item, _VoxelOutcome, int]] = []
     fields: list[dict[str, Any]] = []
     failures: list[tuple[str, str, str]] = []
+    passes = iter(outs)
+    for batch in batches:
+        failures += batch.failures
+        if batch.ready:
+            ready += [(i, o, len(batch.ready)) for i, _, o in batch.ready]
+            fields += prediction_fields(next(passes), primary)
+    return ready, fields, forward_s * 1e3 / max(1, len(ready)), failures
+
+
+def _on_streams(pool: ForwardPool, fetch: Callable[[list[_Item]], _Batch], forward: Callable[[_Batch], Any],
+                parts: list[list[_Item]]) -> tuple[list[_Batch], list[Any], float]:
+    """Each part's grids fetched in this thread and its forward pass handed to the next free stream: the fetch of a
+    part overlaps the passes already running (a stream has no barrier, so the fetch slows it only by its own CPU
+    time).
+
+    Returns (every part's batch, the outputs of the batches with grids, wall seconds from the first pass to the
+    last).
+    """
+    batches: list[_Batch] = []
+    running: list[Future[Any]] = []
+    t0: float | None = None
+    try:
+        for part in parts:
+            batch = fetch(part)
+            batches.append(batch)
+            if batch.ready:
+                t0 = time.perf_counter() if t0 is None else t0
+                running.append(pool.submit(forward, batch))
+        outs = [f.result() for f in running]
+    finally:  # an error (retried by the task) drops the passes that have not started
+        for f in running:
+            f.cancel()
+    return batches, outs, 0.0 if t0 is None else time.perf_counter() - t0
+
+
+def _overlapped(fetch: Callable[[list[_Item]], _Batch], forward: Callable[[_Batch], Any], parts: list[list[_Item]]
+                ) -> tuple[list[_Batch], list[Any], float]:
+    """Forward passes one after the other, each part's fetch running during the previous part's pass.
+
+    Returns (every part's batch, the outputs of the batches with grids, seconds spent in forward passes).
+    """
+    batches: list[_Batch] = []
+    outs: list[Any] = []
     forward_s = 0.0
-    with ThreadPoolExecutor(max_workers=min(8, len(group))) as fetchers, ThreadPoolExecutor(max_workers=1) as ahead:
-        upcoming = ahead.submit(_prepare_batch, ctx, ref, info, needs_density, parts[0], fetchers)
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        upcoming: Future[_Batch] | None = ahead.submit(fetch, parts[0])
         try:
             for k in range(len(parts)):
-                batch = upcoming.result()
-                if k + 1 < len(parts):
-                    upcoming = ahead.submit(_prepare_batch, ctx, ref, info, needs_density, parts[k + 1], fetchers)
-                failures += batch.failures
-                if not batch.ready:
-                    continue
-                grids = np.stack([g for _, g, _ in batch.ready]).astype(np.float32)
-                t0 = time.perf_counter()
-                out = loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
-                forward_s += time.perf_counter() - t0
-                ready += [(i, o, len(batch.ready)) for i, _, o in batch.ready]
-                fields += prediction_fields(out, primary)
-        finally:  # an error (retried by the task) does not wait for the next batch's fetch if it has not begun
-            upcoming.cancel()
-    return ready, fields, forward_s * 1e3 / max(1, len(ready)), failures
+                batch = upcoming.result()  # type: ignore[union-attr]
+                upcoming = ahead.submit(fetch, parts[k + 1]) if k + 1 < len(parts) else None
+                batches.append(batch)
+                if batch.ready:
+                    t0 = time.perf_counter()
+                    outs.append(forward(batch))
+                    forward_s += time.perf_counter() - t0
+        finally:  # an error (retried by the task) does not wait for the next part's fetch if it has not begun
+            if upcoming is not None:
+                upcoming.cancel()
+    return batches, outs, forward_s
 
 
 def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None = None) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
@@ -14,6 +14,9 @@ from app.core.config import Settings
 from app.db.session import session_scope
 from app.db.tables import ModelVersion
 from app.storage import ObjectStore, cached_store
+
+if TYPE_CHECKING:
+    from models.forward_pool import ForwardPool
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ class WorkerContext:
         self.voxel_threads = voxel_threads
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._store: tuple[tuple[Any, ...], ObjectStore] | None = None
+        self._forward_pool: ForwardPool | Literal[False] | None = None  # False: one stream (no pool)
 
     @property
     def db_url(self) -> str:
@@ -34,9 +39,30 @@ class WorkerContext:
 
     @property
     def store(self) -> ObjectStore:
-        """The object store (one client per process/thread)."""
+        """The object store (one client per process), looked up again only when its settings change.
+
+        ``Settings.store_uri`` resolves the data folder on disk (a few syscalls): the tasks read the store once
+        per grid, so the resolved store is kept here.
+        """
         s = self.settings
-        return cached_store(s.store_uri, s.s3.endpoint_url, s.s3.region)
+        key = (s.storage_uri, s.data_dir, s.s3.endpoint_url, s.s3.region)
+        known = self._store
+        if known is None or known[0] != key:
+            known = self._store = (key, cached_store(s.store_uri, s.s3.endpoint_url, s.s3.region))
+        return known[1]
+
+    def forward_pool(self) -> ForwardPool | None:
+        """The process's :class:`models.forward_pool.ForwardPool` for CPU forward passes, or None: on a GPU, or
+        with ``inference.cpu_streams`` 1 (passes then run in the task's thread on torch's own threads)."""
+        if self.device.split(":")[0] != "cpu":
+            return None
+        with self._lock:
+            if self._forward_pool is None:
+                from models.forward_pool import ForwardPool, available_cpus
+
+                streams = self.settings.inference.cpu_streams or available_cpus()
+                self._forward_pool = ForwardPool(streams) if streams > 1 else False
+            return self._forward_pool or None
 
     @property
     def device(self) -> str:

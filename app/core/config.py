@@ -42,6 +42,10 @@ class InferenceSettings(BaseModel):
     """Inference: grids per forward pass (a chunk of a screening is predicted in passes of this size)."""
 
     batch_size: int = Field(64, ge=1, le=4096)
+    #: Forward passes a worker process runs at once on the CPU, each on one torch thread
+    #: (:class:`models.forward_pool.ForwardPool`); default: the process's CPU cores. 1: each pass runs in its
+    #: task's thread on torch's own threads. Ignored on a GPU.
+    cpu_streams: int | None = Field(None, ge=1, le=256)
 
 
 class PipelineSettings(BaseModel):

@@ -90,11 +90,14 @@ def client(settings: Settings | None = None) -> Celery:
 PUBLISH_RETRY = {"max_retries": 4, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
 
-def chunks(item_ids: list[str], settings: Settings, largest: int | None = None) -> list[list[str]]:
-    """Cut ``item_ids`` into tasks of clamp(ceil(n / 8), chunk_min, largest) items (order kept); ``largest``
-    defaults to ``pipeline.chunk_max``."""
+def chunks(item_ids: list[str], settings: Settings, largest: int | None = None, smallest: int | None = None
+           ) -> list[list[str]]:
+    """Cut ``item_ids`` into tasks of clamp(ceil(n / 8), smallest, largest) items (order kept); ``largest``
+    defaults to ``pipeline.chunk_max``, ``smallest`` to ``pipeline.chunk_min`` (never above ``largest``)."""
     p = settings.pipeline
-    size = max(p.chunk_min, min(largest or p.chunk_max, -(-len(item_ids) // 8)))
+    largest = largest or p.chunk_max
+    smallest = min(largest, smallest or p.chunk_min)
+    size = max(smallest, min(largest, -(-len(item_ids) // 8)))
     return [item_ids[i:i + size] for i in range(0, len(item_ids), size)]
 
 
@@ -113,8 +116,11 @@ def _send_chunks(task: str, item_ids: list[str], settings: Settings | None, whol
     app = client(settings)
     ids = list(item_ids)
     p = settings.pipeline
-    size = p.inference_chunk_max if task == TASK_PREDICT else p.chunk_max
-    parts = [ids[i:i + size] for i in range(0, len(ids), size)] if whole else chunks(ids, settings, size)
+    if task == TASK_PREDICT:  # an inference task holds at least one full forward pass
+        size, smallest = p.inference_chunk_max, max(p.chunk_min, settings.inference.batch_size)
+    else:
+        size, smallest = p.chunk_max, p.chunk_min
+    parts = [ids[i:i + size] for i in range(0, len(ids), size)] if whole else chunks(ids, settings, size, smallest)
     with app.producer_or_acquire() as producer:
         for chunk in parts:
             app.send_task(task, args=(chunk,), queue=ROUTES[task]["queue"], producer=producer, retry=True,

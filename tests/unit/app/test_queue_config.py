@@ -48,3 +48,6 @@ def test_chunks_spread_over_eight_tasks_within_the_stage_caps(tmp_path: Path) ->
     assert [len(c) for c in inference] == [250] * 8  # ceil(2000 / 8), under inference_chunk_max (256)
     assert [len(c) for c in chunks(ids[:20], settings)] == [8, 8, 4]  # chunk_min keeps tiny tasks away
     assert sum(inference, []) == ids and sum(voxels, []) == ids  # every item once, in order
+    # inference tasks hold at least one forward pass (inference.batch_size), within their cap
+    assert [len(c) for c in chunks(ids[:300], settings, 256, settings.inference.batch_size)] == [64] * 4 + [44]
+    assert [len(c) for c in chunks(ids[:300], settings, 32, 64)] == [32] * 9 + [12]
