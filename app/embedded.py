@@ -8,9 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from app.core.config import Settings
 from app.core.queue import QUEUES
+
+if TYPE_CHECKING:
+    from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +27,17 @@ class EmbeddedWorker:
         self.concurrency = settings.embedded_concurrency or max(2, os.cpu_count() or 1)
         self._thread: threading.Thread | None = None
         self._worker = None
+        self._context: WorkerContext | None = None
 
     def start(self) -> None:
         """Start consuming; returns once the consumer is ready."""
         from celery.worker import WorkController
 
         from worker.celery_app import create_worker_app
+        from worker.tasks import current_context
 
         app = create_worker_app(self.settings)
+        self._context = current_context()
         # The threads pool runs Celery's synchronous consumer loop, which fetches more messages only between
         # 2-s polls once its prefetch window is full: with 1 per thread every chunk waited ~2 s (screenings at a
         # quarter of the model's speed). 16 chunk messages per thread keep the next chunks at hand.
@@ -53,5 +60,8 @@ class EmbeddedWorker:
             self._worker.stop(in_sighandler=False, exitcode=0)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._context is not None:  # the forward pool's threads
+            self._context.close()
         self._worker = None
         self._thread = None
+        self._context = None

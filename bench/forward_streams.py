@@ -8,7 +8,10 @@ of ``--grids`` grids in passes of ``--batch``; the figure is each round's grids/
   "the model alone");
 - ``thread``: the same, called from a second thread after the main thread ran torch (as a worker's task thread);
 - ``passive``: ``thread`` with ``OMP_WAIT_POLICY=passive``;
-- ``streams``: :class:`models.forward_pool.ForwardPool` with one stream per core, called from a second thread.
+- ``streams``: :class:`models.forward_pool.ForwardPool` with one stream per torch thread of the process (its
+  physical cores by default), called from a second thread.
+
+Every setting runs with ``GOMP_SPINCOUNT=10000``, as ``retnet serve`` and ``retnet worker`` set it.
 
 Usage::
 
@@ -28,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app.core.cpu import DEFAULT_GOMP_SPINCOUNT  # noqa: E402
 SETTINGS = ("main", "thread", "passive", "streams")
 
 
@@ -35,7 +42,7 @@ def _rates(setting: str, model_path: str, grids_n: int, batch: int, rounds: int)
     """Run in a fresh process: grids/min of each round for ``setting``."""
     from bench.inference import synthetic_densities, synthetic_grids
     from models.artifacts import load_model
-    from models.forward_pool import ForwardPool, available_cpus
+    from models.forward_pool import ForwardPool, process_torch_threads
 
     model = load_model(model_path, device="cpu")
     grids = synthetic_grids(grids_n)
@@ -46,7 +53,7 @@ def _rates(setting: str, model_path: str, grids_n: int, batch: int, rounds: int)
     def one(part: tuple[Any, Any]) -> Any:
         return model.predict_detailed(part[0], batch_size=batch, densities_g_cm3=part[1])
 
-    pool = ForwardPool(available_cpus()) if setting == "streams" else None
+    pool = ForwardPool(process_torch_threads()) if setting == "streams" else None
 
     def run_all() -> float:
         t0 = time.perf_counter()
@@ -82,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(_rates(args.one, args.model, args.grids, args.batch, args.rounds)))
         return 0
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "batch": args.batch, "grids": args.grids}
+    results: dict[str, Any] = {"cpus": len(os.sched_getaffinity(0)), "batch": args.batch, "grids": args.grids}
     for setting in SETTINGS:
-        env = {**os.environ, "OMP_WAIT_POLICY": "passive"} if setting == "passive" else dict(os.environ)
+        env = {"GOMP_SPINCOUNT": DEFAULT_GOMP_SPINCOUNT, **os.environ}
+        if setting == "passive":
+            env["OMP_WAIT_POLICY"] = "passive"
         done = subprocess.run([sys.executable, "-m", "bench.forward_streams", "--one", setting, "--model", args.model,
                                "--grids", str(args.grids), "--batch", str(args.batch), "--rounds", str(args.rounds)],
                               cwd=ROOT, env=env, capture_output=True, text=True, check=True)

@@ -378,6 +378,8 @@ def main() -> None:
     parser.add_argument("--concurrent-seconds", type=float, default=15)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     args = parser.parse_args()
+    if args.warm_runs < 1:
+        parser.error("--warm-runs must be at least 1")
     result = run(args)
     text = json.dumps(result, indent=2)
     if args.out:

@@ -20,28 +20,44 @@ A stream has no barrier and no team: its speed does not depend on the threads ar
 it only the time the neighbour takes. :class:`ForwardPool` runs one batch per stream, on ``streams`` threads that
 each set torch to one thread when they start.
 
-``torch.set_num_threads`` also sets the default of threads that call torch later for the first time; code that
-wants several torch threads in a process that has a pool sets its own count (training does:
-:attr:`models.training.TrainConfig.threads`).
+``torch.set_num_threads`` also sets the default of threads that call torch later for the first time: once a pool
+exists, a new thread would run torch on one thread. Work that wants the process's threads (a training or design
+job) runs under :func:`process_threads`, which sets them for its own thread only (OpenMP counts are per thread).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: Torch's CPU thread count of this process before the first pool set the default to one (None: no pool yet).
+_process_threads: int | None = None
 
-def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+
+def process_torch_threads() -> int:
+    """Torch's CPU threads for this process's own work: torch's default (the physical cores, or ``OMP_NUM_THREADS``;
+    1 in a prefork child, which sets it so) as it was before a pool's streams changed it."""
+    import torch
+
+    return _process_threads or torch.get_num_threads()
+
+
+@contextmanager
+def process_threads() -> Iterator[None]:
+    """Run the block on :func:`process_torch_threads` torch threads in this thread; the count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(process_torch_threads())
     try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _one_torch_thread() -> None:
@@ -57,8 +73,13 @@ class ForwardPool:
     """
 
     def __init__(self, streams: int) -> None:
+        global _process_threads
         if streams < 1:
             raise ValueError(f"a forward pool needs at least one stream, got {streams}")
+        if _process_threads is None:
+            import torch
+
+            _process_threads = torch.get_num_threads()
         self.streams = streams
         self._threads = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="retnet-forward",
                                            initializer=_one_torch_thread)
@@ -72,8 +93,8 @@ class ForwardPool:
         return list(self._threads.map(fn, batches))
 
     def close(self) -> None:
-        """Stop the threads (after the batches already given)."""
-        self._threads.shutdown(wait=True)
+        """Stop the threads: passes not started are dropped, running ones finish."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> ForwardPool:
         return self

@@ -245,19 +245,14 @@ def load_dataset(
 
 
 def train_config(params: Mapping[str, Any], device: str | None = None) -> Any:
-    """The :class:`models.training.TrainConfig` of a job's parameters (``POST /training-jobs`` form).
-
-    A job trains on every core of its process, whatever torch's default there (a process that predicts on
-    single-threaded streams, :mod:`models.forward_pool`, leaves that default at one thread).
-    """
-    from models.forward_pool import available_cpus
+    """The :class:`models.training.TrainConfig` of a job's parameters (``POST /training-jobs`` form)."""
     from models.training import TrainConfig
 
     return TrainConfig(
         epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
         learning_rate=float(params["learning_rate"]), augment=bool(params["augment"]),
         translate=bool(params.get("translate", False)), seed=int(params.get("seed") or 0), device=device,
-        freeze=params.get("freeze"), threads=available_cpus(),
+        freeze=params.get("freeze"), threads=None,
     )
 
 

@@ -330,28 +330,26 @@ def _predict_group(ctx: WorkerContext, ref: str, info: _ModelInfo, loaded: Any, 
       grids fetched while the current one runs (storage reads and decompression overlap the forward pass).
 
     Returns (items predicted with the size of their forward pass, their prediction fields, forward ms per item
-    (wall time of the passes over the items), failures).
+    (each pass's own time, summed over the passes, per item), failures).
     """
     pool = ctx.forward_pool()
-    size = ctx.settings.inference.batch_size
-    if pool is not None:
-        size = max(1, min(size, -(-len(group) // pool.streams)))
+    size = pass_size(len(group), ctx.settings.inference.batch_size, pool.streams if pool is not None else 1)
     parts = [group[k:k + size] for k in range(0, len(group), size)]
     needs_density = bool(getattr(loaded, "needs_density", False))
     primary = getattr(getattr(loaded, "card", None), "primary_output", 0)
 
-    def forward(batch: _Batch) -> Any:
+    def forward(batch: _Batch) -> tuple[Any, float]:
+        t0 = time.perf_counter()
         grids = np.stack([g for _, g, _ in batch.ready]).astype(np.float32)
-        return loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
+        out = loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
+        return out, time.perf_counter() - t0
 
     with ThreadPoolExecutor(max_workers=min(8, len(group))) as fetchers:
         def fetch(part: list[_Item]) -> _Batch:
             return _prepare_batch(ctx, ref, info, needs_density, part, fetchers)
 
-        if pool is not None:
-            batches, outs, forward_s = _on_streams(pool, fetch, forward, parts)
-        else:
-            batches, outs, forward_s = _overlapped(fetch, forward, parts)
+        batches, outs = (_on_streams(pool, fetch, forward, parts) if pool is not None
+                         else _overlapped(fetch, forward, parts))
     ready: list[tuple[_Item, _VoxelOutcome, int]] = []
     fields: list[dict[str, Any]] = []
     failures: list[tuple[str, str, str]] = []
@@ -360,45 +358,51 @@ def _predict_group(ctx: WorkerContext, ref: str, info: _ModelInfo, loaded: Any, 
         failures += batch.failures
         if batch.ready:
             ready += [(i, o, len(batch.ready)) for i, _, o in batch.ready]
-            fields += prediction_fields(next(passes), primary)
+            fields += prediction_fields(next(passes)[0], primary)
+    forward_s = sum(seconds for _, seconds in outs)
     return ready, fields, forward_s * 1e3 / max(1, len(ready)), failures
 
 
-def _on_streams(pool: ForwardPool, fetch: Callable[[list[_Item]], _Batch], forward: Callable[[_Batch], Any],
-                parts: list[list[_Item]]) -> tuple[list[_Batch], list[Any], float]:
+def pass_size(n: int, batch_size: int, streams: int) -> int:
+    """Grids per forward pass for ``n`` items on ``streams`` streams: at most ``batch_size``, in as few rounds as
+    that allows, every stream busy in each round (250 items, batch 64, 2 streams: 4 passes of 63 or fewer, not
+    64 + 64 + 64 + 58; 64 items: 2 passes of 32)."""
+    rounds = -(-n // (streams * batch_size))
+    return max(1, -(-n // (rounds * streams)))
+
+
+def _on_streams(pool: ForwardPool, fetch: Callable[[list[_Item]], _Batch],
+                forward: Callable[[_Batch], tuple[Any, float]], parts: list[list[_Item]]
+                ) -> tuple[list[_Batch], list[tuple[Any, float]]]:
     """Each part's grids fetched in this thread and its forward pass handed to the next free stream: the fetch of a
     part overlaps the passes already running (a stream has no barrier, so the fetch slows it only by its own CPU
     time).
 
-    Returns (every part's batch, the outputs of the batches with grids, wall seconds from the first pass to the
-    last).
+    Returns (every part's batch, (output, seconds) of each batch with grids). A fetch or pass that raises is raised
+    here; passes not started yet are dropped.
     """
     batches: list[_Batch] = []
-    running: list[Future[Any]] = []
-    t0: float | None = None
+    running: list[Future[tuple[Any, float]]] = []
     try:
         for part in parts:
             batch = fetch(part)
             batches.append(batch)
             if batch.ready:
-                t0 = time.perf_counter() if t0 is None else t0
                 running.append(pool.submit(forward, batch))
-        outs = [f.result() for f in running]
-    finally:  # an error (retried by the task) drops the passes that have not started
+        return batches, [f.result() for f in running]
+    finally:
         for f in running:
             f.cancel()
-    return batches, outs, 0.0 if t0 is None else time.perf_counter() - t0
 
 
-def _overlapped(fetch: Callable[[list[_Item]], _Batch], forward: Callable[[_Batch], Any], parts: list[list[_Item]]
-                ) -> tuple[list[_Batch], list[Any], float]:
-    """Forward passes one after the other, each part's fetch running during the previous part's pass.
+def _overlapped(fetch: Callable[[list[_Item]], _Batch], forward: Callable[[_Batch], tuple[Any, float]],
+                parts: list[list[_Item]]) -> tuple[list[_Batch], list[tuple[Any, float]]]:
+    """Forward passes one after the other in this thread, each part's fetch running during the previous part's pass.
 
-    Returns (every part's batch, the outputs of the batches with grids, seconds spent in forward passes).
+    Returns (every part's batch, (output, seconds) of each batch with grids).
     """
     batches: list[_Batch] = []
-    outs: list[Any] = []
-    forward_s = 0.0
+    outs: list[tuple[Any, float]] = []
     with ThreadPoolExecutor(max_workers=1) as ahead:
         upcoming: Future[_Batch] | None = ahead.submit(fetch, parts[0])
         try:
@@ -407,13 +411,11 @@ def _overlapped(fetch: Callable[[list[_Item]], _Batch], forward: Callable[[_Batc
                 upcoming = ahead.submit(fetch, parts[k + 1]) if k + 1 < len(parts) else None
                 batches.append(batch)
                 if batch.ready:
-                    t0 = time.perf_counter()
                     outs.append(forward(batch))
-                    forward_s += time.perf_counter() - t0
         finally:  # an error (retried by the task) does not wait for the next part's fetch if it has not begun
             if upcoming is not None:
                 upcoming.cancel()
-    return batches, outs, forward_s
+    return batches, outs
 
 
 def predict_chunk(ctx: WorkerContext, item_ids: Sequence[str], owner: str | None = None) -> list[str]:

@@ -31,6 +31,7 @@ class WorkerContext:
         self._lock = threading.Lock()
         self._store: tuple[tuple[Any, ...], ObjectStore] | None = None
         self._forward_pool: ForwardPool | Literal[False] | None = None  # False: one stream (no pool)
+        self._pool_lock = threading.Lock()
 
     @property
     def db_url(self) -> str:
@@ -52,17 +53,31 @@ class WorkerContext:
         return known[1]
 
     def forward_pool(self) -> ForwardPool | None:
-        """The process's :class:`models.forward_pool.ForwardPool` for CPU forward passes, or None: on a GPU, or
-        with ``inference.cpu_streams`` 1 (passes then run in the task's thread on torch's own threads)."""
+        """The process's :class:`models.forward_pool.ForwardPool` for CPU forward passes (created on first use), or
+        None: on a GPU, or with one stream (``inference.cpu_streams`` 1, or a process whose torch runs on one
+        thread, such as a prefork child): passes then run in the task's thread on torch's own threads.
+
+        Streams default to torch's own thread count of the process (its physical cores, or ``OMP_NUM_THREADS``).
+        """
+        known = self._forward_pool
+        if known is not None:
+            return known or None
         if self.device.split(":")[0] != "cpu":
             return None
-        with self._lock:
+        with self._pool_lock:
             if self._forward_pool is None:
-                from models.forward_pool import ForwardPool, available_cpus
+                from models.forward_pool import ForwardPool, process_torch_threads
 
-                streams = self.settings.inference.cpu_streams or available_cpus()
+                streams = self.settings.inference.cpu_streams or process_torch_threads()
                 self._forward_pool = ForwardPool(streams) if streams > 1 else False
             return self._forward_pool or None
+
+    def close(self) -> None:
+        """Stop the forward pool's threads (a later pass starts a new pool)."""
+        with self._pool_lock:
+            pool, self._forward_pool = self._forward_pool, None
+        if pool:
+            pool.close()
 
     @property
     def device(self) -> str:

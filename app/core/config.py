@@ -43,7 +43,8 @@ class InferenceSettings(BaseModel):
 
     batch_size: int = Field(64, ge=1, le=4096)
     #: Forward passes a worker process runs at once on the CPU, each on one torch thread
-    #: (:class:`models.forward_pool.ForwardPool`); default: the process's CPU cores. 1: each pass runs in its
+    #: (:class:`models.forward_pool.ForwardPool`); default: torch's own thread count of the process (its physical
+    #: cores, or ``OMP_NUM_THREADS``). 1: each pass runs in its
     #: task's thread on torch's own threads. Ignored on a GPU.
     cpu_streams: int | None = Field(None, ge=1, le=256)
 

@@ -18,6 +18,7 @@ from app.core.config import Settings
 from app.core.queue import INFERENCE, TASK_DESIGN, TASK_PREDICT, TASK_TRAIN, TASK_VOXELIZE, TRAINING, VOXELS
 from app.db.session import session_scope
 from app.services import leases
+from models.forward_pool import process_threads
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def register(app: Celery, settings: Settings, ctx: WorkerContext | None = None) 
                     return
             beat = leases.Heartbeat(c.db_url, lease_s,
                                     lambda s: leases.renew_job(s, job_id, owner=owner, lease_s=lease_s))
-            with beat:
+            with beat, process_threads():  # the process's torch threads, even beside single-threaded streams
                 body(c, job_id)
             with session_scope(c.db_url) as session:
                 leases.release_job(session, job_id, owner=owner)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu.transport.redis import Channel
@@ -51,3 +52,32 @@ def test_chunks_spread_over_eight_tasks_within_the_stage_caps(tmp_path: Path) ->
     # inference tasks hold at least one forward pass (inference.batch_size), within their cap
     assert [len(c) for c in chunks(ids[:300], settings, 256, settings.inference.batch_size)] == [64] * 4 + [44]
     assert [len(c) for c in chunks(ids[:300], settings, 32, 64)] == [32] * 9 + [12]
+
+
+def test_inference_tasks_are_sent_holding_at_least_one_forward_pass(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import nullcontext
+
+    from app.core import queue
+
+    sent: list[tuple[str, int]] = []
+
+    class Recorder:
+        def producer_or_acquire(self) -> Any:
+            return nullcontext(None)
+
+        def send_task(self, name: str, args: tuple[list[str]], **_: Any) -> None:
+            sent.append((name, len(args[0])))
+
+    monkeypatch.setattr(queue, "client", lambda settings=None: Recorder())
+    settings = Settings(data_dir=tmp_path)
+    ids = [str(i) for i in range(300)]
+    queue.enqueue_predict(ids, settings)
+    assert [n for _, n in sent] == [64, 64, 64, 64, 44]  # not ceil(300 / 8) = 38: passes of 19 on two streams
+    sent.clear()
+    queue.enqueue_voxelize(ids, settings)
+    assert [n for _, n in sent] == [38] * 7 + [34]  # the voxels stage still spreads over eight tasks
+    sent.clear()
+    queue.enqueue_predict(ids, settings, whole=True)  # a voxels task's chunk: one task, cut only above the cap
+    assert [n for _, n in sent] == [256, 44]
+    assert {name for name, _ in sent} == {queue.TASK_PREDICT}
