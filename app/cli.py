@@ -178,6 +178,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     targets: list[str] = args.target
     if args.freeze and not args.base_model:
         raise CommandError(f"--freeze {args.freeze} keeps layers of a base model fixed: give --base-model too")
+    if args.input_clip is not None and not args.base_model:
+        raise CommandError(f"--input-clip {args.input_clip:g} replaces a base model's clip while fine-tuning: "
+                           "give --base-model too (a model trained from scratch clips at 100)")
     units = args.unit or [_default_unit(t) for t in targets]
     properties = args.property or [_default_property(t) for t in targets]
     if len(units) != len(targets) or len(properties) != len(targets):
@@ -206,7 +209,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=min(args.batch_size, max(2, len(train_idx))),
                          learning_rate=args.lr, augment=not args.no_augment, translate=args.translate,
                          patience=args.patience,
-                         seed=args.seed, device=args.device, freeze=args.freeze, threads=args.threads)
+                         seed=args.seed, device=args.device, freeze=args.freeze, threads=args.threads,
+                         fine_tune_clip=args.input_clip)
     if args.patience is not None and n_val == 0:
         raise CommandError("--patience needs a validation split (--val-fraction > 0)")
     base = _load_base_model(args.base_model, args.device)
@@ -267,7 +271,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            "metrics_on": "validation split" if n_val else "none (no validation split)",
                            "base_model": getattr(base, "ref", None),
                            "vibration_copies": args.vibration_copies,
-                           "vibration_amplitude": args.vibration_amplitude if args.vibration_copies else None},
+                           "vibration_amplitude": args.vibration_amplitude if args.vibration_copies else None,
+                           "input_clip": args.input_clip},
             metrics=metrics, preliminary=n < 100,
             description=args.description or f"RetNet trained with `retnet train` on {n} structures",
         )
@@ -541,6 +546,16 @@ def _positive_days(text: str) -> float:
     return days
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 
@@ -608,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune from this model folder (or shipped model name)")
     p.add_argument("--freeze", choices=["conv", "all-but-output"], default=None,
                    help="with --base-model: layers kept fixed (default: none)")
+    p.add_argument("--input-clip", type=_positive_float, default=None, metavar="B",
+                   help="with --base-model: clip Boltzmann factors at B instead of the base model's clip (e.g. 5 "
+                        "with a few hundred labels, together with --vibration-copies 2; README, learning curves)")
     p.add_argument("--name", default="retnet-custom", help="model name in the card (default: %(default)s)")
     p.add_argument("--version", default="1", help="model version in the card (default: %(default)s)")
     p.add_argument("--description", default="", help="free text stored in the card")

@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.core.cpu import DEFAULT_GOMP_SPINCOUNT  # noqa: E402
+
 SETTINGS = ("main", "thread", "passive", "streams")
 
 

@@ -253,6 +253,7 @@ def train_config(params: Mapping[str, Any], device: str | None = None) -> Any:
         learning_rate=float(params["learning_rate"]), augment=bool(params["augment"]),
         translate=bool(params.get("translate", False)), seed=int(params.get("seed") or 0), device=device,
         freeze=params.get("freeze"), threads=None,
+        fine_tune_clip=None if params.get("input_clip") is None else float(params["input_clip"]),
     )
 
 
@@ -423,6 +424,7 @@ def build_card(
     training = {"source": source, "size": outcome.n_train, "n_val": outcome.n_val, "n_test": outcome.n_test,
                 "vibration_copies": int(params.get("vibration_copies") or 0),
                 "vibration_amplitude": params.get("vibration_amplitude") if params.get("vibration_copies") else None,
+                "input_clip": params.get("input_clip"),
                 "split_seed": int(params.get("seed") or 0), "label_hash": label_hash(dataset.names, dataset.y),
                 "structures": len(dataset), "skipped": len(dataset.skipped), "epochs": int(params["epochs"]),
                 "base_model": params.get("base_model"), "augment": config.augment, "translate": config.translate,

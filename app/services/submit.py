@@ -354,6 +354,7 @@ class TrainingRequest:
     temperature_k: float | None = None
     pressure_bar: float | None = None
     descriptors: tuple[str, ...] = ()
+    input_clip: float | None = None
 
 
 def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
@@ -399,6 +400,9 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
     if request.freeze and not request.base_model:
         raise UnprocessableError(f"freeze={request.freeze} keeps layers of a base model fixed: give base_model too "
                                  "(or leave freeze out to train from scratch)")
+    if request.input_clip is not None and not request.base_model:
+        raise UnprocessableError(f"input_clip={request.input_clip:g} replaces a base model's clip while fine-tuning: "
+                                 "give base_model too (a model trained from scratch clips at 100)")
     table = _labels_table(labels.data, request.targets)
     names = {stem(c) for c in cifs}
     labelled = names & {str(n) for n in table["name"]}
@@ -426,7 +430,7 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         "vibration_copies": request.vibration_copies, "vibration_amplitude": request.vibration_amplitude,
         "gas": request.gas, "temperature_k": request.temperature_k, "pressure_bar": request.pressure_bar,
         "descriptors": list(request.descriptors), "seed": request.seed, "base_model": base_ref,
-        "freeze": request.freeze, "model_name": request.model_name,
+        "freeze": request.freeze, "input_clip": request.input_clip, "model_name": request.model_name,
         "model_version": request.model_version, "unit": request.unit, "property": request.property,
         "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled), "request_sha256": fingerprint,
         "owner": owner,

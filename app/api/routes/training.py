@@ -58,6 +58,9 @@ async def create_training_job(
     seed: Annotated[int, Form(ge=0, le=2**32 - 1, description="random seed of the split and the training")] = 0,
     base_model: Annotated[str | None, Form(description="fine-tune this model (name or name:version)")] = None,
     freeze: Annotated[Literal["conv", "all-but-output"] | None, Form()] = None,
+    input_clip: Annotated[float | None, Form(gt=0, le=1e6, description="fine-tuning: clip Boltzmann factors at this "
+                                             "value instead of the base model's (e.g. 5 with a few hundred labels; "
+                                             "needs base_model)")] = None,
     name: Annotated[str, Form(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="name of the new model")] = "retnet",
     version: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_.-]{1,60}$")] = None,
     unit: Annotated[str, Form(max_length=50)] = "mol/kg",
@@ -84,7 +87,7 @@ async def create_training_job(
         val_fraction=val_fraction, seed=seed, base_model=base_model, freeze=freeze, model_name=name,
         model_version=version, unit=unit, property=property, translate=translate, test_fraction=test_fraction,
         vibration_copies=vibration_copies, vibration_amplitude=vibration_amplitude, gas=gas,
-        temperature_k=temperature_k, pressure_bar=pressure_bar, descriptors=descriptor_list,
+        temperature_k=temperature_k, pressure_bar=pressure_bar, descriptors=descriptor_list, input_clip=input_clip,
     )
     job_id = await run_in_threadpool(submit_training, session, settings, store, archive, label_upload, request,
                                     idempotency_key, caller=caller)

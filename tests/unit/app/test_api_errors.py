@@ -125,3 +125,29 @@ def test_training_freeze_without_base_model_is_422(client, model_row, sent) -> N
     r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
                     data={"targets": "y", "freeze": "conv", "base_model": model_row, "epochs": "1"})
     assert r.status_code == 202 and len(sent["training"]) == 1
+
+
+def test_training_input_clip_needs_a_base_model_and_is_kept(client, model_row, sent,  # type: ignore[no-untyped-def]
+                                                           settings) -> None:
+    from app.db.session import session_scope
+    from app.db.tables import Job
+    from models.training_job import train_config
+
+    buf = io.BytesIO()
+    cifs = Path(__file__).resolve().parents[2] / "data" / "cifs"
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in ("KEGZOL04_clean", "SAYTUJ_clean"):
+            z.write(cifs / f"{name}.cif", f"{name}.cif")
+        z.writestr("labels.csv", "name,y\nKEGZOL04_clean,1.0\nSAYTUJ_clean,2.0\n")
+    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+                    data={"targets": "y", "input_clip": "5", "epochs": "1"})
+    assert r.status_code == 422 and "base_model" in r.json()["detail"] and sent["training"] == []
+    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+                    data={"targets": "y", "input_clip": "0", "base_model": model_row, "epochs": "1"})
+    assert r.status_code == 422 and sent["training"] == []
+    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+                    data={"targets": "y", "input_clip": "5", "base_model": model_row, "epochs": "1"})
+    assert r.status_code == 202 and len(sent["training"]) == 1
+    with session_scope(settings.db_url) as session:
+        params = session.get(Job, sent["training"][0]).params
+    assert params["input_clip"] == 5.0 and train_config(params).fine_tune_clip == 5.0

@@ -85,3 +85,11 @@ def test_train_freeze_needs_a_base_model(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["train", "--data", str(tmp_path), "--labels", str(labels), "--target", "y",
                  "--out", str(tmp_path / "m"), "--freeze", "conv"]) == 1
     assert "--base-model" in capsys.readouterr().err
+
+
+def test_train_input_clip_needs_a_base_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("name,y\nA,1\n")
+    assert main(["train", "--data", str(tmp_path), "--labels", str(labels), "--target", "y",
+                 "--out", str(tmp_path / "m"), "--input-clip", "5"]) == 1
+    assert "--base-model" in capsys.readouterr().err

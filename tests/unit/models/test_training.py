@@ -198,6 +198,21 @@ def test_fine_tune_with_frozen_conv_keeps_conv_weights() -> None:
     assert all(torch.equal(v, base_before[k]) for k, v in base.state_dict().items())  # base untouched
 
 
+def test_fine_tune_clip_replaces_the_base_models_clip_and_only_when_fine_tuning() -> None:
+    from models.transforms import Standardizer
+
+    grids, targets = _data(12)
+    base = RetNet()
+    base.standardizer = Standardizer(mean=1.0, std=2.0, clip=100.0)  # type: ignore[attr-defined]
+    tuned = train_retnet(grids, targets, _fast(epochs=1, batch_size=6, fine_tune_clip=5.0), base_model=base)
+    assert tuned.standardizer == Standardizer(mean=1.0, std=2.0, clip=5.0)  # the base's statistics, the new clip
+    assert base.standardizer.clip == 100.0  # type: ignore[attr-defined]
+    kept = train_retnet(grids, targets, _fast(epochs=1, batch_size=6), base_model=base)
+    assert kept.standardizer.clip == 100.0
+    scratch = train_retnet(grids, targets, _fast(epochs=1, batch_size=6, fine_tune_clip=5.0))
+    assert scratch.standardizer.clip == TrainConfig().input_clip  # from scratch: the fitted standardizer's clip
+
+
 def test_fine_tune_with_new_output_count_reinitialises_output_bias() -> None:
     grids, targets = _data(12)
     targets2 = np.stack([targets, targets + 10.0], axis=1)
