@@ -151,7 +151,7 @@ def test_build_card_and_save_job_model(trained, tmp_path: Path) -> None:  # type
         "source": "training job abc", "size": 4, "n_val": 2, "split_seed": 1,
         "label_hash": label_hash(data.names, data.y), "structures": 6, "skipped": 1, "epochs": 2,
         "base_model": None, "augment": False, "translate": True, "n_test": 0, "vibration_copies": 0,
-        "vibration_amplitude": None, "descriptors": []}
+        "vibration_amplitude": None, "input_clip": None, "descriptors": []}
     assert card.metrics["evaluated_on"] == ON_VALIDATION and card.metrics["n_eval"] == 2
     assert card.metrics["r2"] == outcome.metrics["r2"]
 
