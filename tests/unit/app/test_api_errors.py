@@ -110,19 +110,25 @@ def test_empty_cif_in_a_screening_fails_only_its_item(client, settings, model_ro
     assert r.status_code == 400 and "empty" in r.json()["detail"]
 
 
-def test_training_freeze_without_base_model_is_422(client, model_row, sent) -> None:  # type: ignore[no-untyped-def]
-    """Regression: freeze=conv without base_model trained a net with frozen random convolutions."""
+def _two_labelled_cifs_zip() -> bytes:
+    """A training zip: two committed CIFs and a labels CSV with target ``y``."""
     buf = io.BytesIO()
     cifs = Path(__file__).resolve().parents[2] / "data" / "cifs"
     with zipfile.ZipFile(buf, "w") as z:
         for name in ("KEGZOL04_clean", "SAYTUJ_clean"):
             z.write(cifs / f"{name}.cif", f"{name}.cif")
         z.writestr("labels.csv", "name,y\nKEGZOL04_clean,1.0\nSAYTUJ_clean,2.0\n")
-    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+    return buf.getvalue()
+
+
+def test_training_freeze_without_base_model_is_422(client, model_row, sent) -> None:  # type: ignore[no-untyped-def]
+    """Regression: freeze=conv without base_model trained a net with frozen random convolutions."""
+    archive = _two_labelled_cifs_zip()
+    r = client.post("/training-jobs", files={"file": ("t.zip", archive)},
                     data={"targets": "y", "freeze": "conv", "epochs": "1"})
     assert r.status_code == 422 and "base_model" in r.json()["detail"]
     assert sent["training"] == []
-    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+    r = client.post("/training-jobs", files={"file": ("t.zip", archive)},
                     data={"targets": "y", "freeze": "conv", "base_model": model_row, "epochs": "1"})
     assert r.status_code == 202 and len(sent["training"]) == 1
 
@@ -133,19 +139,14 @@ def test_training_input_clip_needs_a_base_model_and_is_kept(client, model_row, s
     from app.db.tables import Job
     from models.training_job import train_config
 
-    buf = io.BytesIO()
-    cifs = Path(__file__).resolve().parents[2] / "data" / "cifs"
-    with zipfile.ZipFile(buf, "w") as z:
-        for name in ("KEGZOL04_clean", "SAYTUJ_clean"):
-            z.write(cifs / f"{name}.cif", f"{name}.cif")
-        z.writestr("labels.csv", "name,y\nKEGZOL04_clean,1.0\nSAYTUJ_clean,2.0\n")
-    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+    archive = _two_labelled_cifs_zip()
+    r = client.post("/training-jobs", files={"file": ("t.zip", archive)},
                     data={"targets": "y", "input_clip": "5", "epochs": "1"})
     assert r.status_code == 422 and "base_model" in r.json()["detail"] and sent["training"] == []
-    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+    r = client.post("/training-jobs", files={"file": ("t.zip", archive)},
                     data={"targets": "y", "input_clip": "0", "base_model": model_row, "epochs": "1"})
     assert r.status_code == 422 and sent["training"] == []
-    r = client.post("/training-jobs", files={"file": ("t.zip", buf.getvalue())},
+    r = client.post("/training-jobs", files={"file": ("t.zip", archive)},
                     data={"targets": "y", "input_clip": "5", "base_model": model_row, "epochs": "1"})
     assert r.status_code == 202 and len(sent["training"]) == 1
     with session_scope(settings.db_url) as session:

@@ -78,18 +78,14 @@ def test_sweep_reenqueues_stuck_work(data_env: Path, monkeypatch: pytest.MonkeyP
     assert "1 training job(s)" in capsys.readouterr().err
 
 
-def test_train_freeze_needs_a_base_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Regression: --freeze conv without --base-model trained a net around frozen random convolutions."""
+@pytest.mark.parametrize("option", [["--freeze", "conv"], ["--input-clip", "5"]])
+def test_train_base_model_options_need_a_base_model(option: list[str], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: --freeze conv without --base-model trained a net around frozen random convolutions; --input-clip
+    replaces a base model's clip, so it needs one too."""
     labels = tmp_path / "labels.csv"
     labels.write_text("name,y\nA,1\n")
     assert main(["train", "--data", str(tmp_path), "--labels", str(labels), "--target", "y",
-                 "--out", str(tmp_path / "m"), "--freeze", "conv"]) == 1
+                 "--out", str(tmp_path / "m"), *option]) == 1
     assert "--base-model" in capsys.readouterr().err
 
-
-def test_train_input_clip_needs_a_base_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    labels = tmp_path / "labels.csv"
-    labels.write_text("name,y\nA,1\n")
-    assert main(["train", "--data", str(tmp_path), "--labels", str(labels), "--target", "y",
-                 "--out", str(tmp_path / "m"), "--input-clip", "5"]) == 1
-    assert "--base-model" in capsys.readouterr().err
