@@ -14,9 +14,10 @@ Protocol: five single-value targets of the CH4 uptake at 298 K and 5.8 bar, spre
 only, **excluding every structure that has a GCMC label** (so each candidate is unseen by the model and by us).
 For each target: the top 5 candidates, and 5 structures drawn at random (seed 0) from the same pool as the
 baseline. (b) The generator: one landscape designed per target (``POST /design`` with ``generate``: the VAE's
-latent space searched by a particle swarm against ``retnet-ch4``), and its 5 nearest real structures of the same
-pool in fingerprint space. A hit is a structure whose simulated uptake lies within the tolerance of the target.
-Hit rates with 95 % Wilson intervals.
+latent space searched by a particle swarm against ``retnet-ch4``, kept in its applicability domain and started,
+as the service does, from the latent codes of the screening's top 10 of the same pool), and its 5 nearest real
+structures of the same pool in fingerprint space. A hit is a structure whose simulated uptake lies within the
+tolerance of the target. Hit rates with 95 % Wilson intervals.
 """
 
 from __future__ import annotations
@@ -53,22 +54,32 @@ def _labelled() -> set[str]:
     return labelled
 
 
-def cmd_pick(args: argparse.Namespace) -> None:
-    from app.schemas import DesignRequest
-    from app.services.design import library_candidates, rank_pool
+def _pool() -> pd.DataFrame:
+    """The shipped model's library without the structures that have a GCMC label."""
     from models.design import LIBRARY_FILE, read_library
 
     library = read_library(ROOT / "models" / "shipped" / "retnet-ch4" / LIBRARY_FILE)
-    pool_table = library[~library["name"].isin(_labelled())].reset_index(drop=True)
+    return library[~library["name"].isin(_labelled())].reset_index(drop=True)
+
+
+def _screen(pool_table: pd.DataFrame, target: float, top_k: int) -> list[dict[str, object]]:
+    """Design by screening (in domain only): the top ``top_k`` candidates of the pool for one target."""
+    from app.schemas import DesignRequest
+    from app.services.design import library_candidates, rank_pool
+
     pool = library_candidates(pool_table, ["value"])
     assert pool is not None
+    request = DesignRequest(target={"value": target}, tolerance=TOLERANCE, top_k=top_k, in_domain_only=True,
+                            sources=["library"])
+    return rank_pool(pool, request, "retnet-ch4", {"library": len(pool.names)})["candidates"]
+
+
+def cmd_pick(args: argparse.Namespace) -> None:
+    pool_table = _pool()
     rng = np.random.default_rng(0)
     rows = []
     for target in TARGETS_MOL_KG:
-        request = DesignRequest(target={"value": target}, tolerance=TOLERANCE, top_k=PER_TARGET,
-                                in_domain_only=True, sources=["library"])
-        result = rank_pool(pool, request, "retnet-ch4", {"library": len(pool.names)})
-        for c in result["candidates"]:
+        for c in _screen(pool_table, target, PER_TARGET):
             rows.append({"target_mol_kg": target, "group": "design", "rank": c["rank"], "name": c["name"],
                          "predicted_mol_kg": c["predicted"]["value"], "sigma": (c["uncertainty"] or {}).get("value"),
                          "p_within": c["p_within"]})
@@ -84,25 +95,31 @@ def cmd_pick(args: argparse.Namespace) -> None:
 
 
 def cmd_pick_generated(args: argparse.Namespace) -> None:
+    from app.schemas import DesignRequest
     from app.services.outputs import Outputs
     from models.artifacts import load_model
     from models.design import LIBRARY_FINGERPRINTS
-    from models.generator import density_head, load_generator
+    from models.generator import LIBRARY_CODES_FILE, LatentCodes, density_head, load_generator
     from models.inverse_design import design_and_match
     from worker.design import GENERATOR_PATH, ITERATIONS, NEAREST, PARTICLES
 
     folder = ROOT / "models" / "shipped" / "retnet-ch4"
     loaded = load_model(folder, device="cpu")
     vae, info = load_generator(str(GENERATOR_PATH))
+    head = density_head(info)
+    codes = LatentCodes.load(str(GENERATOR_PATH.parent / LIBRARY_CODES_FILE))
     data = np.load(folder / LIBRARY_FINGERPRINTS)
     keep = ~np.isin(data["names"], list(_labelled()))
     names, fingerprints = data["names"][keep], data["fingerprints"][keep]
     matrix = Outputs.of(loaded.card.model_dump(mode="json")).quantity_matrix(["value"])
+    pool_table = _pool()
+    top_k = DesignRequest.model_fields["top_k"].default  # the service's default ranking starts the swarm
     rows = []
     for k, target in enumerate(TARGETS_MOL_KG):
+        start = codes.start([str(c["name"]) for c in _screen(pool_table, target, top_k)], head)
         m = design_and_match(vae, loaded, matrix, [target], [TOLERANCE], names, fingerprints, designs=1,
                              particles=PARTICLES, iterations=ITERATIONS, seed=k, nearest=NEAREST,
-                             clip=float(info.get("clip") or 100.0), density=density_head(info))[0]
+                             clip=float(info.get("clip") or 100.0), density=head, start=start)[0]
         for rank, (name, distance) in enumerate(m.nearest, start=1):
             rows.append({"target_mol_kg": target, "group": "generated", "rank": rank, "name": name,
                          "design_predicted_mol_kg": float(m.predicted[0]), "distance": distance,

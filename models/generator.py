@@ -9,7 +9,7 @@ parameters can score. It is trained on every CoRE MOF 2019 grid (no labels neede
 predictor scores close to a target (:mod:`models.inverse_design`).
 
 Shapes: grid (B, 1, 25, 25, 25) → encoder 8/16/32 channels at 13³/7³/4³ → μ, log σ² (B, latent) → decoder back
-to (B, 1, 25, 25, 25). About 0.14 M parameters (16-d latent).
+to (B, 1, 25, 25, 25). About 0.23 M parameters with the shipped 32-d latent (0.14 M with 16).
 
 Examples
 --------
@@ -58,27 +58,50 @@ class GridVAE(nn.Module):
     ----------
     latent_dim : int
         Size of the latent code z.
+    channels : tuple of 3 int
+        Channels of the encoder's three stride-2 convolutions (the decoder mirrors them).
+    periodic : bool
+        Circular padding in every convolution and upsampling followed by a circular convolution in the decoder:
+        the grid spans a periodic supercell, so its faces touch (False: the original zero-padded VAE with
+        transposed convolutions, kept so earlier generators load).
     """
 
-    def __init__(self, latent_dim: int = LATENT_DIM) -> None:
+    def __init__(self, latent_dim: int = LATENT_DIM, channels: tuple[int, int, int] = (8, 16, 32),
+                 periodic: bool = False) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
+        self.channels = tuple(int(c) for c in channels)
+        self.periodic = bool(periodic)
+        c1, c2, c3 = self.channels
+        pad = "circular" if self.periodic else "zeros"
         self.encoder = nn.Sequential(
-            nn.Conv3d(1, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.1),    # 25 → 13
-            nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.LeakyReLU(0.1),   # 13 → 7
-            nn.Conv3d(16, 32, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 7 → 4
+            nn.Conv3d(1, c1, 3, stride=2, padding=1, padding_mode=pad), nn.LeakyReLU(0.1),    # 25 → 13
+            nn.Conv3d(c1, c2, 3, stride=2, padding=1, padding_mode=pad), nn.LeakyReLU(0.1),   # 13 → 7
+            nn.Conv3d(c2, c3, 3, stride=2, padding=1, padding_mode=pad), nn.LeakyReLU(0.1),   # 7 → 4
             nn.Flatten(),
         )
-        self.mu = nn.Linear(32 * 4**3, self.latent_dim)
-        self.log_var = nn.Linear(32 * 4**3, self.latent_dim)
-        self.expand = nn.Linear(self.latent_dim, 32 * 4**3)
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose3d(32, 16, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 4 → 7
-            nn.ConvTranspose3d(16, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.1),   # 7 → 13
-            nn.ConvTranspose3d(8, 1, 3, stride=2, padding=1),                      # 13 → 25
-        )
+        self.mu = nn.Linear(c3 * 4**3, self.latent_dim)
+        self.log_var = nn.Linear(c3 * 4**3, self.latent_dim)
+        self.expand = nn.Linear(self.latent_dim, c3 * 4**3)
+        if self.periodic:
+            def up(n_in: int, n_out: int, size: int) -> list[nn.Module]:
+                return [nn.Upsample(size=(size,) * 3, mode="trilinear", align_corners=False),
+                        nn.Conv3d(n_in, n_out, 3, padding=1, padding_mode="circular")]
+            self.decoder = nn.Sequential(
+                *up(c3, c2, 7), nn.LeakyReLU(0.1), *up(c2, c1, 13), nn.LeakyReLU(0.1), *up(c1, 1, 25),
+            )
+        else:
+            self.decoder = nn.Sequential(
+                nn.ConvTranspose3d(c3, c2, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 4 → 7
+                nn.ConvTranspose3d(c2, c1, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 7 → 13
+                nn.ConvTranspose3d(c1, 1, 3, stride=2, padding=1),                      # 13 → 25
+            )
         # the mean training grid: the decoder learns the departures from it (set by fit_generator)
         self.register_buffer("offset", torch.zeros(1, 1, 25, 25, 25))
+
+    def config(self) -> dict[str, object]:
+        """What :func:`load_generator` needs to rebuild this architecture."""
+        return {"latent_dim": self.latent_dim, "channels": list(self.channels), "periodic": self.periodic}
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grids in generator space (B, 1, 25, 25, 25) → μ and log σ² of q(z | x), each (B, latent)."""
@@ -87,7 +110,7 @@ class GridVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent codes (B, latent) → grids in generator space (B, 1, 25, 25, 25)."""
-        return self.decoder(self.expand(z).view(-1, 32, 4, 4, 4)) + self.offset
+        return self.decoder(self.expand(z).view(-1, self.channels[2], 4, 4, 4)) + self.offset
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction of a sampled code, μ and log σ²."""
@@ -217,19 +240,72 @@ def fit_generator(vae: GridVAE, train: np.ndarray, val: np.ndarray, *, epochs: i
     return fit
 
 
+#: Encoder means of the CoRE MOF grids, next to the generator (written with its density head).
+LIBRARY_CODES_FILE = "library_codes.npz"
+
+
+@dataclass(frozen=True)
+class LatentCodes:
+    """The generator's codes of real structures: where a latent search can start from known landscapes.
+
+    Attributes
+    ----------
+    names : list of str
+    codes : np.ndarray (n, latent_dim) float32
+        Encoder means μ of the structures' grids.
+    log_density : np.ndarray (n,)
+        ln(ρ / (g/cm³)) of their CIFs.
+    """
+
+    names: list[str]
+    codes: np.ndarray
+    log_density: np.ndarray
+
+    def start(self, names: list[str], density: DensityHead | None = None) -> np.ndarray:
+        """Swarm coordinates of the known ``names`` (others skipped), in their order: the code, and with a
+        density head the residual coordinate ε = (ln ρ − head(z)) / residual_std that gives the structure's
+        own density. (k, latent_dim [+ 1])."""
+        index = {n: i for i, n in enumerate(self.names)}
+        rows = [index[n] for n in names if n in index]
+        z = self.codes[rows].astype(np.float64)
+        if density is None:
+            return z
+        eps = (self.log_density[rows] - density.log_density(z)) / density.residual_std
+        return np.concatenate([z, eps[:, None]], axis=1)
+
+    def save(self, path: str) -> None:
+        with open(path, "wb") as handle:
+            np.savez_compressed(handle, names=np.asarray(self.names, dtype=str), codes=self.codes.astype(np.float32),
+                                log_density=self.log_density.astype(np.float32))
+
+    @classmethod
+    def load(cls, path: str) -> LatentCodes:
+        with np.load(path, allow_pickle=False) as data:
+            return cls([str(n) for n in data["names"]], data["codes"], data["log_density"].astype(np.float64))
+
+
+def generator_split(n: int, seed: int = 0, fraction: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held out) of ``n`` grids sorted by name: a seeded ``fraction`` is held out (≥ 1)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(n * fraction))
+    return order[n_val:], order[:n_val]
+
+
 def save_generator(vae: GridVAE, path: str, info: dict[str, object]) -> None:
-    """Weights and config (``latent_dim``, plus ``info``) in one file."""
-    torch.save({"state": vae.state_dict(), "latent_dim": vae.latent_dim, "info": info}, path)
+    """Weights and config (:meth:`GridVAE.config`, plus ``info``) in one file."""
+    torch.save({"state": vae.state_dict(), **vae.config(), "info": info}, path)
 
 
 def load_generator(path: str, device: str = "cpu") -> tuple[GridVAE, dict[str, object]]:
     """A trained generator in eval mode and its info."""
     data = torch.load(path, map_location=device, weights_only=True)
-    vae = GridVAE(int(data["latent_dim"]))
+    vae = GridVAE(int(data["latent_dim"]), tuple(int(c) for c in data.get("channels", (8, 16, 32))),  # type: ignore[arg-type]
+                  bool(data.get("periodic", False)))
     vae.load_state_dict(data["state"])
     return vae.eval(), dict(data.get("info") or {})
 
 
-__all__ = ["DEFAULT_CLIP", "GENERATOR_FILE", "LATENT_DIM", "DensityHead", "GeneratorFit", "GridVAE",
-           "density_head", "fit_density_head", "fit_generator", "from_generator_space", "load_generator",
-           "save_generator", "to_generator_space", "vae_loss"]
+__all__ = ["DEFAULT_CLIP", "GENERATOR_FILE", "LATENT_DIM", "LIBRARY_CODES_FILE", "DensityHead", "GeneratorFit",
+           "GridVAE", "LatentCodes",
+           "density_head", "fit_density_head", "fit_generator", "from_generator_space", "generator_split",
+           "load_generator", "save_generator", "to_generator_space", "vae_loss"]

@@ -5,7 +5,14 @@ For each design, a particle swarm (:func:`models.swarm.particle_swarm`, its own 
     cost(z) = mean_q ((f_q(decode(z)) − target_q) / tolerance_q)² + prior · mean(z²)
 
 where f_q are the predictor's quantities (its outputs, or a curve's deliverable capacity) of the decoded,
-standardized grid and the prior term keeps codes where the VAE was trained (a standard normal). A predictor that
+standardized grid and the prior term keeps codes where the VAE was trained (a standard normal). Given the
+predictor's applicability domain (:class:`models.uncertainty.Domain`), the cost adds
+
+    domain_weight · max(0, score(decode(z)) / threshold − margin)²
+
+where score is the landscape's domain score (mean fingerprint distance to its nearest training structures): the
+swarm is pulled to landscapes the predictor recognises, where its value and σ mean something (a VAE's decoded
+grids are smoother than real ones, and without this term every design fell outside the domain). A predictor that
 reads the crystal density gets one more coordinate ε: the design's density is ln ρ = head(z) + s·ε
 (:class:`models.generator.DensityHead`, p(ln ρ | z) fitted on real grids), ε under the same prior. The designed
 grids are returned in raw units (Boltzmann factors, :func:`models.generator.from_generator_space`), ready for
@@ -26,10 +33,16 @@ from models.descriptors import DescriptorSpec
 from models.design import quantities_of
 from models.generator import DEFAULT_CLIP, DensityHead, GridVAE, from_generator_space
 from models.swarm import particle_swarm
+from models.uncertainty import Domain
 from models.units import mol_per_kg_to_cm3_stp_per_cm3
 
 #: Weight of the prior term (mean z²) in the swarm's cost.
 PRIOR_WEIGHT = 0.05
+#: Weight of the domain term: a domain score 10 % over ``DOMAIN_MARGIN`` × threshold costs as much as missing the
+#: target by one tolerance.
+DOMAIN_WEIGHT = 100.0
+#: Designs are pulled below this fraction of the in-domain threshold (a margin: the threshold is a 95th percentile).
+DOMAIN_MARGIN = 0.9
 
 
 @dataclass
@@ -60,7 +73,8 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
                       quantities: np.ndarray, target: Sequence[float],
                       tolerance: Sequence[float], *, designs: int = 3, particles: int = 24, iterations: int = 30,
                       seed: int = 0, clip: float = DEFAULT_CLIP, descriptors: DescriptorSpec | None = None,
-                      density: DensityHead | None = None, volumetric: bool = False) -> list[Design]:
+                      density: DensityHead | None = None, volumetric: bool = False,
+                      domain: Domain | None = None, start: np.ndarray | None = None) -> list[Design]:
     """Run ``designs`` independent swarms and decode their best codes.
 
     Parameters
@@ -82,6 +96,12 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
     volumetric : bool
         Target and tolerance in cm³(STP)/cm³: the predictions (mol/kg) are converted with each design's density
         (needs a density: a predictor that reads it).
+    domain : Domain, optional
+        The predictor's applicability domain (its members' fingerprints): adds the domain term to the cost.
+    start : np.ndarray (n, latent_dim [+ 1]), optional
+        Swarm coordinates to start particles at (codes of real structures,
+        :meth:`models.generator.LatentCodes.start`; with a density, the last column is ε); design i starts from
+        rows i, i + designs, … (each swarm from different ones).
     """
     weights = torch.as_tensor(np.asarray(quantities, dtype=np.float32))
     t = torch.as_tensor(np.asarray(target, dtype=np.float32))
@@ -106,17 +126,25 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
         with torch.no_grad():
             raw, rho, described = decoded(z)
             inputs = (standardizer(raw),) if described is None else (standardizer(raw), described)  # type: ignore[operator]
-            q = predictor(*inputs) @ weights
+            if domain is None:
+                q = predictor(*inputs) @ weights
+                outside = np.zeros(len(z))
+            else:
+                fingerprints, members = predictor.member_outputs(*inputs)  # (n, B, 20), (n, B, k)
+                q = members.mean(dim=0) @ weights
+                score = domain.score(fingerprints.permute(1, 0, 2).reshape(len(z), -1).double().numpy())
+                outside = np.maximum(score / domain.threshold - DOMAIN_MARGIN, 0.0) ** 2
             if volumetric:
                 q = q * torch.as_tensor(mol_per_kg_to_cm3_stp_per_cm3(1.0, rho), dtype=q.dtype)[:, None]
             off = (((q - t) / tol) ** 2).mean(dim=1)
             prior = torch.as_tensor(z, dtype=torch.float32).pow(2).mean(dim=1)  # z and ε alike
-            return (off + PRIOR_WEIGHT * prior).double().numpy()
+            return (off + PRIOR_WEIGHT * prior).double().numpy() + DOMAIN_WEIGHT * outside
 
     out = []
     for i in range(designs):
         best, value, history = particle_swarm(cost, latent + (1 if with_density else 0), particles=particles,
-                                              iterations=iterations, seed=seed + i)
+                                              iterations=iterations, seed=seed + i,
+                                              start=None if start is None else start[i::designs])
         with torch.no_grad():
             raw, rho, _ = decoded(best[None])
         out.append(Design(raw[0, 0].numpy().astype(np.float32), best.astype(np.float32), value, history,
@@ -150,17 +178,18 @@ def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, targe
                      library_fingerprints: np.ndarray | None, *, designs: int = 1, particles: int = 16,
                      iterations: int = 20, seed: int = 0, clip: float = DEFAULT_CLIP,
                      nearest: int = 5, density: DensityHead | None = None,
-                     volumetric: bool = False) -> list[MatchedDesign]:
+                     volumetric: bool = False, keep_in_domain: bool = True,
+                     start: np.ndarray | None = None) -> list[MatchedDesign]:
     """Design landscapes for ``loaded`` (a :class:`models.artifacts.LoadedModel`), score them with its calibrated
     σ and domain, and find each one's nearest real structures among the library's fingerprints (``density``: the
     generator's density head, for a predictor that reads the crystal density; ``volumetric``: target, values and
-    σ in cm³(STP)/cm³, converted with each design's density)."""
-    from models.uncertainty import Domain
-
+    σ in cm³(STP)/cm³, converted with each design's density; ``keep_in_domain``: the swarm's cost has the domain
+    term when the model has a domain; ``start``: swarm coordinates to start from, as :func:`design_landscapes`)."""
     found = design_landscapes(vae, loaded.model, loaded.standardizer, quantities, target, tolerance,  # type: ignore[attr-defined]
                               designs=designs, particles=particles, iterations=iterations, seed=seed, clip=clip,
                               descriptors=loaded.card.descriptor_spec, density=density,  # type: ignore[attr-defined]
-                              volumetric=volumetric)
+                              volumetric=volumetric,
+                              domain=getattr(loaded, "domain", None) if keep_in_domain else None, start=start)
     densities = [d.density_g_cm3 for d in found] if found and found[0].density_g_cm3 is not None else None
     detailed = loaded.predict_detailed(np.stack([d.grid for d in found]), densities_g_cm3=densities)  # type: ignore[attr-defined]
     values, sigma = quantities_of(detailed.values, detailed.sigma, quantities)
@@ -180,4 +209,5 @@ def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, targe
                           matches[i]) for i, d in enumerate(found)]
 
 
-__all__ = ["PRIOR_WEIGHT", "Design", "MatchedDesign", "design_and_match", "design_landscapes"]
+__all__ = ["DOMAIN_MARGIN", "DOMAIN_WEIGHT", "PRIOR_WEIGHT", "Design", "MatchedDesign", "design_and_match",
+           "design_landscapes"]

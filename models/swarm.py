@@ -19,8 +19,12 @@ import numpy as np
 
 def particle_swarm(objective: Callable[[np.ndarray], np.ndarray], dim: int, *, particles: int = 32,
                    iterations: int = 60, bound: float = 3.0, inertia: float = 0.7, cognitive: float = 1.5,
-                   social: float = 1.5, seed: int = 0) -> tuple[np.ndarray, float, list[float]]:
+                   social: float = 1.5, seed: int = 0, start: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, float, list[float]]:
     """Minimise ``objective`` over the box [−bound, bound]^dim.
+
+    ``start`` (n, dim), optional: the first n particles start there (clipped to the box; at most ``particles``
+    rows are used) instead of uniformly at random, e.g. at the codes of known good points.
 
     Returns
     -------
@@ -35,6 +39,11 @@ def particle_swarm(objective: Callable[[np.ndarray], np.ndarray], dim: int, *, p
         raise ValueError("need dim >= 1, particles >= 2, iterations >= 1 and bound > 0")
     rng = np.random.default_rng(seed)
     x = rng.uniform(-bound, bound, size=(particles, dim))
+    if start is not None and len(start):
+        start = np.asarray(start, dtype=np.float64)[:particles]
+        if start.ndim != 2 or start.shape[1] != dim:
+            raise ValueError(f"start must be (n, {dim}), got {start.shape}")
+        x[: len(start)] = np.clip(start, -bound, bound)
     v = rng.uniform(-bound, bound, size=(particles, dim)) * 0.1
     cost = np.asarray(objective(x), dtype=np.float64)
     own_best, own_cost = x.copy(), cost.copy()

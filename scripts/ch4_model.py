@@ -12,6 +12,8 @@ the README's "Model" section has the exact commands behind the shipped model)::
         --log-targets --targets geometric+widom --name pretrained_widom      # + CH4 Henry coefficient and Q_st
     python scripts/ch4_model.py finetune --sizes 50 100 200 all --freeze none conv
     python scripts/ch4_model.py finetune --sizes all --seed 1  # re-runs for a seed ensemble
+    python scripts/ch4_model.py finetune --sizes 50 --seed 1 --subset-seed 0   # member 1 of subset 0's ensemble
+    python scripts/ch4_model.py ensembles                     # those members averaged, per size and subset
     python scripts/ch4_model.py report                        # table + learning-curve plot
     python scripts/ch4_model.py ship --ensemble --version N   # best model → models/shipped/retnet-ch4
 
@@ -393,12 +395,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     suffix += "_translate" if args.translate else ""
     suffix += _vibration_tag(args) + _descriptor_tag(args)
     suffix += "" if args.seed == 0 else f"_seed{args.seed}"
+    subset_seed = args.subset_seed if args.subset_seed is not None else (
+        args.seed if args.subset_by_seed else SPLIT_SEED)
+    suffix += "" if args.subset_seed is None else f"_subset{args.subset_seed}"
     for freeze in args.freeze:
         for size in args.sizes:
             tag = f"retnet_finetune{suffix}_{freeze}_{size}"
             if (args.runs / f"{tag}.json").exists():
                 continue
-            train = train_subset(data["pool"], size, args.seed if args.subset_by_seed else SPLIT_SEED)
+            train = train_subset(data["pool"], size, subset_seed)
             spec, descriptors = descriptor_inputs(data, args.descriptors, train)
             # The backbone's input standardization travels with it.
             result, _ = _train(data, train, epochs=args.epochs, seed=args.seed, base=base,
@@ -784,6 +789,44 @@ def _retnet_curve_rows(args: argparse.Namespace, card: Any, data: dict[str, Any]
     return out
 
 
+def cmd_ensembles(args: argparse.Namespace) -> None:
+    """Small-label ensembles: for each variant and size, the members of each training subset (runs tagged
+    ``_subset{S}``, one per ``--seed``) averaged into one prediction, then the seed mean over the subsets with its
+    CI (as `compare` reports the baselines), beside the single runs (members whose seed equals their subset)."""
+    from models.metrics import seed_mean_metrics
+
+    data = dataset(extra_rows=args.extra_rows)
+    test_names = [data["names"][i] for i in data["test"]]
+    y = data["y"][data["test"]]
+    groups: dict[tuple[str, str], dict[int, dict[int, list[float]]]] = {}
+    for run in _runs(args):
+        match = re.fullmatch(r"(retnet_.+?)(?:_seed(\d+))?_subset(\d+)_(\w+?)_(\d+|all)", run.get("tag", ""))
+        if match is None or run.get("test_names") != test_names:
+            continue
+        variant, seed, subset, freeze, size = match.groups()
+        groups.setdefault((f"{variant}_{freeze}", size), {}).setdefault(int(subset), {})[int(seed or 0)] = \
+            run["test_pred"]
+    rows = []
+    for (variant, size), subsets in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
+        members = min(len(m) for m in subsets.values())
+        if len(subsets) < 2 or members < 2:
+            continue
+        ensembles = [np.mean([m[k] for k in sorted(m)[:members]], axis=0) for _, m in sorted(subsets.items())]
+        singles = [m[s] for s, m in sorted(subsets.items()) if s in m]
+        row: dict[str, Any] = {"variant": variant, "size": size, "subsets": len(subsets), "members": members}
+        for key, preds in (("ensemble", ensembles), ("single", singles)):
+            m = seed_mean_metrics(y, np.array(preds), n_boot=10000, seed=0)
+            row[key] = {k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}
+            row[key]["r2_per_subset"] = [float(seed_mean_metrics(y, np.array([p]), n_boot=10)["r2"].value)
+                                         for p in preds]
+        rows.append(row)
+        print(f"{variant:50s} {size:>4}: {len(subsets)} subsets x {members} members: ensemble R2 "
+              f"{_ci(row['ensemble']['r2'])} MAE {_ci(row['ensemble']['mae'])}; single runs R2 "
+              f"{row['single']['r2']['value']:.3f} (per subset {row['ensemble']['r2_per_subset']})", flush=True)
+    if args.out:
+        save_json(args.out, {"n_test": len(y), "rows": rows})
+
+
 def _metric_json(metric: Any) -> dict[str, float]:
     return {k: float(getattr(metric, k)) for k in ("value", "ci_low", "ci_high")}
 
@@ -853,6 +896,9 @@ def main() -> int:
                    help="exact crystal descriptors read beside the grid (models/descriptors.py)")
     p.add_argument("--subset-by-seed", action="store_true",
                    help="smaller training sizes: the subset drawn with --seed (as `compare` draws the baselines')")
+    p.add_argument("--subset-seed", type=int, default=None, metavar="S",
+                   help="smaller training sizes: the subset drawn with S whatever --seed (an ensemble member of "
+                        "subset S: --seed sets only its initialisation and batches)")
 
     p = sub.add_parser("ship")
     p.add_argument("--version", default="1")
@@ -871,6 +917,10 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("ensembles", help="small-label ensembles: members of each subset (finetune --subset-seed)")
+    p.add_argument("--out", type=Path, default=None, help="JSON of the rows")
+    p.set_defaults(func=cmd_ensembles)
 
     p = sub.add_parser("report")
     p.set_defaults(func=cmd_report)

@@ -4,7 +4,8 @@ Usage::
 
     python scripts/voxelize_coremof.py --all                 # grids (cached)
     python scripts/generator_model.py --epochs 4   # → models/generator/grid_vae.pt, bench/results/generator.json
-    python scripts/generator_model.py --density-head --jobs 2   # its p(ln ρ | z), for predictors that read ρ
+    python scripts/generator_model.py --density-head --jobs 2   # its p(ln ρ | z), for predictors that read ρ,
+                                                               # and every grid's code (library_codes.npz)
 
 The VAE (:class:`models.generator.GridVAE`) learns log(1 + grid) of the default voxel parameters' grids (their
 hash is stored with the generator and checked against a predictor's before use). 5 % of the structures (seeded)
@@ -36,6 +37,9 @@ def main() -> int:
     parser.add_argument("--latent", type=int, default=16)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--channels", type=int, nargs=3, default=(8, 16, 32), help="encoder channels (decoder mirrors)")
+    parser.add_argument("--periodic", action="store_true", help="circular padding (the grid is periodic)")
+    parser.add_argument("--out", type=Path, default=OUT, help="generator file (default: the shipped one)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N grids (a quick try)")
     parser.add_argument("--density-head", action="store_true",
                         help="keep the trained VAE; (re)fit only its density head p(ln ρ | z) (models.generator)")
@@ -46,7 +50,14 @@ def main() -> int:
 
     import torch
 
-    from models.generator import DEFAULT_CLIP, GridVAE, fit_generator, save_generator, to_generator_space
+    from models.generator import (
+        DEFAULT_CLIP,
+        GridVAE,
+        fit_generator,
+        generator_split,
+        save_generator,
+        to_generator_space,
+    )
 
     torch.manual_seed(0)
     folder = default_cache_dir() / "voxels" / VoxelParams().params_hash()
@@ -54,24 +65,24 @@ def main() -> int:
     grids = np.stack([np.load(folder / f"{n}.npy") for n in names]).astype(np.float32)
     x = to_generator_space(grids, DEFAULT_CLIP).astype(np.float32)
     del grids
-    order = np.random.default_rng(0).permutation(len(x))
-    n_val = max(1, len(x) // 20)
-    val, train = x[order[:n_val]], x[order[n_val:]]
+    train_idx, val_idx = generator_split(len(x))
+    val, train = x[val_idx], x[train_idx]
     start = time.time()
-    vae = GridVAE(args.latent)
+    vae = GridVAE(args.latent, tuple(args.channels), periodic=args.periodic)
     fit = fit_generator(vae, train, val, epochs=args.epochs, beta=args.beta, lr=args.lr,
                         progress=lambda e, f: print(f"epoch {e}: train MSE {f.train_mse[-1]:.4f}, val MSE "
                                                     f"{f.val_mse[-1]:.4f}, KL {f.val_kl[-1]:.1f} "
                                                     f"({time.time() - start:.0f} s)", flush=True))
     baseline = float(np.mean((val - train.mean(axis=0)) ** 2))  # predicting the mean grid
     info = {"voxel_params_hash": VoxelParams().params_hash(), "space": "log1p", "clip": DEFAULT_CLIP,
-            "latent_dim": args.latent, "n_train": int(len(train)), "n_val": int(len(val)), "epochs": args.epochs,
+            **vae.config(), "n_train": int(len(train)), "n_val": int(len(val)), "epochs": args.epochs,
             "beta": args.beta, "lr": args.lr,
             "val_mse": fit.val_mse[-1], "val_mse_mean_grid": baseline, "train_mse": fit.train_mse,
             "val_mse_curve": fit.val_mse, "seconds": time.time() - start}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    save_generator(vae, str(OUT), info)
-    (ROOT / "bench" / "results" / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_generator(vae, str(args.out), info)
+    if args.out == OUT:
+        (ROOT / "bench" / "results" / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps({k: v for k, v in info.items() if k not in ("train_mse", "val_mse_curve")}, indent=1))
     return 0
 
@@ -81,9 +92,16 @@ def fit_head(args: argparse.Namespace) -> int:
     import torch
 
     from models.datasets import coremof_structures
-    from models.generator import fit_density_head, load_generator, save_generator, to_generator_space
+    from models.generator import (
+        LIBRARY_CODES_FILE,
+        LatentCodes,
+        fit_density_head,
+        load_generator,
+        save_generator,
+        to_generator_space,
+    )
 
-    vae, info = load_generator(str(OUT))
+    vae, info = load_generator(str(args.out))
     folder = default_cache_dir() / "voxels" / str(info["voxel_params_hash"])
     names = sorted(p.stem for p in folder.glob("*.npy") if not p.name.endswith(".tmp.npy"))[: args.limit]
     density = coremof_structures(names, jobs=args.jobs)["density_g_cm3"].to_numpy(dtype=np.float64)
@@ -100,8 +118,10 @@ def fit_head(args: argparse.Namespace) -> int:
     head = fit_density_head(z[~held_out], log_density[~held_out], z[held_out], log_density[held_out])
     info["density_head"] = {**head.to_dict(), "n_train": int((~held_out).sum()), "n_val": int(held_out.sum()),
                             "target": "ln(density / (g/cm3)) of the CIF"}
-    save_generator(vae, str(OUT), info)
-    (ROOT / "bench" / "results" / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
+    save_generator(vae, str(args.out), info)
+    LatentCodes(names, z.astype(np.float32), log_density).save(str(args.out.parent / LIBRARY_CODES_FILE))
+    if args.out == OUT:
+        (ROOT / "bench" / "results" / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info["density_head"], indent=1))
     return 0
 

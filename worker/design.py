@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
             result = design_candidates(session, ctx.store, job)
             request, model_ref = design_request(job), str(job.model_ref)
         if request.generate:
-            result["designed"], result["designed_note"] = generate(ctx, job_id, request, model_ref)
+            library_names = [c["name"] for c in result["candidates"] if c["source"] == "library"]
+            result["designed"], result["designed_note"] = generate(ctx, job_id, request, model_ref, library_names)
         with session_scope(ctx.db_url) as session:
             progress.set_job_details(session, job_id, {"phase": "done", "ranked": result["ranked"]},
                                      progress_done=1)
@@ -56,12 +58,15 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
         fail_job_unless_transient(ctx, job_id, exc, "design")
 
 
-def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
-             model_ref: str) -> tuple[list[dict[str, Any]], str]:
-    """Design ``request.generate`` landscapes with the shipped generator; (designs, a note on their meaning)."""
+def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref: str,
+             start_names: Sequence[str] = ()) -> tuple[list[dict[str, Any]], str]:
+    """Design ``request.generate`` landscapes with the shipped generator; (designs, a note on their meaning).
+
+    ``start_names``: the best-ranked library structures; the swarms start from their latent codes (where the
+    generator has them), so each search begins at real landscapes near the target and inside the domain."""
     from app.storage import ObjectNotFoundError
     from models.design import LIBRARY_FINGERPRINTS, design_grid_key, target_arrays
-    from models.generator import density_head, load_generator
+    from models.generator import LIBRARY_CODES_FILE, LatentCodes, density_head, load_generator
     from models.inverse_design import design_and_match
 
     if not GENERATOR_PATH.is_file():
@@ -83,11 +88,14 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
         names, fingerprints = [str(n) for n in data["names"]], data["fingerprints"]
     except ObjectNotFoundError:
         pass  # no library fingerprints: the designs come without nearest real structures
+    codes_file = GENERATOR_PATH.parent / LIBRARY_CODES_FILE
+    start = (LatentCodes.load(str(codes_file)).start(list(start_names), head if loaded.needs_density else None)
+             if codes_file.is_file() and start_names else None)
     matched = design_and_match(vae, loaded, outputs.quantity_matrix(quantity_keys(outputs, request.target)),
                                target, tolerance, names, fingerprints,
                                designs=request.generate, particles=PARTICLES, iterations=ITERATIONS,
                                seed=request.seed, clip=float(info.get("clip") or 100.0), nearest=NEAREST,
-                               density=head, volumetric=request.units == CM3_STP_PER_CM3)
+                               density=head, volumetric=request.units == CM3_STP_PER_CM3, start=start)
     out = []
     for i, m in enumerate(matched):
         buffer = io.BytesIO()
@@ -102,7 +110,9 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest,
     density_note = ("each with a crystal density drawn from the generator's p(density | landscape) and searched "
                     "with it (density_g_cm3)" if loaded.needs_density else "a landscape has no crystal density")
     note = ("energy landscapes decoded from the generator's latent space, searched by particle swarms against the "
-            f"predictor; values in {request.units} ({density_note}); not crystals: their nearest real "
+            "predictor, started from the latent codes of the best-ranked library structures and pulled into its "
+            "applicability domain (in_domain says whether the swarm got there); "
+            f"values in {request.units} ({density_note}); not crystals: their nearest real "
             "structures (RetNet fingerprint distance, standardized as the applicability domain) are the ones to "
             "simulate")
     return out, note

@@ -282,6 +282,14 @@ def test_the_density_model_designs_a_landscape_with_its_density_in_volumetric_un
     assert design["predicted"]["value"] == pytest.approx(mol_per_kg_to_cm3_stp_per_cm3(again, rho), rel=1e-3)
 
 
+def test_designed_landscapes_are_kept_in_the_predictors_applicability_domain(client) -> None:  # type: ignore[no-untyped-def]
+    default = client.get("/models").json()["default"]
+    result = _design(client, {"model": default, "target": {"value": 3.0}, "tolerance": 0.75, "top_k": 1,
+                              "sources": ["library"], "generate": 2, "seed": 0})
+    assert "applicability domain" in result["designed_note"]
+    assert [d["in_domain"] for d in result["designed"]] == [True, True], result["designed"]
+
+
 def test_design_with_the_generator_returns_landscapes_and_their_nearest_real_structures(client) -> None:  # type: ignore[no-untyped-def]
     from models.design import read_library
 

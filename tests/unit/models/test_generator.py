@@ -10,6 +10,7 @@ from models.descriptors import DescriptorSpec
 from models.generator import (
     DensityHead,
     GridVAE,
+    LatentCodes,
     density_head,
     fit_density_head,
     fit_generator,
@@ -18,9 +19,10 @@ from models.generator import (
     save_generator,
     to_generator_space,
 )
-from models.inverse_design import design_landscapes
+from models.inverse_design import PRIOR_WEIGHT, design_landscapes
 from models.swarm import particle_swarm
 from models.transforms import Standardizer
+from models.uncertainty import fit_domain
 
 
 def _blobs(n: int, seed: int = 0) -> np.ndarray:
@@ -140,3 +142,99 @@ def test_a_density_reading_predictor_searches_the_density_too() -> None:
     with pytest.raises(ValueError, match="volumetric"):
         design_landscapes(vae, _MeanGrid(), standardizer, np.ones((1, 1)), [target], [0.5], designs=1,
                           volumetric=True)
+
+
+class _MeanGridWithFingerprint(_MeanGrid):
+    """The mean-grid 'predictor' as a one-member ensemble whose fingerprint is the grid's (mean, std)."""
+
+    def member_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.flatten(start_dim=1)
+        return torch.stack([flat.mean(dim=1), flat.std(dim=1)], dim=1)[None], self(x)[None]
+
+
+def test_the_domain_term_keeps_designs_where_the_predictor_has_seen_landscapes() -> None:
+    torch.manual_seed(0)
+    vae = GridVAE(latent_dim=4).eval()
+    predictor, standardizer = _MeanGridWithFingerprint(), Standardizer(mean=0.0, std=1.0)
+    with torch.no_grad():
+        raw = from_generator_space(vae.decode(torch.randn(600, 4)))
+        fingerprints = predictor.member_outputs(raw)[0][0].double().numpy()
+    # the "training set": the landscapes of one half of the (mean, std) plane, split by their std
+    seen = fingerprints[fingerprints[:, 1] < np.median(fingerprints[:, 1])]
+    domain = fit_domain(seen[::2], [f"s{i}" for i in range(len(seen[::2]))], np.zeros(len(seen[::2])), seen[1::2])
+    spread = float(np.ptp(fingerprints[:, 0]))
+    target, tolerance = float(np.quantile(seen[:, 0], 0.9)), [0.05 * spread]  # reachable inside the domain
+    common = {"designs": 2, "particles": 16, "iterations": 25, "seed": 3}
+    free = design_landscapes(vae, predictor, standardizer, np.ones((1, 1)), [target], tolerance, **common)
+    held = design_landscapes(vae, predictor, standardizer, np.ones((1, 1)), [target], tolerance, domain=domain,
+                             **common)
+
+    def score(designs: list) -> np.ndarray:  # type: ignore[type-arg]
+        grids = torch.as_tensor(np.stack([d.grid for d in designs]))[:, None]
+        return domain.score(predictor.member_outputs(grids)[0][0].double().numpy()) / domain.threshold
+
+    assert np.all(score(held) <= 1.0)  # every constrained design is in domain
+    assert score(held).mean() < score(free).mean()
+    for d in held:
+        assert abs(float(d.grid.mean()) - target) < 0.1 * spread  # and near the target
+
+
+def test_a_periodic_generator_learns_and_round_trips_its_architecture(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x = to_generator_space(_blobs(96)).astype(np.float32)
+    vae = GridVAE(latent_dim=4, channels=(4, 8, 8), periodic=True)
+    fit = fit_generator(vae, x[:80], x[80:], epochs=6, batch_size=16, lr=3e-3, beta=0.1, seed=0)
+    assert fit.val_mse[-1] < float(np.mean((x[80:] - x[:80].mean(axis=0)) ** 2))
+    save_generator(vae, str(tmp_path / "p.pt"), {})
+    again, _ = load_generator(str(tmp_path / "p.pt"))
+    assert again.config() == {"latent_dim": 4, "channels": [4, 8, 8], "periodic": True}
+    z = torch.randn(2, 4)
+    with torch.no_grad():
+        assert torch.equal(again.decode(z), vae.eval().decode(z))
+    # a generator saved before the architecture was configurable (latent size only) still loads as it was built
+    old = GridVAE(latent_dim=4)
+    torch.save({"state": old.state_dict(), "latent_dim": 4, "info": {}}, tmp_path / "old.pt")
+    assert load_generator(str(tmp_path / "old.pt"))[0].config() == {"latent_dim": 4, "channels": [8, 16, 32],
+                                                                   "periodic": False}
+
+
+def test_a_swarm_started_at_known_points_begins_from_them() -> None:
+    def bowl(z: np.ndarray) -> np.ndarray:
+        return ((z - 2.5) ** 2).sum(axis=1)
+
+    near = np.array([[2.5, 2.5, 2.5], [9.0, 9.0, 9.0]])  # the optimum, and a point outside the box (clipped)
+    best, cost, history = particle_swarm(bowl, 3, particles=8, iterations=1, seed=0, start=near)
+    assert history[0] == 0.0 and cost == 0.0 and np.allclose(best, 2.5)  # the first evaluation already has it
+    unseeded = particle_swarm(bowl, 3, particles=8, iterations=1, seed=0)
+    assert unseeded[2][0] > 0.0
+    with pytest.raises(ValueError, match="start"):
+        particle_swarm(bowl, 3, start=np.zeros((2, 4)))
+
+
+def test_latent_codes_start_a_search_at_a_structure_and_its_own_density(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    codes = LatentCodes(["a", "b", "c"], rng.standard_normal((3, 4)).astype(np.float32), np.log([0.5, 1.0, 2.0]))
+    codes.save(str(tmp_path / "codes.npz"))
+    again = LatentCodes.load(str(tmp_path / "codes.npz"))
+    assert again.names == ["a", "b", "c"] and np.allclose(again.codes, codes.codes)
+    assert again.start(["c", "unknown", "a"]).shape == (2, 4)  # unknown names are skipped, order kept
+    head = DensityHead(coef=(0.1, -0.2, 0.0, 0.3), intercept=-0.1, residual_std=0.3, val_r2=0.5)
+    start = again.start(["c", "a"], head)
+    assert start.shape == (2, 5) and np.allclose(start[:, :4], codes.codes[[2, 0]], atol=1e-6)
+    # the swarm's density of that start, ln ρ = head(z) + s·ε, is the structure's own
+    assert np.allclose(head.log_density(start[:, :4], start[:, 4]), np.log([2.0, 0.5]), atol=1e-5)
+
+
+def test_a_design_started_at_known_codes_is_never_worse_than_they_are() -> None:
+    torch.manual_seed(0)
+    vae = GridVAE(latent_dim=4).eval()
+    standardizer = Standardizer(mean=0.0, std=1.0)
+    codes = np.random.default_rng(5).standard_normal((40, 4))
+    with torch.no_grad():
+        means = _MeanGrid()(from_generator_space(vae.decode(torch.as_tensor(codes, dtype=torch.float32)))).numpy()
+    target = float(np.median(means))
+    nearest = codes[np.argsort(np.abs(means[:, 0] - target))[:4]]
+    (d,) = design_landscapes(vae, _MeanGrid(), standardizer, np.ones((1, 1)), [target], [1e-4], designs=1,
+                             particles=8, iterations=2, seed=0, start=nearest)
+    start_cost = ((float(means[np.argsort(np.abs(means[:, 0] - target))[0], 0]) - target) / 1e-4) ** 2 \
+        + PRIOR_WEIGHT * float(np.mean(nearest[0] ** 2))
+    assert d.history[0] <= start_cost * (1 + 1e-4) + 1e-6
