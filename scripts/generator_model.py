@@ -52,6 +52,7 @@ def main() -> int:
 
     from models.generator import (
         DEFAULT_CLIP,
+        LIBRARY_CODES_FILE,
         GridVAE,
         fit_generator,
         generator_split,
@@ -81,6 +82,7 @@ def main() -> int:
             "val_mse_curve": fit.val_mse, "seconds": time.time() - start}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(vae, str(args.out), info)
+    (args.out.parent / LIBRARY_CODES_FILE).unlink(missing_ok=True)  # the old generator's codes (--density-head)
     if args.out == OUT:
         (ROOT / "bench" / "results" / "generator.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps({k: v for k, v in info.items() if k not in ("train_mse", "val_mse_curve")}, indent=1))

@@ -89,8 +89,10 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref:
     except ObjectNotFoundError:
         pass  # no library fingerprints: the designs come without nearest real structures
     codes_file = GENERATOR_PATH.parent / LIBRARY_CODES_FILE
-    start = (LatentCodes.load(str(codes_file)).start(list(start_names), head if loaded.needs_density else None)
-             if codes_file.is_file() and start_names else None)
+    codes = LatentCodes.load(str(codes_file)) if codes_file.is_file() and start_names else None
+    start = None
+    if codes is not None and codes.codes.shape[1] == vae.latent_dim:  # codes of another generator: no start
+        start = codes.start(list(start_names), head if loaded.needs_density else None)
     matched = design_and_match(vae, loaded, outputs.quantity_matrix(quantity_keys(outputs, request.target)),
                                target, tolerance, names, fingerprints,
                                designs=request.generate, particles=PARTICLES, iterations=ITERATIONS,
