@@ -46,7 +46,9 @@ def run_design(ctx: WorkerContext, job_id: str) -> None:
             result = design_candidates(session, ctx.store, job)
             request, model_ref = design_request(job), str(job.model_ref)
         if request.generate:
-            library_names = [c["name"] for c in result["candidates"] if c["source"] == "library"]
+            # the swarms start from the best-ranked library candidates, those in the domain first
+            library_names = [c["name"] for c in sorted(result["candidates"], key=lambda c: c["in_domain"] is not True)
+                             if c["source"] == "library"]
             result["designed"], result["designed_note"] = generate(ctx, job_id, request, model_ref, library_names)
         with session_scope(ctx.db_url) as session:
             progress.set_job_details(session, job_id, {"phase": "done", "ranked": result["ranked"]},
