@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: Default size of the latent code.
-LATENT_DIM = 16
+#: Default size of the latent code (the shipped generator's; the first one had 16).
+LATENT_DIM = 32
 #: File of a trained generator (state dict + config) in a model folder.
 GENERATOR_FILE = "generator.pt"
 #: Boltzmann factors above this are clipped before the log (the shipped standardizer's clip).

@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/voxelize_coremof.py --all                 # grids (cached)
-    python scripts/generator_model.py --epochs 4   # → models/generator/grid_vae.pt, bench/results/generator.json
+    python scripts/generator_model.py --epochs 8   # → models/generator/grid_vae.pt, bench/results/generator.json
     python scripts/generator_model.py --density-head --jobs 2   # its p(ln ρ | z), for predictors that read ρ,
                                                                # and every grid's code (library_codes.npz)
 
@@ -34,7 +34,7 @@ OUT = ROOT / "models" / "generator" / "grid_vae.pt"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--latent", type=int, default=16)
+    parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--channels", type=int, nargs=3, default=(8, 16, 32), help="encoder channels (decoder mirrors)")
