@@ -167,7 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from models.artifacts import ModelCard, Target, save_model
+    from models.artifacts import ModelCard, Target, save_model, save_trees
     from models.datasets import read_labels
     from models.metrics import regression_metrics
     from models.params import VoxelParams
@@ -181,6 +181,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.input_clip is not None and not args.base_model:
         raise CommandError(f"--input-clip {args.input_clip:g} replaces a base model's clip while fine-tuning: "
                            "give --base-model too (a model trained from scratch clips at 100)")
+    if args.trees and len(targets) != 1:
+        raise CommandError(f"--trees blends the network with trees fitted to one target; got {len(targets)}")
     units = args.unit or [_default_unit(t) for t in targets]
     properties = args.property or [_default_property(t) for t in targets]
     if len(units) != len(targets) or len(properties) != len(targets):
@@ -251,11 +253,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     target_models = [Target(name=t, unit=u, property=p, **(_default_conditions(t) if p == _default_property(t) else {}))
                      for t, u, p in zip(targets, units, properties, strict=True)]
     metrics: dict[str, Any] = {}
+    hybrid = selection = None
+    if args.trees:
+        from models.hybrid import fit_hybrid, tree_features
+
+        rows = tree_features(data.grids, data.densities)
+        network_val = predict_grids(result.model, result.standardizer, data.grids[val_idx],
+                                    descriptors=None if described is None else described[val_idx])[:, 0]
+        hybrid, selection = fit_hybrid(rows, data.targets, train_idx, val_idx, network_val)
     with tempfile.TemporaryDirectory(prefix="retnet-train-") as tmp:
         extra: dict[str, Path] = {}
         if n_val:
             pred = predict_grids(result.model, result.standardizer, data.grids[val_idx],
                                  descriptors=None if described is None else described[val_idx])
+            if hybrid is not None:
+                pred = hybrid.weight * pred + (1 - hybrid.weight) * hybrid.trees.predict(rows[val_idx])[:, None]
             truth = data.targets[val_idx]
             computed = regression_metrics(truth, pred, n_boot=args.bootstrap, seed=args.seed, names=targets)
             metrics = _jsonable_metrics(computed)
@@ -272,11 +284,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            "base_model": getattr(base, "ref", None),
                            "vibration_copies": args.vibration_copies,
                            "vibration_amplitude": args.vibration_amplitude if args.vibration_copies else None,
-                           "input_clip": args.input_clip},
+                           "input_clip": args.input_clip, "trees": args.trees},
             metrics=metrics, preliminary=n < 100,
             description=args.description or f"RetNet trained with `retnet train` on {n} structures",
         )
         folder = save_model(args.out, result, card, extra_files=extra, overwrite=args.overwrite)
+        if hybrid is not None:
+            card = save_trees(folder, hybrid, fitted_on=f"the training split ({len(train_idx)} structures)",
+                              weight_selection=str(selection))
     summary = f"saved {card.ref} to {folder} (best epoch {result.best_epoch} of {result.epochs_run})"
     if metrics:
         first = metrics[targets[0]] if len(targets) > 1 else metrics
@@ -626,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-clip", type=_positive_float, default=None, metavar="B",
                    help="with --base-model: clip Boltzmann factors at B instead of the base model's clip (e.g. 5 "
                         "with a few hundred labels, together with --vibration-copies 2; README, learning curves)")
+    p.add_argument("--trees", action="store_true",
+                   help="a hybrid model: average the network with Extra Trees on the grid's energy histogram and the "
+                        "crystal density, fitted on the training split, the weight chosen on the validation split "
+                        "(one --target; models/hybrid.py)")
     p.add_argument("--name", default="retnet-custom", help="model name in the card (default: %(default)s)")
     p.add_argument("--version", default="1", help="model version in the card (default: %(default)s)")
     p.add_argument("--description", default="", help="free text stored in the card")

@@ -1,5 +1,8 @@
 """Benchmark: ensemble inference, members one after another (legacy) against the fused pass.
 
+A hybrid model (RetNet + trees, :mod:`models.hybrid`) is also timed without its trees, in the same run, for the
+cost of the blend (``hybrid_time_ratio``: the fused hybrid's time per call over the fused network's alone).
+
 Loads a model with :func:`models.artifacts.load_model` and, for each thread count and batch size, times
 ``LoadedModel.predict`` (standardization, forward pass under ``torch.inference_mode``, float64 result) on
 random but realistic grids, first with ``RetNetEnsemble.fused = False`` (the members one after another),
@@ -116,7 +119,18 @@ def measure(
     _set_fused(model, True)
     wall = {path: statistics.median(t[0] for t in calls) for path, calls in times.items()}
     cpu = {path: statistics.median(t[1] for t in calls) for path, calls in times.items()}
-    return {
+    hybrid: dict[str, Any] = {}
+    if model.trees is not None:  # a hybrid model: the fused network alone, timed in the same run
+        trees, model.trees = model.trees, None
+        try:
+            for _ in range(warmup):
+                model.predict(grids, batch_size=batch, densities_g_cm3=densities)
+            alone = statistics.median(t[0] for t in _call_times(
+                lambda: model.predict(grids, batch_size=batch, densities_g_cm3=densities), seconds / 2, 1))
+        finally:
+            model.trees = trees
+        hybrid = {"network_only_grids_per_s": batch / alone, "hybrid_time_ratio": wall[True] / alone}
+    return {**hybrid,
         "batch": batch,
         "legacy_grids_per_s": batch / wall[False],
         "fused_grids_per_s": batch / wall[True],
@@ -136,11 +150,16 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "| max abs diff |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    if rows and "hybrid_time_ratio" in rows[0]:
+        lines[0] += " network alone grids/s | hybrid time / network time |"
+        lines[1] += "---|---|"
     for r in rows:
+        extra = (f" {r['network_only_grids_per_s']:.1f} | {r['hybrid_time_ratio']:.2f}× |"
+                 if "hybrid_time_ratio" in r else "")
         lines.append(
             f"| {r['threads']} | {r['batch']} | {r['legacy_grids_per_s']:.1f} | {r['fused_grids_per_s']:.1f} "
             f"| {r['speedup']:.2f}× | {r['legacy_grids_per_cpu_s']:.1f} | {r['fused_grids_per_cpu_s']:.1f} "
-            f"| {r['max_abs_diff']:.1e} |"
+            f"| {r['max_abs_diff']:.1e} |" + extra
         )
     return "\n".join(lines)
 

@@ -32,12 +32,14 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.descriptors import DescriptorSpec
+from models.descriptors import DescriptorSpec, card_reads_density
+from models.hybrid import TREES_FILE, HybridTrees
 from models.isotherm import IsothermEnsemble
 from models.params import VoxelParams
 from models.retnet import FINGERPRINT_SIZE, INPUT_SIZE, RetNet, RetNetEnsemble
 from models.training import TrainResult, fingerprint_grids, member_outputs_grids, predict_grids, resolve_device
 from models.transforms import Standardizer
+from models.trees import TreeArrays
 from models.uncertainty import DOMAIN_FILE, Domain, Neighbour, SpreadCalibration
 
 #: File names inside a model folder.
@@ -189,6 +191,9 @@ class ModelCard(BaseModel):
     descriptors: dict[str, Any] | None = Field(
         None, description="crystal descriptors read beside the grid and their standardization "
                           "(models.descriptors.DescriptorSpec.to_dict); None: a grid-only RetNet")
+    trees: dict[str, Any] | None = Field(
+        None, description="a hybrid model's Extra Trees (models.hybrid.HybridTrees.card_entry: file, sha256, the "
+                          "network's weight in the blend, features); None: the network alone")
 
     @field_validator("created_at")
     @classmethod
@@ -215,6 +220,22 @@ class ModelCard(BaseModel):
                 raise ValueError(f"descriptors need names, mean and std: {err}") from err
         return value
 
+    @field_validator("trees")
+    @classmethod
+    def _trees_entry(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            missing = {"file", "sha256", "weight", "features"} - set(value)
+            if missing:
+                raise ValueError(f"trees need {sorted(missing)}")
+            if value["file"] != TREES_FILE or not 0.0 <= float(value["weight"]) <= 1.0:
+                raise ValueError(f"trees must be in {TREES_FILE} with a network weight in [0, 1]")
+        return value
+
+    @property
+    def needs_density(self) -> bool:
+        """Whether predictions need each structure's crystal density (its network's or its trees' input)."""
+        return card_reads_density(self.model_dump(include={"descriptors", "trees"}))
+
     @property
     def descriptor_spec(self) -> DescriptorSpec | None:
         """The crystal descriptors the model reads beside the grid (None: grid only)."""
@@ -233,6 +254,8 @@ class ModelCard(BaseModel):
             raise ValueError(f"n_outputs={self.n_outputs} but {len(self.targets)} target(s) are described")
         if self.voxel_params.grid_size != INPUT_SIZE:
             raise ValueError(f"RetNet needs grid_size={INPUT_SIZE}, card has {self.voxel_params.grid_size}")
+        if self.trees is not None and (self.n_outputs != 1 or self.architecture != "RetNet"):
+            raise ValueError("only a one-output RetNet can be blended with trees")
         if self.primary_output >= self.n_outputs:
             raise ValueError(f"primary_output={self.primary_output} but the model has {self.n_outputs} output(s)")
         if self.architecture == "RetNetIsotherm":
@@ -398,8 +421,10 @@ class LoadedModel:
 
     def __init__(self, card: ModelCard, model: RetNet | RetNetEnsemble | IsothermEnsemble,
                  standardizer: Standardizer,
-                 device: torch.device, path: Path, domain: Domain | None = None) -> None:
+                 device: torch.device, path: Path, domain: Domain | None = None,
+                 trees: HybridTrees | None = None) -> None:
         self.card = card
+        self.trees = trees
         self.model = model
         self.standardizer = standardizer
         self.device = device
@@ -433,8 +458,7 @@ class LoadedModel:
     @property
     def needs_density(self) -> bool:
         """Whether predictions need each structure's crystal density (g/cm³) beside its grid."""
-        spec = self.card.descriptor_spec
-        return spec is not None and spec.needs_density
+        return self.card.needs_density
 
     @staticmethod
     def _grids(grids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -459,8 +483,13 @@ class LoadedModel:
                 densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> np.ndarray:
         """Predict from raw grids (N, 25, 25, 25) (or one (25, 25, 25) grid) → float64 (N, k), in :attr:`unit`.
 
-        ``densities_g_cm3`` (one per grid, g/cm³) is needed when :attr:`needs_density`.
+        ``densities_g_cm3`` (one per grid, g/cm³) is needed when :attr:`needs_density`. A hybrid model (card
+        ``trees``) returns the blend of its network and its trees.
         """
+        if self.trees is not None:
+            members, _ = member_outputs_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size,
+                                              descriptors=self.descriptors(grids, densities_g_cm3))
+            return self._blend(members, grids, densities_g_cm3)[0]
         return predict_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size,
                              descriptors=self.descriptors(grids, densities_g_cm3))
 
@@ -474,14 +503,24 @@ class LoadedModel:
         members, fingerprints = member_outputs_grids(self.model, self.standardizer, self._grids(grids),
                                                      batch_size=batch_size,
                                                      descriptors=self.descriptors(grids, densities_g_cm3))
-        values = members.mean(axis=0)
+        if self.trees is None:
+            values = members.mean(axis=0)
+            spread = members.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(values)
+        else:
+            values, spread = self._blend(members, grids, densities_g_cm3)
         in_domain, neighbours = (None, None) if self.domain is None else self.domain.assess(fingerprints)
         sigma = None
         if self.calibration is not None:
-            spread = members.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(values)
             score = None if neighbours is None else np.array([np.mean([n.distance for n in row]) for row in neighbours])
             sigma = self.calibration.sigma(spread, score)
         return DetailedPredictions(values, sigma, in_domain, neighbours, fingerprints)
+
+    def _blend(self, members: np.ndarray, grids: np.ndarray | torch.Tensor,
+               densities_g_cm3: Sequence[float | None] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """A hybrid model's (values, spread) from its members' outputs (n, N, 1) and the trees' rows."""
+        assert self.trees is not None
+        raw = grids.cpu().numpy() if isinstance(grids, torch.Tensor) else np.asarray(grids)
+        return self.trees.combine(members, self.trees.features_of(self._grids(raw), densities_g_cm3))
 
     def fingerprints(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
                      densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> np.ndarray:
@@ -599,7 +638,38 @@ def _load_folder(folder: Path, source: Path, device: torch.device) -> LoadedMode
     elif card.domain or any((card.uncertainty or {}).get("distance_gain") or []):
         # σ of such a model depends on the distance to its training data: without the domain it would be wrong
         raise CorruptModelError(f"the card of {folder} describes an applicability domain but {DOMAIN_FILE} is missing")
-    return LoadedModel(card, model, Standardizer.from_dict(card.standardization), device, source, domain)
+    return LoadedModel(card, model, Standardizer.from_dict(card.standardization), device, source, domain,
+                       _read_trees(folder, card))
+
+
+def _read_trees(folder: Path, card: ModelCard) -> HybridTrees | None:
+    """A hybrid model's trees, verified against the card's sha256 (None for a network alone)."""
+    if card.trees is None:
+        return None
+    path = folder / TREES_FILE
+    if not path.is_file():
+        raise CorruptModelError(f"the card of {folder} describes trees but {TREES_FILE} is missing")
+    if _sha256(path) != card.trees["sha256"]:
+        raise CorruptModelError(f"{path}: sha256 does not match the card's trees.sha256")
+    try:
+        trees = TreeArrays.load(path)
+        hybrid = HybridTrees(trees, float(card.trees["weight"]), tuple(card.trees["features"]))
+        expected = hybrid.features_of(np.zeros((1, INPUT_SIZE, INPUT_SIZE, INPUT_SIZE)), [1.0]).shape[1]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise CorruptModelError(f"unreadable trees {path}: {err}") from err
+    if trees.n_features != expected:
+        raise CorruptModelError(f"{path} reads {trees.n_features} features; {card.trees['features']} are {expected}")
+    return hybrid
+
+
+def save_trees(folder: str | Path, hybrid: HybridTrees, **extra: Any) -> ModelCard:
+    """Write a hybrid model's trees into a model folder and record them (and ``extra``) in its card."""
+    folder = Path(folder)
+    card = _read_card(folder)
+    hybrid.trees.save(folder / TREES_FILE)
+    card = card.model_copy(update={"trees": hybrid.card_entry(_sha256(folder / TREES_FILE), **extra)})
+    (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return card
 
 
 def load_model(path: str | Path, *, device: torch.device | str | None = None) -> LoadedModel:

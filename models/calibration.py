@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from models.hybrid import HybridTrees
 from models.training import member_outputs_grids
 from models.uncertainty import (
     DEFAULT_LEVEL,
@@ -53,10 +54,14 @@ class Calibration:
         return {"uncertainty": uncertainty, "domain": domain}
 
 
-def _outputs(model: Any, standardizer: Any, grids: np.ndarray, descriptors: np.ndarray | None = None
+def _outputs(model: Any, standardizer: Any, grids: np.ndarray, descriptors: np.ndarray | None = None,
+             trees: HybridTrees | None = None, tree_rows: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Mean (N, k), member spread (N, k) or None for one network, fingerprints (N, d)."""
+    """Mean (N, k), member spread (N, k) or None for one network, fingerprints (N, d); a hybrid model's blend
+    and spread (:meth:`models.hybrid.HybridTrees.combine`) when ``trees`` and their rows are given."""
     members, fingerprints = member_outputs_grids(model, standardizer, grids, descriptors=descriptors)
+    if trees is not None and tree_rows is not None:
+        return (*trees.combine(members, tree_rows), fingerprints)
     spread = members.std(axis=0, ddof=1) if len(members) > 1 else None
     return members.mean(axis=0), spread, fingerprints
 
@@ -64,16 +69,20 @@ def _outputs(model: Any, standardizer: Any, grids: np.ndarray, descriptors: np.n
 def calibrate_model(model: Any, standardizer: Any, *, train_x: np.ndarray, train_y: np.ndarray,
                     train_names: list[str], val_x: np.ndarray, val_y: np.ndarray,
                     test_x: np.ndarray | None = None, test_y: np.ndarray | None = None,
-                    level: float = DEFAULT_LEVEL, descriptors: dict[str, np.ndarray] | None = None) -> Calibration:
+                    level: float = DEFAULT_LEVEL, descriptors: dict[str, np.ndarray] | None = None,
+                    trees: HybridTrees | None = None, tree_rows: dict[str, np.ndarray] | None = None) -> Calibration:
     """Calibrate σ on the validation split, build the domain, score both on the test split.
 
     Grids are raw (N, 25, 25, 25); labels (N,) or (N, k) in the model's unit. ``descriptors`` (a descriptor
-    model's standardized inputs) maps ``"train"``, ``"val"`` and ``"test"`` to each split's (N, m) array.
+    model's standardized inputs) maps ``"train"``, ``"val"`` and ``"test"`` to each split's (N, m) array;
+    ``tree_rows`` maps ``"val"`` and ``"test"`` to a hybrid model's tree inputs (``trees``), whose blend is then
+    what σ is calibrated and scored on.
     """
     d = descriptors or {}
+    rows = tree_rows or {}
     val_y = np.asarray(val_y, dtype=np.float64).reshape(len(val_x), -1)
     train_y = np.asarray(train_y, dtype=np.float64).reshape(len(train_x), -1)
-    val_mean, val_spread, val_fp = _outputs(model, standardizer, val_x, d.get("val"))
+    val_mean, val_spread, val_fp = _outputs(model, standardizer, val_x, d.get("val"), trees, rows.get("val"))
     _, _, train_fp = _outputs(model, standardizer, train_x, d.get("train"))
     domain = fit_domain(train_fp, list(train_names), train_y[:, 0], val_fp)
     val_score = domain.score(val_fp)
@@ -83,7 +92,7 @@ def calibrate_model(model: Any, standardizer: Any, *, train_x: np.ndarray, train
     curve_s = spread.sigma(val_mean if val_spread is None else val_spread, val_score)
     if test_x is not None and test_y is not None and len(test_x) >= 2:
         test_y = np.asarray(test_y, dtype=np.float64).reshape(len(test_x), -1)
-        mean, member_spread, fp = _outputs(model, standardizer, test_x, d.get("test"))
+        mean, member_spread, fp = _outputs(model, standardizer, test_x, d.get("test"), trees, rows.get("test"))
         sigma = spread.sigma(mean if member_spread is None else member_spread, domain.score(fp))
         inside, _ = domain.assess(fp)
         err = np.abs(test_y[:, 0] - mean[:, 0])

@@ -26,7 +26,7 @@ array([[0.],
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,6 +165,13 @@ class DescriptorSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DescriptorSpec:
         return cls(tuple(data["names"]), tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+
+
+def card_reads_density(card: Mapping[str, Any]) -> bool:
+    """Whether a model card (as a dict: its ``descriptors`` and ``trees``) needs each structure's crystal density."""
+    descriptors, trees = card.get("descriptors"), card.get("trees")
+    return ((descriptors is not None and DescriptorSpec.from_dict(descriptors).needs_density)
+            or (trees is not None and bool(NEEDS_DENSITY & set(trees.get("features", [])))))
 
 
 def training_descriptors(names: Sequence[str], grids: np.ndarray,

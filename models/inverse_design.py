@@ -32,6 +32,7 @@ import torch
 from models.descriptors import DescriptorSpec
 from models.design import quantities_of
 from models.generator import DEFAULT_CLIP, DensityHead, GridVAE, from_generator_space
+from models.hybrid import HybridTrees
 from models.swarm import particle_swarm
 from models.uncertainty import Domain
 from models.units import mol_per_kg_to_cm3_stp_per_cm3
@@ -74,7 +75,8 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
                       tolerance: Sequence[float], *, designs: int = 3, particles: int = 24, iterations: int = 30,
                       seed: int = 0, clip: float = DEFAULT_CLIP, descriptors: DescriptorSpec | None = None,
                       density: DensityHead | None = None, volumetric: bool = False,
-                      domain: Domain | None = None, start: np.ndarray | None = None) -> list[Design]:
+                      domain: Domain | None = None, start: np.ndarray | None = None,
+                      trees: HybridTrees | None = None) -> list[Design]:
     """Run ``designs`` independent swarms and decode their best codes.
 
     Parameters
@@ -102,11 +104,14 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
         Swarm coordinates to start particles at (codes of real structures,
         :meth:`models.generator.LatentCodes.start`; with a density, the last column is ε); design i starts from
         rows i, i + designs, … (each swarm from different ones).
+    trees : HybridTrees, optional
+        A hybrid predictor's trees: the swarm scores the same blend that serving reports.
     """
     weights = torch.as_tensor(np.asarray(quantities, dtype=np.float32))
     t = torch.as_tensor(np.asarray(target, dtype=np.float32))
     tol = torch.as_tensor(np.asarray(tolerance, dtype=np.float32))
-    with_density = descriptors is not None and descriptors.needs_density
+    with_density = ((descriptors is not None and descriptors.needs_density)
+                    or (trees is not None and trees.needs_density))
     if with_density and density is None:
         raise ValueError("the predictor reads the crystal density: the generator needs a density head")
     if volumetric and not with_density:
@@ -127,13 +132,18 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
             raw, rho, described = decoded(z)
             inputs = (standardizer(raw),) if described is None else (standardizer(raw), described)  # type: ignore[operator]
             if domain is None:
-                q = predictor(*inputs) @ weights
+                outputs = predictor(*inputs)
                 outside = np.zeros(len(z))
             else:
                 fingerprints, members = predictor.member_outputs(*inputs)  # (n, B, 20), (n, B, k)
-                q = members.mean(dim=0) @ weights
+                outputs = members.mean(dim=0)
                 score = domain.score(fingerprints.permute(1, 0, 2).reshape(len(z), -1).double().numpy())
                 outside = np.maximum(score / domain.threshold - DOMAIN_MARGIN, 0.0) ** 2
+            if trees is not None:
+                by_trees = trees.trees.predict(trees.features_of(raw[:, 0].numpy(), rho))
+                blended = torch.as_tensor(by_trees, dtype=outputs.dtype)[:, None]
+                outputs = trees.weight * outputs + (1.0 - trees.weight) * blended
+            q = outputs @ weights
             if volumetric:
                 q = q * torch.as_tensor(mol_per_kg_to_cm3_stp_per_cm3(1.0, rho), dtype=q.dtype)[:, None]
             off = (((q - t) / tol) ** 2).mean(dim=1)
@@ -189,7 +199,8 @@ def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, targe
                               designs=designs, particles=particles, iterations=iterations, seed=seed, clip=clip,
                               descriptors=loaded.card.descriptor_spec, density=density,  # type: ignore[attr-defined]
                               volumetric=volumetric,
-                              domain=getattr(loaded, "domain", None) if keep_in_domain else None, start=start)
+                              domain=getattr(loaded, "domain", None) if keep_in_domain else None, start=start,
+                              trees=getattr(loaded, "trees", None))
     densities = [d.density_g_cm3 for d in found] if found and found[0].density_g_cm3 is not None else None
     detailed = loaded.predict_detailed(np.stack([d.grid for d in found]), densities_g_cm3=densities)  # type: ignore[attr-defined]
     values, sigma = quantities_of(detailed.values, detailed.sigma, quantities)

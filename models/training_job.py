@@ -105,6 +105,9 @@ class TrainingOutcome:
         empty with fewer than 2 evaluated structures.
     calibration : models.calibration.Calibration or None
         σ calibrated on the validation split and the applicability domain (None without enough structures).
+    trees : models.hybrid.HybridTrees or None
+        A hybrid model's trees (job parameter ``trees``); then ``eval_pred`` and ``metrics`` are the blend's,
+        ``network_metrics`` the network's alone, and ``trees_selection`` says how the weight was chosen.
     """
 
     result: Any
@@ -117,6 +120,9 @@ class TrainingOutcome:
     metrics: dict[str, Any]
     test_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     calibration: Any = None
+    trees: Any = None
+    trees_selection: str = ""
+    network_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:
@@ -278,7 +284,8 @@ def train_and_evaluate(
         Job parameters: ``epochs``, ``batch_size``, ``learning_rate``, ``augment``, optional
         ``translate``, ``test_fraction`` (held out first), ``val_fraction`` (of the rest), ``seed``, ``freeze``,
         ``descriptors`` (crystal descriptors read beside the grid, :mod:`models.descriptors`; standardized with
-        the training split's statistics).
+        the training split's statistics), ``trees`` (a hybrid model, :mod:`models.hybrid`: Extra Trees on the
+        training split, blended at the weight chosen on the validation split; one target).
         Splits: :func:`models.training.train_val_split` twice (test from all, then validation from the rest).
     base_model : LoadedModel, optional
         Fine-tuning start.
@@ -326,6 +333,16 @@ def train_and_evaluate(
     pred = np.asarray(predict_grids(result.model, result.standardizer, x[eval_idx],
                                     descriptors=None if described is None else described[eval_idx]), dtype=np.float64)
     pred = pred.reshape(len(eval_idx), -1)
+    hybrid, selection, rows, network_metrics = None, "", None, {}
+    if params.get("trees"):
+        from models.hybrid import fit_hybrid, tree_features
+
+        rows = tree_features(x, dataset.densities)
+        network_val = predict_grids(result.model, result.standardizer, x[val_idx],
+                                    descriptors=None if described is None else described[val_idx])[:, 0]
+        hybrid, selection = fit_hybrid(rows, y, train_idx, val_idx, network_val)
+        network_metrics = regression_metrics_json(y[eval_idx], pred, dataset.targets)
+        pred = hybrid.weight * pred + (1.0 - hybrid.weight) * hybrid.trees.predict(rows[eval_idx])[:, None]
     calibration = None
     if len(val_idx) >= MIN_CALIBRATION and len(train_idx) >= MIN_CALIBRATION:
         from models.calibration import calibrate_model
@@ -335,11 +352,13 @@ def train_and_evaluate(
             train_names=[dataset.names[i] for i in train_idx], val_x=x[val_idx], val_y=y[val_idx],
             test_x=x[test_idx] if len(test_idx) else None, test_y=y[test_idx] if len(test_idx) else None,
             descriptors=None if described is None else {"train": described[train_idx], "val": described[val_idx],
-                                                        "test": described[test_idx]})
+                                                        "test": described[test_idx]},
+            trees=hybrid, tree_rows=None if rows is None else {"val": rows[val_idx], "test": rows[test_idx]})
     return TrainingOutcome(result=result, train_idx=train_idx, val_idx=val_idx, history=history,
                            evaluated_on=evaluated_on, eval_y=eval_y, eval_pred=pred,
                            metrics=regression_metrics_json(eval_y, pred, dataset.targets), test_idx=test_idx,
-                           calibration=calibration)
+                           calibration=calibration, trees=hybrid, trees_selection=selection,
+                           network_metrics=network_metrics)
 
 
 def _descriptors(dataset: LabelledDataset, names: list[str], train_idx: np.ndarray, train_x: np.ndarray,
@@ -428,9 +447,12 @@ def build_card(
                 "split_seed": int(params.get("seed") or 0), "label_hash": label_hash(dataset.names, dataset.y),
                 "structures": len(dataset), "skipped": len(dataset.skipped), "epochs": int(params["epochs"]),
                 "base_model": params.get("base_model"), "augment": config.augment, "translate": config.translate,
-                "descriptors": [] if outcome.result.descriptors is None else list(outcome.result.descriptors.names)}
+                "descriptors": [] if outcome.result.descriptors is None else list(outcome.result.descriptors.names),
+                "trees": outcome.trees is not None}
     metrics = {**outcome.metrics, "evaluated_on": outcome.evaluated_on, "n_eval": int(len(outcome.eval_y)),
                "n_bootstrap": N_BOOTSTRAP}
+    if outcome.trees is not None:  # a hybrid model: the blend's metrics above, the network's alone here
+        metrics["network"] = outcome.network_metrics
     fields = outcome.calibration.card_fields() if outcome.calibration is not None else {}
     spec = getattr(outcome.result, "descriptors", None)
     if spec is not None:
@@ -444,6 +466,11 @@ def save_job_model(folder: Path, outcome: TrainingOutcome, card: Any) -> Path:
     from models.artifacts import save_model
 
     path = save_model(folder, outcome.result, card, overwrite=True)
+    if outcome.trees is not None:
+        from models.artifacts import save_trees
+
+        card = save_trees(path, outcome.trees, fitted_on=f"the training split ({outcome.n_train} structures)",
+                          weight_selection=outcome.trees_selection)
     if outcome.calibration is not None:
         from models.uncertainty import DOMAIN_FILE
 

@@ -597,6 +597,73 @@ def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[st
     return ensemble, run
 
 
+def cmd_hybrid(args: argparse.Namespace) -> None:
+    """Blend a shipped network with Extra Trees on its own split, and re-release it as ``--version``.
+
+    The trees (:mod:`models.hybrid`: energy histogram of the model's grid + ln ρ) are fitted on the model's
+    training split, the network's weight in the blend is chosen on the validation split, the blend is scored on
+    the test split; σ and the domain are then re-calibrated on the blend (``calibrate``).
+    """
+    import shutil
+    import tempfile
+
+    from models.artifacts import CARD_FILE, load_model, save_trees
+    from models.hybrid import MIN_SAMPLES_LEAF, N_TREES, fit_hybrid, tree_features
+    from models.plots import parity_plot
+    from models.training import member_outputs_grids
+
+    loaded = load_model(args.model, device="cpu")
+    if loaded.trees is not None:
+        raise SystemExit(f"{loaded.ref} is already a hybrid model")
+    card = loaded.card
+    data = dataset(extra_rows=card.training_data.get("extra_label_rows"))
+    test, val = data["test"], data["val"]
+    if sorted(data["names"][i] for i in test) != sorted(card.training_data.get("test_names", [])):
+        raise SystemExit("the re-derived test split differs from the card's test_names: wrong --extra-rows?")
+    train = data["pool"] if card.training_data.get("n_train") == len(data["pool"]) else \
+        train_subset(data["pool"], card.training_data["n_train"])
+    g, y = data["grids"], data["y"]
+    rows = tree_features(g, data["density"])
+    network = member_outputs_grids(loaded.model, loaded.standardizer, g,
+                                   descriptors=loaded.descriptors(g, data["density"]))[0].mean(axis=0)[:, 0]
+    hybrid, selection = fit_hybrid(rows, y, train, val, network[val], jobs=args.jobs)
+    weight, by_trees = hybrid.weight, hybrid.trees.predict(rows)
+    blend = weight * network + (1 - weight) * by_trees
+    scores = {name: metrics_dict(y[test], pred[test]) for name, pred in
+              (("hybrid", blend), ("network", network), ("trees", by_trees))}
+    val_r2 = {name: float(metrics_dict(y[val], pred[val])["r2"]["value"]) for name, pred in
+              (("hybrid", blend), ("network", network), ("trees", by_trees))}
+    out = Path(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model"
+        shutil.copytree(out, staged)
+        save_trees(staged, hybrid, n_trees=N_TREES, min_samples_leaf=MIN_SAMPLES_LEAF,
+                   fitted_on=f"the training split ({len(train)} structures)", weight_selection=selection)
+        hybrid_card = json.loads((staged / CARD_FILE).read_text())
+        hybrid_card.update(
+            version=args.version, uncertainty=None, domain=None,
+            description=f"{card.description.rstrip('.')}; averaged with Extra Trees on the grid's energy histogram "
+                        f"and ln ρ (network weight {weight:.2f}; models/hybrid.py).",
+            metrics={**card.metrics, "test": scores["hybrid"], "network_test": scores["network"],
+                     "trees_test": scores["trees"], "validation_r2": val_r2["hybrid"],
+                     "network_validation_r2": val_r2["network"], "trees_validation_r2": val_r2["trees"],
+                     "selection": card.metrics.get("selection", "") + f"; blended with trees, network weight "
+                                  f"{weight:.2f} chosen on the validation split"})
+        (staged / CARD_FILE).write_text(json.dumps(hybrid_card, indent=2) + "\n", encoding="utf-8")
+        np.savetxt(staged / "test_predictions.csv", np.column_stack([y[test], blend[test]]), delimiter=",",
+                   header="true_mol_kg,predicted_mol_kg", comments="", fmt="%.6f")
+        parity_plot(y[test], blend[test], staged / "parity.png", unit=UNIT, metrics=scores["hybrid"],
+                    title=f"{card.name}:{args.version} (RetNet + trees), test set (n={len(test)})")
+        load_model(staged, device="cpu")  # verifies the re-released folder
+        shutil.rmtree(out)
+        shutil.copytree(staged, out)
+    for name in scores:
+        r2, mae = scores[name]["r2"], scores[name]["mae"]
+        print(f"{name:8s} validation R2 {val_r2[name]:.3f}  test R2 {_ci(r2)}  MAE {_ci(mae)}", flush=True)
+    print(f"network weight {weight:.2f}; re-calibrating σ on the blend", flush=True)
+    cmd_calibrate(args)
+
+
 def _ship_backbone(args: argparse.Namespace, base: str) -> None:
     import torch
 
@@ -654,10 +721,12 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     described = loaded.descriptors(g, data["density"])
     split_descriptors = None if described is None else {"train": described[train], "val": described[data["val"]],
                                                         "test": described[data["test"]]}
+    tree_rows = None if loaded.trees is None else {
+        split: loaded.trees.features_of(g[data[split]], data["density"][data[split]]) for split in ("val", "test")}
     calibration = calibrate_model(loaded.model, loaded.standardizer, train_x=g[train], train_y=y[train],
                                   train_names=[data["names"][i] for i in train], val_x=g[data["val"]],
                                   val_y=y[data["val"]], test_x=g[data["test"]], test_y=y[data["test"]],
-                                  descriptors=split_descriptors)
+                                  descriptors=split_descriptors, trees=loaded.trees, tree_rows=tree_rows)
     fields = calibration.card_fields()
     targets = [t.model_copy(update={"gas": "CH4", "temperature_k": 298.0, "pressure_bar": 5.8}) for t in card.targets]
     new_card = card.model_copy(update={"version": args.version, "targets": targets, **fields,
@@ -685,10 +754,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     the validation split, which tree models do not need), 95 % CIs from 10,000 bootstrap resamples of the test
     set, R² and MAE averaged over the seeds. Writes ``<runs>/compare.json`` and prints a Markdown table.
     """
-    from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
-
     from models.artifacts import load_model
-    from models.metrics import regression_metrics, seed_mean_metrics
+    from models.metrics import paired_difference, regression_metrics, seed_mean_metrics
 
     loaded = load_model(args.model, device="cpu")
     card = loaded.card
@@ -696,29 +763,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
     test = data["test"]
     if sorted(data["names"][i] for i in test) != sorted(card.training_data.get("test_names", [])):
         raise SystemExit("the re-derived test split differs from the card's test_names")
-    props = coremof_properties().loc[data["names"]]
-    geometric = props[GEOMETRIC_DESCRIPTORS].to_numpy(dtype=np.float64)
-    density = data["density"]  # g/cm³ from each CIF (the core-mof column "cm3_g" holds the same density)
-    histogram = energy_histogram(data["grids"])
     from models.training import member_outputs_grids
 
     _, fingerprints = member_outputs_grids(loaded.model, loaded.standardizer, data["grids"],
                                            descriptors=loaded.descriptors(data["grids"], data["density"]))
-    features = {
-        "RF, geometric descriptors": ("rf", geometric),
-        "RF, energy histogram": ("rf", histogram),
-        "RF, histogram + geometric + density": ("rf", np.column_stack([histogram, geometric, density])),
-        "Extra Trees, histogram + geometric + density": ("et", np.column_stack([histogram, geometric, density])),
-        "Gradient boosting, histogram + geometric + density": ("hgb", np.column_stack([histogram, geometric,
-                                                                                      density])),
-        "Extra Trees, RetNet fingerprints + histogram + geometric + density": (
-            "et", np.column_stack([fingerprints, histogram, geometric, density])),
-    }
-    makers = {"rf": lambda seed: RandomForestRegressor(n_estimators=500, random_state=seed, n_jobs=args.jobs),
-              "et": lambda seed: ExtraTreesRegressor(n_estimators=500, random_state=seed, n_jobs=args.jobs),
-              "hgb": lambda seed: HistGradientBoostingRegressor(random_state=seed)}
+    features = _baseline_features(data)
+    features["Extra Trees, RetNet fingerprints + histogram + geometric + density"] = (
+        "et", np.column_stack([fingerprints, features["Extra Trees, histogram + geometric + density"][1]]))
     y = data["y"]
     rows: list[dict[str, Any]] = []
+    full_size: dict[str, np.ndarray] = {}  # each baseline's test predictions with every label
     stacked = {k for k in features if "RetNet fingerprints" in k}
     for label, (kind, x) in features.items():
         # the fingerprints come from a network trained on the whole pool: on a subset they would leak its labels
@@ -729,25 +783,76 @@ def cmd_compare(args: argparse.Namespace) -> None:
                 train = np.concatenate([data["pool"], data["val"]]) if size == "all" else \
                     train_subset(data["pool"], size, seed)
                 n_train = len(train)
-                model = makers[kind](seed).fit(x[train], y[train])
+                model = _baseline_model(kind, seed, args.jobs).fit(x[train], y[train])
                 preds.append(model.predict(x[test]))
             m = seed_mean_metrics(y[test], np.array(preds), n_boot=10000, seed=0) if len(preds) > 1 else \
                 regression_metrics(y[test], preds[0], n_boot=10000, seed=0)
             rows.append({"model": label, "size": str(size), "n_train": n_train, "seeds": len(seeds),
                          **{k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}})
+            if size == "all":
+                full_size[label] = preds[0]
             print(f"{label:70s} {size:>4} R2 {rows[-1]['r2']['value']:.3f} MAE {rows[-1]['mae']['value']:.3f}",
                   flush=True)
     rows += _retnet_curve_rows(args, card, data)
+    if args.small_label is not None:  # `ensembles --hybrid --out` on the same split: the shipped form's curve
+        for r in json.loads(args.small_label.read_text())["rows"]:
+            if "hybrid" in r:
+                rows.append({"model": HYBRID_CURVE, "size": r["size"], "n_train": int(r["size"]),
+                             "seeds": r["subsets"], "members": r["members"],
+                             **{k: r["hybrid"][k] for k in ("r2", "mae")}})
     shipped_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test])[:, 0]
+    if loaded.trees is not None:  # a hybrid: its network alone too
+        trees, loaded.trees = loaded.trees, None
+        network_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test])[:, 0]
+        loaded.trees = trees
+        network = regression_metrics(y[test], network_pred, n_boot=10000, seed=0)
+        rows.append({"model": f"{card.ref}'s network alone (RetNet ensemble)", "size": "all",
+                     "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
+                     **{k: _metric_json(v) for k, v in network.items() if k in ("r2", "mae")}})
     shipped = regression_metrics(y[test], shipped_pred, n_boot=10000, seed=0)
-    rows.append({"model": f"shipped {card.ref} (RetNet ensemble)", "size": "all",
+    kind = "RetNet ensemble" + (" + trees" if loaded.trees is not None else "")
+    # paired bootstrap: the shipped model minus each baseline, both scored on every resample of the test set
+    minus = {label: {k: _metric_json(v) for k, v in paired_difference(y[test], [shipped_pred], [pred]).items()
+                     if k in ("r2", "mae")} for label, pred in full_size.items()}
+    rows.append({"model": f"shipped {card.ref} ({kind})", "size": "all",
                  "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
-                 **{k: _metric_json(v) for k, v in shipped.items() if k in ("r2", "mae")}})
+                 **{k: _metric_json(v) for k, v in shipped.items() if k in ("r2", "mae")},
+                 "minus_baseline": minus})
+    for label, d in minus.items():
+        print(f"shipped minus {label}: R2 {_ci(d['r2'])} MAE {_ci(d['mae'])}", flush=True)
     save_json(args.runs / "compare.json", {"model": card.ref, "n_test": len(test), "rows": rows})
     _compare_plot(rows, args.runs / "learning_curves.png")
     print("\n| model | train size | seeds | R² [95 % CI] | MAE mol/kg [95 % CI] |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['n_train']} | {r['seeds']} | {_ci(r['r2'])} | {_ci(r['mae'])} |")
+
+
+def _baseline_features(data: dict[str, Any]) -> dict[str, tuple[str, np.ndarray]]:
+    """The issue's baselines: {label: (model kind, feature rows of every structure)}. Features: the 14-number
+    energy histogram of our own grids, the 8 Zeo++ descriptors of the core-mof package, the crystal density."""
+    props = coremof_properties().loc[data["names"]]
+    geometric = props[GEOMETRIC_DESCRIPTORS].to_numpy(dtype=np.float64)
+    density = data["density"]  # g/cm³ from each CIF (the core-mof column "cm3_g" holds the same density)
+    histogram = energy_histogram(data["grids"])
+    everything = np.column_stack([histogram, geometric, density])
+    return {"RF, geometric descriptors": ("rf", geometric), "RF, energy histogram": ("rf", histogram),
+            "RF, histogram + geometric + density": ("rf", everything),
+            "Extra Trees, histogram + geometric + density": ("et", everything),
+            "Gradient boosting, histogram + geometric + density": ("hgb", everything)}
+
+
+def _baseline_model(kind: str, seed: int, jobs: int = 1) -> Any:
+    """An unfitted baseline regressor: "rf" / "et" (500 trees) or "hgb"."""
+    from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+
+    if kind == "hgb":
+        return HistGradientBoostingRegressor(random_state=seed)
+    forest = RandomForestRegressor if kind == "rf" else ExtraTreesRegressor
+    return forest(n_estimators=500, random_state=seed, n_jobs=jobs)
+
+
+#: Learning-curve label of the shipped form: RetNet ensembles blended with trees (`ensembles --hybrid` below full size).
+HYBRID_CURVE = "RetNet ensemble + trees (shipped form)"
 
 
 def _compare_plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -757,7 +862,11 @@ def _compare_plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     curves: dict[str, list[tuple[int, float, float, float]]] = {}
     for r in rows:
-        label = "RetNet + density (shipped variant)" if r["model"].startswith(("RetNet (", "shipped ")) else r["model"]
+        label = r["model"]
+        if r["model"].startswith("shipped "):
+            label = HYBRID_CURVE if "trees" in r["model"] else "RetNet + density (shipped variant)"
+        elif r["model"].startswith("RetNet ("):
+            label = "RetNet + density (shipped variant)"
         curves.setdefault(label, []).append((int(r["n_train"]), r["r2"]["value"], r["r2"]["ci_low"],
                                              r["r2"]["ci_high"]))
     learning_curve_plot({k: sorted(v) for k, v in curves.items() if len(v) > 1}, path)
@@ -793,12 +902,14 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
     """Small-label ensembles: for each variant and size, the members of each training subset (runs tagged
     ``_subset{S}``, one per ``--seed``) averaged into one prediction, then the seed mean over the subsets with its
     CI (as `compare` reports the baselines), beside the single runs (members whose seed equals their subset)."""
-    from models.metrics import seed_mean_metrics
+    from models.metrics import paired_difference, seed_mean_metrics
 
     data = dataset(extra_rows=args.extra_rows)
+    baselines = _baseline_features(data) if args.hybrid else {}
     test_names = [data["names"][i] for i in data["test"]]
     y = data["y"][data["test"]]
     groups: dict[tuple[str, str], dict[int, dict[int, list[float]]]] = {}
+    tags: dict[tuple[str, str, int, int], str] = {}
     for run in _runs(args):
         match = re.fullmatch(r"(retnet_.+?)(?:_seed(\d+))?_subset(\d+)_(\w+?)_(\d+|all)", run.get("tag", ""))
         if match is None or run.get("test_names") != test_names:
@@ -806,6 +917,7 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
         variant, seed, subset, freeze, size = match.groups()
         groups.setdefault((f"{variant}_{freeze}", size), {}).setdefault(int(subset), {})[int(seed or 0)] = \
             run["test_pred"]
+        tags[(f"{variant}_{freeze}", size, int(subset), int(seed or 0))] = run["tag"]
     rows = []
     for (variant, size), subsets in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
         members = min(len(m) for m in subsets.values())
@@ -814,7 +926,24 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
         ensembles = [np.mean([m[k] for k in sorted(m)[:members]], axis=0) for _, m in sorted(subsets.items())]
         singles = [m[s] for s, m in sorted(subsets.items()) if s in m]
         row: dict[str, Any] = {"variant": variant, "size": size, "subsets": len(subsets), "members": members}
-        for key, preds in (("ensemble", ensembles), ("single", singles)):
+        variants = [("ensemble", ensembles), ("single", singles)]
+        if args.hybrid:  # each subset's ensemble blended with Extra Trees fitted on the same subset
+            member_tags = {s: [tags[(variant, size, s, k)] for k in sorted(m)[:members]]
+                           for s, m in sorted(subsets.items())}
+            hybrids, weights = _subset_hybrids(args, data, int(size), member_tags)
+            variants.append(("hybrid", hybrids))
+            row["hybrid_weights"] = weights
+            row["baselines"], row["hybrid_minus_baseline"], row["ensemble_minus_baseline"] = {}, {}, {}
+            for label, (kind, x) in baselines.items():  # the same subsets (seed s draws subset s, as `compare`)
+                preds = [_baseline_model(kind, s, 2).fit(x[train_subset(data["pool"], size, s)],
+                                                         data["y"][train_subset(data["pool"], size, s)]).predict(
+                    x[data["test"]]) for s in sorted(subsets)]
+                m = seed_mean_metrics(y, np.array(preds), n_boot=10000, seed=0)
+                row["baselines"][label] = {k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}
+                for key, ours in (("hybrid_minus_baseline", hybrids), ("ensemble_minus_baseline", ensembles)):
+                    d = paired_difference(y, np.array(ours), np.array(preds), n_boot=10000, seed=0)
+                    row[key][label] = {k: _metric_json(v) for k, v in d.items() if k in ("r2", "mae")}
+        for key, preds in variants:
             m = seed_mean_metrics(y, np.array(preds), n_boot=10000, seed=0)
             row[key] = {k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}
             row[key]["r2_per_subset"] = [float(seed_mean_metrics(y, np.array([p]), n_boot=10)["r2"].value)
@@ -823,8 +952,50 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
         print(f"{variant:50s} {size:>4}: {len(subsets)} subsets x {members} members: ensemble R2 "
               f"{_ci(row['ensemble']['r2'])} MAE {_ci(row['ensemble']['mae'])}; single runs R2 "
               f"{row['single']['r2']['value']:.3f} (per subset {row['ensemble']['r2_per_subset']})", flush=True)
+        if "hybrid" in row:
+            print(f"{'':50s} {size:>4}: + trees (network weights {row['hybrid_weights']}): R2 "
+                  f"{_ci(row['hybrid']['r2'])} MAE {_ci(row['hybrid']['mae'])}", flush=True)
+            for label, d in row["hybrid_minus_baseline"].items():
+                print(f"{'':50s} {size:>4}:   minus {label}: R2 {_ci(d['r2'])} MAE {_ci(d['mae'])}", flush=True)
     if args.out:
         save_json(args.out, {"n_test": len(y), "rows": rows})
+
+
+def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int,
+                    member_tags: dict[int, list[str]]) -> tuple[list[np.ndarray], list[float]]:
+    """Test predictions of each subset's ensemble blended with trees fitted on that subset (models.hybrid), the
+    network's weight chosen on the validation split; returns (predictions per subset, weights)."""
+    from models.hybrid import fit_hybrid, tree_features
+
+    rows = tree_features(data["grids"], data["density"])
+    preds, weights = [], []
+    for subset, run_tags in member_tags.items():
+        train = train_subset(data["pool"], size, subset)
+        network = np.mean([_run_predictions(args, tag, data, np.concatenate([data["val"], data["test"]]))
+                           for tag in run_tags], axis=0)
+        network_val, network_test = network[:len(data["val"])], network[len(data["val"]):]
+        hybrid, _ = fit_hybrid(rows, data["y"], train, data["val"], network_val)
+        preds.append(hybrid.weight * network_test + (1 - hybrid.weight) * hybrid.trees.predict(rows[data["test"]]))
+        weights.append(hybrid.weight)
+    return preds, weights
+
+
+def _run_predictions(args: argparse.Namespace, tag: str, data: dict[str, Any], rows: np.ndarray) -> np.ndarray:
+    """One saved run's predictions (mol/kg) of the structures ``rows``."""
+    import torch
+
+    from models.descriptors import DescriptorSpec
+    from models.retnet import RetNet
+    from models.training import predict_grids
+    from models.transforms import Standardizer
+
+    checkpoint = torch.load(args.runs / tag / "checkpoint.pt", weights_only=False)
+    spec = None if not checkpoint.get("descriptors") else DescriptorSpec.from_dict(checkpoint["descriptors"])
+    model = RetNet(n_outputs=1, n_descriptors=0 if spec is None else spec.width)
+    model.load_state_dict(checkpoint["state_dict"])
+    described = None if spec is None else spec.compute(data["grids"][rows], data["density"][rows])
+    return predict_grids(model.eval(), Standardizer.from_dict(checkpoint["standardizer"]), data["grids"][rows],
+                         descriptors=described)[:, 0]
 
 
 def _metric_json(metric: Any) -> dict[str, float]:
@@ -911,15 +1082,25 @@ def main() -> int:
     p.add_argument("--version", required=True, help="version of the re-released card")
     p.set_defaults(func=cmd_calibrate)
 
+    p = sub.add_parser("hybrid", help="blend a shipped network with Extra Trees (models/hybrid.py), re-calibrate")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
+    p.add_argument("--version", required=True, help="version of the re-released card")
+    p.add_argument("--jobs", type=int, default=1)
+    p.set_defaults(func=cmd_hybrid)
+
     p = sub.add_parser("compare", help="every baseline against the shipped model on its own split")
     p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
     p.add_argument("--sizes", nargs="+", default=["50", "100", "200", "all"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--small-label", type=Path, default=None, metavar="JSON",
+                   help="`ensembles --hybrid --out` results: the shipped form's learning curve below full size")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("ensembles", help="small-label ensembles: members of each subset (finetune --subset-seed)")
     p.add_argument("--out", type=Path, default=None, help="JSON of the rows")
+    p.add_argument("--hybrid", action="store_true",
+                   help="also each subset's ensemble blended with Extra Trees fitted on the same subset")
     p.set_defaults(func=cmd_ensembles)
 
     p = sub.add_parser("report")

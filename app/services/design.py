@@ -26,7 +26,7 @@ from app.services.registry import resolve_model
 from app.services.submit import check_units, existing_job, request_fingerprint, scoped_key, submit_whole_job
 from app.services.uploads import stem
 from app.storage import ObjectNotFoundError, ObjectStore
-from models.descriptors import DescriptorSpec
+from models.descriptors import card_reads_density
 from models.design import LIBRARY_FILE, SIGMA_SUFFIX, quantities_of, rank_candidates, read_library, target_arrays
 from models.units import CM3_STP_PER_CM3, mol_per_kg_to_cm3_stp_per_cm3
 
@@ -65,7 +65,7 @@ def submit_design(session: Session, settings: Settings, request: DesignRequest, 
         if missing or set(request.tolerance) - set(request.target):
             raise UnprocessableError("a per-quantity tolerance needs exactly the target's quantities "
                                      f"({', '.join(request.target)})")
-    reads_density = card.get("descriptors") is not None and DescriptorSpec.from_dict(card["descriptors"]).needs_density
+    reads_density = card_reads_density(card)
     if request.generate and request.units == CM3_STP_PER_CM3 and not reads_density:
         raise UnprocessableError(f"{ref} reads the energy grid only, so a generated landscape has no crystal density "
                                  "to convert to cm3(STP)/cm3: design it in mol/kg, or with a model that reads the "

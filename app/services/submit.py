@@ -355,6 +355,7 @@ class TrainingRequest:
     pressure_bar: float | None = None
     descriptors: tuple[str, ...] = ()
     input_clip: float | None = None
+    trees: bool = False
 
 
 def _labels_table(csv_bytes: bytes, targets: list[str]) -> Any:
@@ -403,6 +404,9 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
     if request.input_clip is not None and not request.base_model:
         raise UnprocessableError(f"input_clip={request.input_clip:g} replaces a base model's clip while fine-tuning: "
                                  "give base_model too (a model trained from scratch clips at 100)")
+    if request.trees and len(request.targets) != 1:
+        raise UnprocessableError(f"trees=true blends the network with trees fitted to one target; this job has "
+                                 f"{len(request.targets)} ({', '.join(request.targets)})")
     table = _labels_table(labels.data, request.targets)
     names = {stem(c) for c in cifs}
     labelled = names & {str(n) for n in table["name"]}
@@ -430,7 +434,8 @@ def submit_training(session: Session, settings: Settings, store: ObjectStore, ar
         "vibration_copies": request.vibration_copies, "vibration_amplitude": request.vibration_amplitude,
         "gas": request.gas, "temperature_k": request.temperature_k, "pressure_bar": request.pressure_bar,
         "descriptors": list(request.descriptors), "seed": request.seed, "base_model": base_ref,
-        "freeze": request.freeze, "input_clip": request.input_clip, "model_name": request.model_name,
+        "freeze": request.freeze, "input_clip": request.input_clip, "trees": request.trees,
+        "model_name": request.model_name,
         "model_version": request.model_version, "unit": request.unit, "property": request.property,
         "labels_key": labels_key, "n_cifs": len(cifs), "n_labelled": len(labelled), "request_sha256": fingerprint,
         "owner": owner,

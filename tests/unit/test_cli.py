@@ -295,6 +295,27 @@ def test_train_predict_and_evaluate_a_descriptor_model(trained: Path, capsys: py
     assert "R²" in capsys.readouterr().out
 
 
+def test_train_and_predict_a_hybrid_model(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--trees: the card records the trees and their weight; predict blends them with the network."""
+    from models.artifacts import load_model
+
+    out = trained / "hybrid"
+    assert main(["train", "--data", str(trained / "cifs.zip"), "--labels", str(trained / "labels.csv"),
+                 "--target", "ch4_uptake_mol_kg", "--out", str(out), "--epochs", "1", "--val-fraction", "0.25",
+                 "--bootstrap", "50", "--trees", "--cache", str(trained / "cache"), "--device", "cpu"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert (out / "trees.npz").is_file() and card["training_data"]["trees"] is True
+    assert 0.0 <= card["trees"]["weight"] <= 1.0 and card["trees"]["features"] == ["energy_histogram", "log_density"]
+    assert load_model(out, device="cpu").needs_density  # the trees read the density: predict computes it
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), str(SMALL[0]), "--format", "csv", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["value"]))
+    assert main(["train", "--data", str(trained / "cifs.zip"), "--labels", str(trained / "labels.csv"),
+                 "--target", "ch4_uptake_mol_kg", "--target", "ch4_uptake_mol_kg", "--out", str(trained / "x"),
+                 "--trees", "--device", "cpu"]) != 0
+
+
 # --- serve / worker / simulate wiring ------------------------------------------------------------
 
 

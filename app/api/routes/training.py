@@ -61,6 +61,9 @@ async def create_training_job(
     input_clip: Annotated[float | None, Form(gt=0, le=1e6, description="fine-tuning: clip Boltzmann factors at this "
                                              "value instead of the base model's (e.g. 5 with a few hundred labels; "
                                              "needs base_model)")] = None,
+    trees: Annotated[bool, Form(description="a hybrid model: average the network with Extra Trees on the grid's "
+                                "energy histogram and the crystal density, fitted on the training split, the "
+                                "weight chosen on the validation split (one target)")] = False,
     name: Annotated[str, Form(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="name of the new model")] = "retnet",
     version: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_.-]{1,60}$")] = None,
     unit: Annotated[str, Form(max_length=50)] = "mol/kg",
@@ -88,6 +91,7 @@ async def create_training_job(
         model_version=version, unit=unit, property=property, translate=translate, test_fraction=test_fraction,
         vibration_copies=vibration_copies, vibration_amplitude=vibration_amplitude, gas=gas,
         temperature_k=temperature_k, pressure_bar=pressure_bar, descriptors=descriptor_list, input_clip=input_clip,
+        trees=trees,
     )
     job_id = await run_in_threadpool(submit_training, session, settings, store, archive, label_upload, request,
                                     idempotency_key, caller=caller)

@@ -133,6 +133,21 @@ def test_training_freeze_without_base_model_is_422(client, model_row, sent) -> N
     assert r.status_code == 202 and len(sent["training"]) == 1
 
 
+def test_training_trees_need_one_target_and_are_kept(client, sent, settings) -> None:  # type: ignore[no-untyped-def]
+    from app.db.session import session_scope
+    from app.db.tables import Job
+
+    archive = _two_labelled_cifs_zip()
+    r = client.post("/training-jobs", files={"file": ("t.zip", archive)},
+                    data={"targets": "y,y2", "trees": "true", "epochs": "1"})
+    assert r.status_code == 422 and "one target" in r.json()["detail"] and sent["training"] == []
+    r = client.post("/training-jobs", files={"file": ("t.zip", archive)},
+                    data={"targets": "y", "trees": "true", "epochs": "1"})
+    assert r.status_code == 202 and len(sent["training"]) == 1
+    with session_scope(settings.db_url) as session:
+        assert session.get(Job, sent["training"][0]).params["trees"] is True
+
+
 def test_training_input_clip_needs_a_base_model_and_is_kept(client, model_row, sent,  # type: ignore[no-untyped-def]
                                                            settings) -> None:
     from app.db.session import session_scope

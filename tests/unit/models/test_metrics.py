@@ -109,3 +109,26 @@ def test_seed_mean_averages_run_metrics_and_bootstraps_them_jointly() -> None:
         seed_mean_metrics(y, good)
     with pytest.raises(ValueError, match="at least 2"):
         seed_mean_metrics(y[:1], good[None, :1])
+
+
+def test_paired_difference_is_zero_for_one_model_and_resolves_small_consistent_gains() -> None:
+    from models.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=300)
+    shared = rng.normal(scale=0.5, size=300)  # errors both models make
+    a, b = t + shared, t + shared * 1.05  # B is slightly but consistently worse
+    same = paired_difference(t, [a], [a], n_boot=500)
+    assert all(m.value == 0.0 and m.ci_low == 0.0 == m.ci_high for m in same.values())
+    d = paired_difference(t, [a], [b], n_boot=2000)
+    assert d["r2"].value > 0 and d["r2"].ci_low > 0 and d["mae"].ci_high < 0
+    separate_a = regression_metrics(t, a, n_boot=2000)["r2"]
+    separate_b = regression_metrics(t, b, n_boot=2000)["r2"]
+    assert separate_a.ci_low < separate_b.value  # apart, their CIs overlap ...
+    assert d["r2"].ci_high - d["r2"].ci_low < (separate_a.ci_high - separate_a.ci_low) / 5  # ... paired, they do not
+    seed_means = paired_difference(t, [a, a + 0.01], [b], n_boot=200)
+    assert seed_means["r2"].value == pytest.approx(
+        np.mean([regression_metrics(t, p, n_boot=0)["r2"].value for p in (a, a + 0.01)])
+        - regression_metrics(t, b, n_boot=0)["r2"].value)
+    with pytest.raises(ValueError):
+        paired_difference(t, [a[:10]], [b], n_boot=10)

@@ -151,7 +151,7 @@ def test_build_card_and_save_job_model(trained, tmp_path: Path) -> None:  # type
         "source": "training job abc", "size": 4, "n_val": 2, "split_seed": 1,
         "label_hash": label_hash(data.names, data.y), "structures": 6, "skipped": 1, "epochs": 2,
         "base_model": None, "augment": False, "translate": True, "n_test": 0, "vibration_copies": 0,
-        "vibration_amplitude": None, "input_clip": None, "descriptors": []}
+        "vibration_amplitude": None, "input_clip": None, "descriptors": [], "trees": False}
     assert card.metrics["evaluated_on"] == ON_VALIDATION and card.metrics["n_eval"] == 2
     assert card.metrics["r2"] == outcome.metrics["r2"]
 
@@ -256,3 +256,28 @@ def test_load_dataset_keeps_each_crystal_density() -> None:
                         ["ch4"], grid_for=lambda crystal: np.ones((5, 5, 5), np.float32))
     expected = [crystal_density_g_cm3(load_crystal(CIFS / f"{n}.cif")) for n in data.names]
     np.testing.assert_allclose(data.densities, expected)
+
+
+def test_a_job_with_trees_scores_and_serves_the_blend(tmp_path: Path) -> None:
+    """``trees``: fitted on the training split only, weighted on validation; the card's metrics, σ and the served
+    values are the blend's, and the network's own metrics stay beside them."""
+    data = _dataset(40)
+    data.densities = np.linspace(0.4, 2.0, 40)
+    data.y = data.y + data.densities[:, None]  # something the trees can read off ln ρ
+    params = {**PARAMS, "epochs": 1, "val_fraction": 0.25, "test_fraction": 0.2, "trees": True}
+    outcome = train_and_evaluate(data, params, device="cpu")
+    hybrid = outcome.trees
+    assert hybrid is not None and 0.0 <= hybrid.weight <= 1.0 and "validation" in outcome.trees_selection
+    network = predict_grids(outcome.result.model, outcome.result.standardizer, data.x[outcome.test_idx])
+    from models.hybrid import tree_features
+
+    rows = tree_features(data.x[outcome.test_idx], data.densities[outcome.test_idx])
+    expected = hybrid.weight * network[:, 0] + (1 - hybrid.weight) * hybrid.trees.predict(rows)
+    np.testing.assert_allclose(outcome.eval_pred[:, 0], expected, rtol=1e-6)
+    card = build_card(data, outcome, params, version="1", source="test")
+    assert card.training_data["trees"] and "r2" in card.metrics["network"] and card.uncertainty is not None
+    loaded = load_model(save_job_model(tmp_path / "model", outcome, card), device="cpu")
+    assert loaded.card.trees["weight"] == hybrid.weight and loaded.card.trees["fitted_on"].endswith("(24 structures)")
+    served = loaded.predict_detailed(data.x[outcome.test_idx], densities_g_cm3=data.densities[outcome.test_idx])
+    np.testing.assert_allclose(served.values[:, 0], expected, rtol=1e-5, atol=1e-6)
+    assert served.sigma is not None and (served.sigma > 0).all()
