@@ -165,6 +165,7 @@ def _training_progress(total: int) -> tuple[Any, Any]:
 def _cmd_train(args: argparse.Namespace) -> int:
     import tempfile
 
+    import numpy as np
     from tqdm import tqdm
 
     from models.artifacts import ModelCard, Target, save_model, save_trees
@@ -253,24 +254,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     target_models = [Target(name=t, unit=u, property=p, **(_default_conditions(t) if p == _default_property(t) else {}))
                      for t, u, p in zip(targets, units, properties, strict=True)]
     metrics: dict[str, Any] = {}
+    network_val = None if not n_val else predict_grids(
+        result.model, result.standardizer, data.grids[val_idx], descriptors=None if described is None else
+        described[val_idx])
     hybrid = selection = None
     if args.trees:
         from models.hybrid import fit_hybrid, tree_features
 
         rows = tree_features(data.grids, data.densities)
-        network_val = predict_grids(result.model, result.standardizer, data.grids[val_idx],
-                                    descriptors=None if described is None else described[val_idx])[:, 0]
-        hybrid, selection = fit_hybrid(rows, data.targets, train_idx, val_idx, network_val)
+        hybrid, selection = fit_hybrid(rows, data.targets, train_idx, val_idx,
+                                       np.zeros(0) if network_val is None else network_val[:, 0])
     with tempfile.TemporaryDirectory(prefix="retnet-train-") as tmp:
         extra: dict[str, Path] = {}
-        if n_val:
-            pred = predict_grids(result.model, result.standardizer, data.grids[val_idx],
-                                 descriptors=None if described is None else described[val_idx])
-            if hybrid is not None:
-                pred = hybrid.weight * pred + (1 - hybrid.weight) * hybrid.trees.predict(rows[val_idx])[:, None]
+        if network_val is not None:
+            pred = network_val if hybrid is None else hybrid.blend(network_val, rows[val_idx])
             truth = data.targets[val_idx]
             computed = regression_metrics(truth, pred, n_boot=args.bootstrap, seed=args.seed, names=targets)
             metrics = _jsonable_metrics(computed)
+            if hybrid is not None:  # the network alone beside the blend (whose weight this split chose)
+                metrics["network"] = _jsonable_metrics(regression_metrics(truth, network_val, n_boot=args.bootstrap,
+                                                                          seed=args.seed, names=targets))
             plot = parity_plot(truth[:, 0], pred[:, 0], Path(tmp) / "parity.png",
                                title=f"{properties[0]}: {args.name}:{args.version} (validation)", unit=units[0],
                                metrics=computed if len(targets) == 1 else computed[targets[0]])  # type: ignore[index]
@@ -280,7 +283,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             training_data={"source": str(args.data), "labels": str(args.labels), "size": n,
                            "n_train": int(len(train_idx)), "n_val": int(n_val), "split_seed": args.seed,
                            "labels_sha256": data.labels_sha256, "left_out": len(data.failures),
-                           "metrics_on": "validation split" if n_val else "none (no validation split)",
+                           "metrics_on": ("validation split" + (", which also chose the trees' weight "
+                                                                 "(optimistic)" if hybrid is not None else "")
+                                          if n_val else "none (no validation split)"),
                            "base_model": getattr(base, "ref", None),
                            "vibration_copies": args.vibration_copies,
                            "vibration_amplitude": args.vibration_amplitude if args.vibration_copies else None,

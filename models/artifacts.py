@@ -32,7 +32,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.descriptors import DescriptorSpec, card_reads_density
+from models.descriptors import DESCRIPTOR_WIDTHS, DescriptorSpec, card_reads_density
 from models.hybrid import TREES_FILE, HybridTrees
 from models.isotherm import IsothermEnsemble
 from models.params import VoxelParams
@@ -227,8 +227,12 @@ class ModelCard(BaseModel):
             missing = {"file", "sha256", "weight", "features"} - set(value)
             if missing:
                 raise ValueError(f"trees need {sorted(missing)}")
-            if value["file"] != TREES_FILE or not 0.0 <= float(value["weight"]) <= 1.0:
+            weight, features = value["weight"], value["features"]
+            if value["file"] != TREES_FILE or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
                 raise ValueError(f"trees must be in {TREES_FILE} with a network weight in [0, 1]")
+            if not isinstance(features, list) or not features or any(f not in DESCRIPTOR_WIDTHS for f in features):
+                raise ValueError(f"trees read a list of known descriptors ({sorted(DESCRIPTOR_WIDTHS)}), "
+                                 f"got {features!r}")
         return value
 
     @property
@@ -480,13 +484,14 @@ class LoadedModel:
         return spec.compute(self._grids(raw), densities_g_cm3)
 
     def predict(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
-                densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> np.ndarray:
+                densities_g_cm3: Sequence[float | None] | np.ndarray | None = None,
+                network_only: bool = False) -> np.ndarray:
         """Predict from raw grids (N, 25, 25, 25) (or one (25, 25, 25) grid) → float64 (N, k), in :attr:`unit`.
 
         ``densities_g_cm3`` (one per grid, g/cm³) is needed when :attr:`needs_density`. A hybrid model (card
-        ``trees``) returns the blend of its network and its trees.
+        ``trees``) returns the blend of its network and its trees, unless ``network_only`` (comparisons).
         """
-        if self.trees is not None:
+        if self.trees is not None and not network_only:
             members, _ = member_outputs_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size,
                                               descriptors=self.descriptors(grids, densities_g_cm3))
             return self._blend(members, grids, densities_g_cm3)[0]
@@ -652,22 +657,31 @@ def _read_trees(folder: Path, card: ModelCard) -> HybridTrees | None:
     if _sha256(path) != card.trees["sha256"]:
         raise CorruptModelError(f"{path}: sha256 does not match the card's trees.sha256")
     try:
-        trees = TreeArrays.load(path)
-        hybrid = HybridTrees(trees, float(card.trees["weight"]), tuple(card.trees["features"]))
-        expected = hybrid.features_of(np.zeros((1, INPUT_SIZE, INPUT_SIZE, INPUT_SIZE)), [1.0]).shape[1]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        hybrid = HybridTrees(TreeArrays.load(path), float(card.trees["weight"]), tuple(card.trees["features"]))
+        _check_tree_width(hybrid)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
         raise CorruptModelError(f"unreadable trees {path}: {err}") from err
-    if trees.n_features != expected:
-        raise CorruptModelError(f"{path} reads {trees.n_features} features; {card.trees['features']} are {expected}")
     return hybrid
+
+
+def _check_tree_width(hybrid: HybridTrees) -> None:
+    expected = sum(DESCRIPTOR_WIDTHS[name] for name in hybrid.features)
+    if hybrid.trees.n_features != expected:
+        raise ValueError(f"the trees read {hybrid.trees.n_features} features; {list(hybrid.features)} are {expected}")
 
 
 def save_trees(folder: str | Path, hybrid: HybridTrees, **extra: Any) -> ModelCard:
     """Write a hybrid model's trees into a model folder and record them (and ``extra``) in its card."""
     folder = Path(folder)
     card = _read_card(folder)
+    _check_tree_width(hybrid)
     hybrid.trees.save(folder / TREES_FILE)
-    card = card.model_copy(update={"trees": hybrid.card_entry(_sha256(folder / TREES_FILE), **extra)})
+    entry = hybrid.card_entry(_sha256(folder / TREES_FILE), **extra)
+    try:  # validated as a whole: trees only on a one-output RetNet
+        card = ModelCard.model_validate({**card.model_dump(mode="json"), "trees": entry})
+    except pydantic.ValidationError:
+        (folder / TREES_FILE).unlink()
+        raise
     (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return card
 

@@ -80,6 +80,9 @@ def calibrate_model(model: Any, standardizer: Any, *, train_x: np.ndarray, train
     """
     d = descriptors or {}
     rows = tree_rows or {}
+    needed = ["val"] + (["test"] if test_x is not None else [])
+    if trees is not None and any(rows.get(split) is None for split in needed):
+        raise ValueError(f"a hybrid model's calibration needs the trees' rows of the {' and '.join(needed)} split")
     val_y = np.asarray(val_y, dtype=np.float64).reshape(len(val_x), -1)
     train_y = np.asarray(train_y, dtype=np.float64).reshape(len(train_x), -1)
     val_mean, val_spread, val_fp = _outputs(model, standardizer, val_x, d.get("val"), trees, rows.get("val"))

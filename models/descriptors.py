@@ -57,6 +57,8 @@ def energy_histogram(grids: np.ndarray, temperature: float = GRID_TEMPERATURE_K)
     temperature : float
         T of the Boltzmann factors, K.
     """
+    if len(grids) == 0:
+        return np.zeros((0, len(ENERGY_BINS)))
     flat = np.asarray(grids, dtype=np.float64).reshape(len(grids), -1)
     with np.errstate(divide="ignore"):
         energy = -temperature * np.log(flat)

@@ -127,9 +127,15 @@ class HybridTrees:
         if members.ndim != 3 or members.shape[2] != 1:
             raise ValueError(f"a hybrid model has one output; members have shape {members.shape}")
         tree = self.trees.predict(rows)[None, :, None]
-        values = self.weight * members.mean(axis=0) + (1.0 - self.weight) * tree[0]
+        values = self.blend(members.mean(axis=0), rows)
         spread = np.concatenate([members, tree]).std(axis=0, ddof=1)
         return values, spread
+
+    def blend(self, network: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """w · ``network`` + (1 − w) · the trees' predictions for ``rows``; ``network`` (N,) or (N, 1), shape kept."""
+        network = np.asarray(network, dtype=np.float64)
+        by_trees = self.trees.predict(rows).reshape(network.shape)
+        return self.weight * network + (1.0 - self.weight) * by_trees
 
     def card_entry(self, sha256: str, **extra: Any) -> dict[str, Any]:
         """The model card's ``trees`` field."""

@@ -101,16 +101,24 @@ def _bootstrap(t: np.ndarray, runs: np.ndarray, n_boot: int, seed: int) -> dict[
     ``runs`` holds one row of predictions per run, shape (k, n); every run is scored on the
     same resample and the statistic is averaged over the runs (k = 1: the plain bootstrap).
     """
+    return _bootstrap_sets(t, [runs], n_boot, seed)[0]
+
+
+def _bootstrap_sets(t: np.ndarray, run_sets: Sequence[np.ndarray], n_boot: int, seed: int
+                    ) -> list[dict[str, np.ndarray]]:
+    """:func:`_bootstrap` of several sets of runs (k_i, n), every set scored on the same resamples."""
     rng = np.random.default_rng(seed)
-    k, n = runs.shape
-    out = {name: np.empty(n_boot) for name in _STATISTICS}
-    chunk = max(1, _CHUNK_ELEMENTS // (n * k))
+    n = len(t)
+    out = [{name: np.empty(n_boot) for name in _STATISTICS} for _ in run_sets]
+    chunk = max(1, _CHUNK_ELEMENTS // (n * max(len(runs) for runs in run_sets)))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         index = rng.integers(0, n, size=(size, n))
-        bt, bp = t[index], runs[:, index]  # (size, n), (k, size, n)
-        for name, stat in _STATISTICS.items():
-            out[name][start : start + size] = stat(bt[None], bp).mean(axis=0)
+        bt = t[index]  # (size, n)
+        for runs, samples in zip(run_sets, out, strict=True):
+            bp = runs[:, index]  # (k, size, n)
+            for name, stat in _STATISTICS.items():
+                samples[name][start : start + size] = stat(bt[None], bp).mean(axis=0)
     return out
 
 
@@ -263,22 +271,16 @@ def paired_difference(
     a, b = (np.atleast_2d(np.asarray(r, dtype=np.float64)) for r in (runs_a, runs_b))
     if t.ndim != 1 or a.shape[1] != t.shape[0] or b.shape[1] != t.shape[0] or t.shape[0] < 2:
         raise ValueError(f"need y_true (n,), n ≥ 2, and runs (k, n); got {t.shape}, {a.shape}, {b.shape}")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("labels and predictions must be finite")
+    if n_boot < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got n_boot={n_boot}, level={level}")
     point_a = [_point_estimates(t, row) for row in a]
     point_b = [_point_estimates(t, row) for row in b]
-    rng = np.random.default_rng(seed)
-    n = t.shape[0]
-    differences = {name: np.empty(n_boot) for name in _STATISTICS}
-    chunk = max(1, _CHUNK_ELEMENTS // (n * max(len(a), len(b))))
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        index = rng.integers(0, n, size=(size, n))  # one resample, both models scored on it
-        bt = t[index][None]
-        for name, stat in _STATISTICS.items():
-            differences[name][start:start + size] = (stat(bt, a[:, index]).mean(axis=0)
-                                                     - stat(bt, b[:, index]).mean(axis=0))
+    samples_a, samples_b = _bootstrap_sets(t, [a, b], n_boot, seed)  # both scored on every resample
     out = {}
     for name in METRIC_NAMES:
-        low, high = _interval(differences[name], level)
+        low, high = _interval(samples_a[name] - samples_b[name], level)
         value = float(np.mean([v[name] for v in point_a]) - np.mean([v[name] for v in point_b]))
         out[name] = Metric(value=value, ci_low=low, ci_high=high)
     return out

@@ -338,11 +338,14 @@ def train_and_evaluate(
         from models.hybrid import fit_hybrid, tree_features
 
         rows = tree_features(x, dataset.densities)
-        network_val = predict_grids(result.model, result.standardizer, x[val_idx],
-                                    descriptors=None if described is None else described[val_idx])[:, 0]
+        network_val = np.zeros(0) if not len(val_idx) else predict_grids(
+            result.model, result.standardizer, x[val_idx], descriptors=None if described is None else
+            described[val_idx])[:, 0]
         hybrid, selection = fit_hybrid(rows, y, train_idx, val_idx, network_val)
         network_metrics = regression_metrics_json(y[eval_idx], pred, dataset.targets)
-        pred = hybrid.weight * pred + (1.0 - hybrid.weight) * hybrid.trees.predict(rows[eval_idx])[:, None]
+        pred = hybrid.blend(pred, rows[eval_idx])
+        if evaluated_on != ON_TEST:
+            selection += f"; the metrics' {evaluated_on} also fitted or weighted the trees (optimistic)"
     calibration = None
     if len(val_idx) >= MIN_CALIBRATION and len(train_idx) >= MIN_CALIBRATION:
         from models.calibration import calibrate_model

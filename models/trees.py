@@ -60,15 +60,26 @@ class TreeArrays:
     n_features: int
 
     def __post_init__(self) -> None:
+        """Refuse arrays that do not describe trees: traversal must end at a leaf of the same tree."""
+        if any(getattr(self, f).ndim != 1 for f in _FIELDS):
+            raise ValueError("tree arrays must be one-dimensional")
         n = len(self.value)
         if any(len(getattr(self, f)) != n for f in _FIELDS[:-1]):
             raise ValueError("tree arrays must all have one entry per node")
-        if len(self.roots) == 0 or self.roots.min() < 0 or self.roots.max() >= n:
-            raise ValueError("tree roots must be node indices")
+        if len(self.roots) == 0 or self.roots[0] != 0 or np.any(np.diff(self.roots) <= 0) or self.roots[-1] >= n:
+            raise ValueError("tree roots must be increasing node indices, the first 0")
+        if not np.all(np.isfinite(self.value)) or self.n_features < 1:
+            raise ValueError("leaf values must be finite and trees need at least one feature")
+        # each node's tree ends where the next tree's root begins; scikit-learn numbers children after parents,
+        # so children in (node, end of its tree) guarantee that every path ends
+        end = np.repeat(np.append(self.roots[1:], n), np.diff(np.append(self.roots, n)))
+        node = np.arange(n)
         inner = self.left >= 0
-        for children in (self.left[inner], self.right[inner]):
-            if len(children) and (children.min() < 0 or children.max() >= n):
-                raise ValueError("tree children must be node indices")
+        for children in (self.left, self.right):
+            if np.any(inner & ((children <= node) | (children >= end))):
+                raise ValueError("tree children must be later nodes of the same tree")
+        if np.any(inner & (self.right < 0)):
+            raise ValueError("an inner node needs both children")
         if inner.any() and (self.feature[inner].min() < 0 or self.feature[inner].max() >= self.n_features):
             raise ValueError(f"split features must lie in [0, {self.n_features})")
 
@@ -127,7 +138,16 @@ class TreeArrays:
     def load(cls, path: str | Path) -> TreeArrays:
         """Read a file written by :meth:`save` (ValueError or KeyError when it is not one)."""
         with np.load(path, allow_pickle=False) as data:
-            return cls(feature=data["feature"].astype(np.int32), threshold=data["threshold"].astype(np.float64),
-                       left=data["left"].astype(np.int32), right=data["right"].astype(np.int32),
-                       value=data["value"].astype(np.float64), roots=data["roots"].astype(np.int32),
-                       n_features=int(data["n_features"]))
+            arrays = {f: data[f] for f in _FIELDS}
+            n_features = data["n_features"]
+        if n_features.shape != () or not np.issubdtype(n_features.dtype, np.integer):
+            raise ValueError("n_features must be one integer")
+        for f in ("feature", "left", "right", "roots"):
+            index = arrays[f]
+            out_of_range = index.size > 0 and (index.min() < -1 or index.max() >= 2**31)
+            if not np.issubdtype(index.dtype, np.integer) or out_of_range:
+                raise ValueError(f"{f} must hold node or feature indices")
+        return cls(feature=arrays["feature"].astype(np.int32), threshold=arrays["threshold"].astype(np.float64),
+                   left=arrays["left"].astype(np.int32), right=arrays["right"].astype(np.int32),
+                   value=arrays["value"].astype(np.float64), roots=arrays["roots"].astype(np.int32),
+                   n_features=int(n_features))

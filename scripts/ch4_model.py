@@ -467,11 +467,8 @@ def cmd_ship(args: argparse.Namespace) -> None:
     """Copy the best RetNet run (by the final weights' validation R², full training pool) into models/shipped/."""
     import shutil
 
-    import torch
-
     from models.artifacts import ModelCard, Target, save_model
     from models.plots import history_plot, parity_plot
-    from models.retnet import RetNet
 
     data = dataset(extra_rows=args.extra_rows)
     # Configurations compete by their seed-0 run; other seeds only join an --ensemble.
@@ -480,11 +477,8 @@ def cmd_ship(args: argparse.Namespace) -> None:
     if args.tag:
         candidates = [r for r in candidates if r["tag"] == args.tag]
     best = max(candidates, key=lambda r: r["history"][-1].get("val_r2") or -1e9)
-    checkpoint = torch.load(args.runs / best["tag"] / "checkpoint.pt", weights_only=False)
+    model, checkpoint = _load_run(args, best["tag"])
     spec = checkpoint.get("descriptors")
-    model = RetNet(n_outputs=1, n_descriptors=len(spec["mean"]) if spec else 0)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
     best = dict(best, validation_r2=best["history"][-1].get("val_r2"))
     if args.ensemble:
         model, best = _seed_ensemble(args, data, best, checkpoint)
@@ -555,9 +549,8 @@ def cmd_ship(args: argparse.Namespace) -> None:
 def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[str, Any],
                    checkpoint: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The selected run plus its re-runs with other seeds (same backbone, same input standardization), averaged."""
-    import torch
 
-    from models.retnet import RetNet, RetNetEnsemble
+    from models.retnet import RetNetEnsemble
     from models.training import predict_grids
     from models.transforms import Standardizer
 
@@ -565,15 +558,12 @@ def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[st
     tags = [best["tag"]] + sorted(t for t in runs if t != best["tag"] and re.sub(r"_seed\d+", "", t) == best["tag"])
     members = []
     for tag in tags:
-        member_checkpoint = torch.load(args.runs / tag / "checkpoint.pt", weights_only=False)
+        member, member_checkpoint = _load_run(args, tag)
         if member_checkpoint["standardizer"] != checkpoint["standardizer"]:
             raise ValueError(f"{tag} used another input standardization than {best['tag']}")
         if member_checkpoint.get("descriptors") != checkpoint.get("descriptors"):
             raise ValueError(f"{tag} read other descriptors (or standardized them otherwise) than {best['tag']}")
-        spec = checkpoint.get("descriptors")
-        member = RetNet(n_outputs=1, n_descriptors=len(spec["mean"]) if spec else 0)
-        member.load_state_dict(member_checkpoint["state_dict"])
-        members.append(member.eval())
+        members.append(member)
     ensemble = RetNetEnsemble(members)
     standardizer = Standardizer.from_dict(checkpoint["standardizer"])
     descriptors = None
@@ -627,8 +617,7 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
     network = member_outputs_grids(loaded.model, loaded.standardizer, g,
                                    descriptors=loaded.descriptors(g, data["density"]))[0].mean(axis=0)[:, 0]
     hybrid, selection = fit_hybrid(rows, y, train, val, network[val], jobs=args.jobs)
-    weight, by_trees = hybrid.weight, hybrid.trees.predict(rows)
-    blend = weight * network + (1 - weight) * by_trees
+    weight, by_trees, blend = hybrid.weight, hybrid.trees.predict(rows), hybrid.blend(network, rows)
     scores = {name: metrics_dict(y[test], pred[test]) for name, pred in
               (("hybrid", blend), ("network", network), ("trees", by_trees))}
     val_r2 = {name: float(metrics_dict(y[val], pred[val])["r2"]["value"]) for name, pred in
@@ -641,7 +630,7 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
                    fitted_on=f"the training split ({len(train)} structures)", weight_selection=selection)
         hybrid_card = json.loads((staged / CARD_FILE).read_text())
         hybrid_card.update(
-            version=args.version, uncertainty=None, domain=None,
+            version=args.version, uncertainty=None, domain=None, training_data={**card.training_data, "trees": True},
             description=f"{card.description.rstrip('.')}; averaged with Extra Trees on the grid's energy histogram "
                         f"and ln ρ (network weight {weight:.2f}; models/hybrid.py).",
             metrics={**card.metrics, "test": scores["hybrid"], "network_test": scores["network"],
@@ -649,7 +638,7 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
                      "network_validation_r2": val_r2["network"], "trees_validation_r2": val_r2["trees"],
                      "selection": card.metrics.get("selection", "") + f"; blended with trees, network weight "
                                   f"{weight:.2f} chosen on the validation split"})
-        (staged / CARD_FILE).write_text(json.dumps(hybrid_card, indent=2) + "\n", encoding="utf-8")
+        (staged / CARD_FILE).write_text(json.dumps(hybrid_card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         np.savetxt(staged / "test_predictions.csv", np.column_stack([y[test], blend[test]]), delimiter=",",
                    header="true_mol_kg,predicted_mol_kg", comments="", fmt="%.6f")
         parity_plot(y[test], blend[test], staged / "parity.png", unit=UNIT, metrics=scores["hybrid"],
@@ -796,15 +785,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
     rows += _retnet_curve_rows(args, card, data)
     if args.small_label is not None:  # `ensembles --hybrid --out` on the same split: the shipped form's curve
         for r in json.loads(args.small_label.read_text())["rows"]:
-            if "hybrid" in r:
+            if "hybrid" in r and r["variant"] == SMALL_LABEL_RECIPE:
                 rows.append({"model": HYBRID_CURVE, "size": r["size"], "n_train": int(r["size"]),
                              "seeds": r["subsets"], "members": r["members"],
                              **{k: r["hybrid"][k] for k in ("r2", "mae")}})
     shipped_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test])[:, 0]
     if loaded.trees is not None:  # a hybrid: its network alone too
-        trees, loaded.trees = loaded.trees, None
-        network_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test])[:, 0]
-        loaded.trees = trees
+        network_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test],
+                                      network_only=True)[:, 0]
         network = regression_metrics(y[test], network_pred, n_boot=10000, seed=0)
         rows.append({"model": f"{card.ref}'s network alone (RetNet ensemble)", "size": "all",
                      "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
@@ -853,6 +841,8 @@ def _baseline_model(kind: str, seed: int, jobs: int = 1) -> Any:
 
 #: Learning-curve label of the shipped form: RetNet ensembles blended with trees (`ensembles --hybrid` below full size).
 HYBRID_CURVE = "RetNet ensemble + trees (shipped form)"
+#: The small-label recipe whose `ensembles --hybrid` rows extend the shipped form's curve (clip 5 + 2 copies).
+SMALL_LABEL_RECIPE = "retnet_finetune_clip5_vib2_desc-rho_none"
 
 
 def _compare_plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -865,7 +855,7 @@ def _compare_plot(rows: list[dict[str, Any]], path: Path) -> None:
         label = r["model"]
         if r["model"].startswith("shipped "):
             label = HYBRID_CURVE if "trees" in r["model"] else "RetNet + density (shipped variant)"
-        elif r["model"].startswith("RetNet ("):
+        elif r["model"].startswith("RetNet (") or r["model"].endswith("network alone (RetNet ensemble)"):
             label = "RetNet + density (shipped variant)"
         curves.setdefault(label, []).append((int(r["n_train"]), r["r2"]["value"], r["r2"]["ci_low"],
                                              r["r2"]["ci_high"]))
@@ -930,14 +920,16 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
         if args.hybrid:  # each subset's ensemble blended with Extra Trees fitted on the same subset
             member_tags = {s: [tags[(variant, size, s, k)] for k in sorted(m)[:members]]
                            for s, m in sorted(subsets.items())}
-            hybrids, weights = _subset_hybrids(args, data, int(size), member_tags)
+            hybrids, weights = _subset_hybrids(args, data, int(size), member_tags, args.hybrid_weight)
             variants.append(("hybrid", hybrids))
             row["hybrid_weights"] = weights
             row["baselines"], row["hybrid_minus_baseline"], row["ensemble_minus_baseline"] = {}, {}, {}
             for label, (kind, x) in baselines.items():  # the same subsets (seed s draws subset s, as `compare`)
-                preds = [_baseline_model(kind, s, 2).fit(x[train_subset(data["pool"], size, s)],
-                                                         data["y"][train_subset(data["pool"], size, s)]).predict(
-                    x[data["test"]]) for s in sorted(subsets)]
+                preds = []
+                for s in sorted(subsets):
+                    train = train_subset(data["pool"], size, s)
+                    preds.append(_baseline_model(kind, s, args.jobs).fit(x[train], data["y"][train]).predict(
+                        x[data["test"]]))
                 m = seed_mean_metrics(y, np.array(preds), n_boot=10000, seed=0)
                 row["baselines"][label] = {k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}
                 for key, ours in (("hybrid_minus_baseline", hybrids), ("ensemble_minus_baseline", ensembles)):
@@ -961,11 +953,12 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
         save_json(args.out, {"n_test": len(y), "rows": rows})
 
 
-def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int,
-                    member_tags: dict[int, list[str]]) -> tuple[list[np.ndarray], list[float]]:
+def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int, member_tags: dict[int, list[str]],
+                    weight: str) -> tuple[list[np.ndarray], list[float]]:
     """Test predictions of each subset's ensemble blended with trees fitted on that subset (models.hybrid), the
-    network's weight chosen on the validation split; returns (predictions per subset, weights)."""
-    from models.hybrid import fit_hybrid, tree_features
+    network's weight fixed (``weight``, a number: no labels beyond the subset) or chosen on the validation split
+    (``"validation"``); returns (predictions per subset, weights)."""
+    from models.hybrid import HybridTrees, fit_hybrid, fit_trees, tree_features
 
     rows = tree_features(data["grids"], data["density"])
     preds, weights = [], []
@@ -974,28 +967,39 @@ def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int,
         network = np.mean([_run_predictions(args, tag, data, np.concatenate([data["val"], data["test"]]))
                            for tag in run_tags], axis=0)
         network_val, network_test = network[:len(data["val"])], network[len(data["val"]):]
-        hybrid, _ = fit_hybrid(rows, data["y"], train, data["val"], network_val)
-        preds.append(hybrid.weight * network_test + (1 - hybrid.weight) * hybrid.trees.predict(rows[data["test"]]))
+        if weight == "validation":
+            hybrid, _ = fit_hybrid(rows, data["y"], train, data["val"], network_val)
+        else:
+            hybrid = HybridTrees(fit_trees(rows[train], data["y"][train]), float(weight))
+        preds.append(hybrid.blend(network_test, rows[data["test"]]))
         weights.append(hybrid.weight)
     return preds, weights
 
 
 def _run_predictions(args: argparse.Namespace, tag: str, data: dict[str, Any], rows: np.ndarray) -> np.ndarray:
     """One saved run's predictions (mol/kg) of the structures ``rows``."""
-    import torch
-
     from models.descriptors import DescriptorSpec
-    from models.retnet import RetNet
     from models.training import predict_grids
     from models.transforms import Standardizer
 
-    checkpoint = torch.load(args.runs / tag / "checkpoint.pt", weights_only=False)
+    model, checkpoint = _load_run(args, tag)
     spec = None if not checkpoint.get("descriptors") else DescriptorSpec.from_dict(checkpoint["descriptors"])
-    model = RetNet(n_outputs=1, n_descriptors=0 if spec is None else spec.width)
-    model.load_state_dict(checkpoint["state_dict"])
     described = None if spec is None else spec.compute(data["grids"][rows], data["density"][rows])
-    return predict_grids(model.eval(), Standardizer.from_dict(checkpoint["standardizer"]), data["grids"][rows],
+    return predict_grids(model, Standardizer.from_dict(checkpoint["standardizer"]), data["grids"][rows],
                          descriptors=described)[:, 0]
+
+
+def _load_run(args: argparse.Namespace, tag: str) -> tuple[Any, dict[str, Any]]:
+    """(the one-output RetNet of a saved run, in eval mode; its checkpoint: standardizer, descriptors, ...)."""
+    import torch
+
+    from models.retnet import RetNet
+
+    checkpoint = torch.load(args.runs / tag / "checkpoint.pt", weights_only=False)
+    spec = checkpoint.get("descriptors")
+    model = RetNet(n_outputs=1, n_descriptors=len(spec["mean"]) if spec else 0)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint
 
 
 def _metric_json(metric: Any) -> dict[str, float]:
@@ -1101,6 +1105,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=None, help="JSON of the rows")
     p.add_argument("--hybrid", action="store_true",
                    help="also each subset's ensemble blended with Extra Trees fitted on the same subset")
+    p.add_argument("--hybrid-weight", default="0.5", metavar="W|validation",
+                   help="the network's weight in the blend: a number (default 0.5: the subset's labels only, as "
+                        "the baselines get) or 'validation' (chosen on the 116 validation structures)")
+    p.add_argument("--jobs", type=int, default=1, help="processes of the baselines' trees")
     p.set_defaults(func=cmd_ensembles)
 
     p = sub.add_parser("report")

@@ -155,6 +155,8 @@ class ModelPublic(BaseModel):
     descriptors: list[str] = Field(default_factory=list, description="exact crystal descriptors the model reads "
                                    "beside the energy grid (log_density: from the CIF; energy_histogram: of the "
                                    "grid); empty: the grid only")
+    trees: dict[str, Any] | None = Field(None, description="a hybrid model's Extra Trees: the network's weight in "
+                                         "the blend and the descriptors the trees read; null: the network alone")
 
 
 class ModelList(BaseModel):

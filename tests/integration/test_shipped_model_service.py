@@ -34,6 +34,8 @@ def test_default_model_is_the_shipped_one(default_client) -> None:  # type: igno
     assert body["latest"]["ref"] == expected
     target = body["latest"]["targets"][0]
     assert target["unit"] == "mol/kg" and "CH4" in target["property"]
+    trees = body["latest"]["trees"]  # the shipped model is a hybrid (README, Model)
+    assert trees["features"] == ["energy_histogram", "log_density"] and 0.0 <= trees["weight"] <= 1.0
 
 
 def _shipped_ref(folder: Path) -> str:

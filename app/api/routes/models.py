@@ -22,6 +22,8 @@ def model_public(row: ModelVersion) -> ModelPublic:
         training_data=dict(card.get("training_data") or {}), metrics=dict(card.get("metrics") or {}),
         preliminary=bool(card.get("preliminary", False)), shipped=row.shipped, created_at=row.created_at,
         descriptors=list((card.get("descriptors") or {}).get("names") or []),
+        trees=None if not card.get("trees") else {k: card["trees"][k] for k in ("weight", "features", "n_trees")
+                                                   if k in card["trees"]},
     )
 
 

@@ -36,8 +36,12 @@ def test_frozen_trees_predict_exactly_as_scikit_learn(forest, tmp_path: Path) ->
     y = np.sin(x[:, 1]) + x[:, 2] / 10 + rng.normal(scale=0.1, size=300)
     forest.fit(x[:200], y[:200])
     trees = TreeArrays.from_sklearn(forest)
-    unseen = x[200:].astype(np.float32).astype(np.float64)  # exact split values included below
-    unseen[:5, 1] = forest.estimators_[0].tree_.threshold[0]
+    unseen = x[200:].copy()
+    root = forest.estimators_[0].tree_
+    split = np.float32(root.threshold[0])  # inputs at, just below and just above the first split (in float32)
+    below, above = np.nextafter(split, np.float32(-np.inf)), np.nextafter(split, np.float32(np.inf))
+    for k, value in enumerate((split, below, above)):
+        unseen[k, root.feature[0]] = value
     np.testing.assert_allclose(trees.predict(unseen), forest.predict(unseen), rtol=0, atol=1e-12)
     assert trees.per_tree(unseen).shape == (20, 100)
     trees.save(tmp_path / "t.npz")
@@ -57,6 +61,13 @@ def test_inconsistent_tree_arrays_are_refused() -> None:
         TreeArrays(**{**leaf, "roots": np.array([3], np.int32)})
     with pytest.raises(ValueError, match="one entry per node"):
         TreeArrays(**{**leaf, "value": np.ones(2)})
+    with pytest.raises(ValueError, match="one-dimensional"):
+        TreeArrays(**{**leaf, "value": np.ones((1, 1))})
+    # a cycle (node 1 back to node 0) would never reach a leaf: refused
+    pair = {"feature": np.zeros(2, np.int32), "threshold": np.zeros(2), "left": np.array([1, 0], np.int32),
+            "right": np.array([1, 0], np.int32), "value": np.ones(2), "roots": np.zeros(1, np.int32), "n_features": 1}
+    with pytest.raises(ValueError, match="later nodes"):
+        TreeArrays(**pair)
 
 
 def test_the_weight_goes_to_whichever_predictor_is_right() -> None:
@@ -116,6 +127,9 @@ def test_a_hybrid_model_folder_predicts_the_blend(tmp_path: Path) -> None:
     np.testing.assert_allclose(detailed.values[:, 0], expected, rtol=1e-6)
     with pytest.raises(ValueError, match="density"):
         loaded.predict(grids[:2])
+    np.testing.assert_allclose(loaded.predict(grids[:5], densities_g_cm3=densities[:5], network_only=True)[:, 0],
+                               network, rtol=1e-6)
+    assert loaded.predict(grids[:0], densities_g_cm3=densities[:0]).shape == (0, 1)
 
 
 def test_damaged_or_missing_trees_are_refused(tmp_path: Path) -> None:
@@ -130,13 +144,23 @@ def test_damaged_or_missing_trees_are_refused(tmp_path: Path) -> None:
         load_model(folder, device="cpu")
 
 
-def test_only_a_one_output_retnet_card_takes_trees() -> None:
+def test_only_a_one_output_retnet_card_takes_trees(tmp_path: Path) -> None:
     entry = {"file": TREES_FILE, "sha256": "0" * 64, "weight": 0.5, "features": ["log_density"]}
     ModelCard(name="m", version="1", targets=[CH4], trees=entry)
     with pytest.raises(ValueError, match="one-output"):
         ModelCard(name="m", version="1", targets=[CH4, CH4], trees=entry)
-    with pytest.raises(ValueError, match="weight"):
-        ModelCard(name="m", version="1", targets=[CH4], trees={**entry, "weight": 2})
+    for bad in ({"weight": 2}, {"weight": None}, {"features": None}, {"features": ["no_such_descriptor"]}):
+        with pytest.raises(ValueError):
+            ModelCard(name="m", version="1", targets=[CH4], trees={**entry, **bad})
+    # saving trees onto a two-output model is refused before anything is written
+    result = TrainResult(model=RetNet(n_outputs=2).eval(), standardizer=Standardizer(mean=1.0, std=2.0), best_epoch=1)
+    folder = save_model(tmp_path / "two", result, ModelCard(name="two", version="1", targets=[CH4, CH4]))
+    rows = np.random.default_rng(0).random((20, 1))
+    with pytest.raises(ValueError, match="one-output"):
+        save_trees(folder, HybridTrees(fit_trees(rows, rows[:, 0], n_trees=3), 0.5, ("log_density",)))
+    assert not (folder / TREES_FILE).exists() and load_model(folder, device="cpu").trees is None
+    with pytest.raises(ValueError, match="features"):  # trees of another width than their features
+        save_trees(folder, HybridTrees(fit_trees(rows, rows[:, 0], n_trees=3), 0.5))
 
 
 class _Zero(torch.nn.Module):
@@ -164,3 +188,16 @@ def test_the_design_search_scores_the_blend_that_serving_reports() -> None:
     found = hybrid.trees.predict(tree_features(with_trees.grid[None], None, features))[0]
     assert abs(found - target) < abs(float(np.median(reachable)) - target)
     assert with_trees.cost < without.cost  # the same swarm, but only the blend tells it where the target is
+
+
+def test_calibrating_a_hybrid_needs_the_trees_rows(tmp_path: Path) -> None:
+    from models.calibration import calibrate_model
+
+    folder, grids, densities, hybrid = _hybrid_folder(tmp_path)
+    loaded = load_model(folder, device="cpu")
+    y = np.arange(40, dtype=np.float64)
+    with pytest.raises(ValueError, match="rows of the val and test split"):
+        calibrate_model(loaded.model, loaded.standardizer, train_x=grids[:20], train_y=y[:20],
+                        train_names=[str(i) for i in range(20)], val_x=grids[20:30], val_y=y[20:30],
+                        test_x=grids[30:], test_y=y[30:], trees=hybrid,
+                        tree_rows={"val": tree_features(grids[20:30], densities[20:30])})
