@@ -123,6 +123,8 @@ class _Helper:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 raise TimeoutError
+            if time.monotonic() > deadline:  # descheduled in select: a reply seen after the deadline is late
+                raise TimeoutError
             chunk = os.read(fd, min(n - len(buf), 1 << 20))
             if not chunk:
                 raise EOFError
