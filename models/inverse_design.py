@@ -139,10 +139,9 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
                 outputs = members.mean(dim=0)
                 score = domain.score(fingerprints.permute(1, 0, 2).reshape(len(z), -1).double().numpy())
                 outside = np.maximum(score / domain.threshold - DOMAIN_MARGIN, 0.0) ** 2
-            if trees is not None:
-                by_trees = trees.trees.predict(trees.features_of(raw[:, 0].numpy(), rho))
-                blended = torch.as_tensor(by_trees, dtype=outputs.dtype)[:, None]
-                outputs = trees.weight * outputs + (1.0 - trees.weight) * blended
+            if trees is not None:  # the blend serving reports (one output)
+                rows = trees.features_of(raw[:, 0].numpy(), rho)
+                outputs = torch.as_tensor(trees.blend(outputs.double().numpy(), rows), dtype=outputs.dtype)
             q = outputs @ weights
             if volumetric:
                 q = q * torch.as_tensor(mol_per_kg_to_cm3_stp_per_cm3(1.0, rho), dtype=q.dtype)[:, None]

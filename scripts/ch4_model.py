@@ -587,6 +587,20 @@ def _seed_ensemble(args: argparse.Namespace, data: dict[str, Any], best: dict[st
     return ensemble, run
 
 
+def _card_data(card: Any, *, require_test_names: bool = False) -> tuple[dict[str, Any], np.ndarray]:
+    """(the labelled data of a shipped model's split, re-derived from its card's ``extra_label_rows``; its
+    training rows). The test split must equal the card's ``test_names`` (a card without them passes, unless
+    ``require_test_names``)."""
+    data = dataset(extra_rows=card.training_data.get("extra_label_rows"))
+    test_names = [data["names"][i] for i in data["test"]]
+    expected = card.training_data.get("test_names", None if require_test_names else test_names)
+    if expected is None or sorted(test_names) != sorted(expected):
+        raise SystemExit("the re-derived test split differs from the card's test_names: wrong --extra-rows?")
+    train = data["pool"] if card.training_data.get("n_train") == len(data["pool"]) else \
+        train_subset(data["pool"], card.training_data["n_train"])
+    return data, train
+
+
 def cmd_hybrid(args: argparse.Namespace) -> None:
     """Blend a shipped network with Extra Trees on its own split, and re-release it as ``--version``.
 
@@ -606,12 +620,8 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
     if loaded.trees is not None:
         raise SystemExit(f"{loaded.ref} is already a hybrid model")
     card = loaded.card
-    data = dataset(extra_rows=card.training_data.get("extra_label_rows"))
+    data, train = _card_data(card, require_test_names=True)
     test, val = data["test"], data["val"]
-    if sorted(data["names"][i] for i in test) != sorted(card.training_data.get("test_names", [])):
-        raise SystemExit("the re-derived test split differs from the card's test_names: wrong --extra-rows?")
-    train = data["pool"] if card.training_data.get("n_train") == len(data["pool"]) else \
-        train_subset(data["pool"], card.training_data["n_train"])
     g, y = data["grids"], data["y"]
     rows = tree_features(g, data["density"])
     network = member_outputs_grids(loaded.model, loaded.standardizer, g,
@@ -700,12 +710,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
     loaded = load_model(args.model, device="cpu")
     card = loaded.card
-    data = dataset(extra_rows=card.training_data.get("extra_label_rows"))
-    test_names = [data["names"][i] for i in data["test"]]
-    if sorted(test_names) != sorted(card.training_data.get("test_names", test_names)):
-        raise SystemExit("the re-derived test split differs from the card's test_names: wrong --extra-rows?")
-    train = data["pool"] if card.training_data.get("n_train") == len(data["pool"]) else \
-        train_subset(data["pool"], card.training_data["n_train"])
+    data, train = _card_data(card)
     g, y = data["grids"], data["y"]
     described = loaded.descriptors(g, data["density"])
     split_descriptors = None if described is None else {"train": described[train], "val": described[data["val"]],
@@ -748,10 +753,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     loaded = load_model(args.model, device="cpu")
     card = loaded.card
-    data = dataset(extra_rows=card.training_data.get("extra_label_rows"))
+    data, _ = _card_data(card, require_test_names=True)
     test = data["test"]
-    if sorted(data["names"][i] for i in test) != sorted(card.training_data.get("test_names", [])):
-        raise SystemExit("the re-derived test split differs from the card's test_names")
     from models.training import member_outputs_grids
 
     _, fingerprints = member_outputs_grids(loaded.model, loaded.standardizer, data["grids"],
