@@ -16,6 +16,7 @@ the README's "Model" section has the exact commands behind the shipped model)::
     python scripts/ch4_model.py ensembles                     # those members averaged, per size and subset
     python scripts/ch4_model.py report                        # table + learning-curve plot
     python scripts/ch4_model.py ship --ensemble --version N   # best model → models/shipped/retnet-ch4
+    python scripts/ch4_model.py versus --earlier /tmp/v7/models/shipped/retnet-ch4   # against the last release
 
 Labels: the reference table plus the extra GCMC labels (``--extra-rows N`` pins the first N rows of
 that growing file). Split (fixed, seed 0): 20 % of the labelled structures are the test set, never
@@ -818,6 +819,38 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"| {r['model']} | {r['n_train']} | {r['seeds']} | {_ci(r['r2'])} | {_ci(r['mae'])} |")
 
 
+def cmd_versus(args: argparse.Namespace) -> None:
+    """A shipped model against an earlier release (``--earlier``, e.g. a ``git archive`` of its folder) on the
+    shipped model's test structures that the earlier one never used (neither its training nor its validation
+    split: splits shift a little as labels grow). Both are scored on the same structures with 10,000 bootstrap
+    resamples, and their paired difference (shipped − earlier) on every resample."""
+    from models.artifacts import load_model
+    from models.metrics import paired_difference, regression_metrics
+
+    loaded, earlier = load_model(args.model, device="cpu"), load_model(args.earlier, device="cpu")
+    data, _ = _card_data(loaded.card, require_test_names=True)
+    earlier_data, earlier_train = _card_data(earlier.card, require_test_names=True)
+    seen = {earlier_data["names"][i] for i in np.concatenate([earlier_train, earlier_data["val"]])}
+    held = np.array([i for i in data["test"] if data["names"][i] not in seen], dtype=np.int64)
+    grids, density, y = data["grids"][held], data["density"][held], data["y"][held]
+    preds = {role: m.predict(grids, densities_g_cm3=density)[:, 0]
+             for role, m in (("shipped", loaded), ("earlier", earlier))}
+    scores = {role: {"model": m.ref, **{k: _metric_json(v) for k, v in regression_metrics(
+        y, preds[role], n_boot=10000, seed=0).items() if k in ("r2", "mae")}}
+        for role, m in (("shipped", loaded), ("earlier", earlier))}
+    diff = paired_difference(y, [preds["shipped"]], [preds["earlier"]], n_boot=10000, seed=0)
+    out = {"n_test": len(data["test"]), "n_compared": len(held),
+           "excluded": f"{len(data['test']) - len(held)} test structures of {loaded.ref} that {earlier.ref} "
+                       "trained or was validated on", "scores": scores,
+           "minus_earlier": {k: _metric_json(v) for k, v in diff.items() if k in ("r2", "mae")}}
+    for s in scores.values():
+        print(f"{s['model']:16s} on {len(held)} structures: R2 {_ci(s['r2'])}  MAE {_ci(s['mae'])}", flush=True)
+    print(f"{loaded.ref} minus {earlier.ref}: R2 {_ci(out['minus_earlier']['r2'])}  "
+          f"MAE {_ci(out['minus_earlier']['mae'])}", flush=True)
+    if args.out:
+        save_json(args.out, out)
+
+
 def _baseline_features(data: dict[str, Any]) -> dict[str, tuple[str, np.ndarray]]:
     """The issue's baselines: {label: (model kind, feature rows of every structure)}. Features: the 14-number
     energy histogram of our own grids, the 8 Zeo++ descriptors of the core-mof package, the crystal density."""
@@ -1103,6 +1136,12 @@ def main() -> int:
     p.add_argument("--small-label", type=Path, default=None, metavar="JSON",
                    help="`ensembles --hybrid --out` results: the shipped form's learning curve below full size")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("versus", help="the shipped model against an earlier release on held-out structures")
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
+    p.add_argument("--earlier", type=Path, required=True, metavar="DIR", help="the earlier release's model folder")
+    p.add_argument("--out", type=Path, default=None, help="JSON of the scores")
+    p.set_defaults(func=cmd_versus)
 
     p = sub.add_parser("ensembles", help="small-label ensembles: members of each subset (finetune --subset-seed)")
     p.add_argument("--out", type=Path, default=None, help="JSON of the rows")
