@@ -828,10 +828,15 @@ def cmd_versus(args: argparse.Namespace) -> None:
     from models.metrics import paired_difference, regression_metrics
 
     loaded, earlier = load_model(args.model, device="cpu"), load_model(args.earlier, device="cpu")
+    for field in ("voxel_params", "targets", "primary_output"):
+        if getattr(earlier.card, field) != getattr(loaded.card, field):
+            raise SystemExit(f"{earlier.ref} and {loaded.ref} differ in {field}: not comparable on the same grids")
     data, _ = _card_data(loaded.card, require_test_names=True)
     earlier_data, earlier_train = _card_data(earlier.card, require_test_names=True)
     seen = {earlier_data["names"][i] for i in np.concatenate([earlier_train, earlier_data["val"]])}
     held = np.array([i for i in data["test"] if data["names"][i] not in seen], dtype=np.int64)
+    if len(held) < 2:
+        raise SystemExit(f"{len(held)} of {loaded.ref}'s test structures are new to {earlier.ref}: nothing to compare")
     grids, density, y = data["grids"][held], data["density"][held], data["y"][held]
     preds = {role: m.predict(grids, densities_g_cm3=density)[:, 0]
              for role, m in (("shipped", loaded), ("earlier", earlier))}
