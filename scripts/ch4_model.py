@@ -781,7 +781,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             m = seed_mean_metrics(y[test], np.array(preds), n_boot=10000, seed=0) if len(preds) > 1 else \
                 regression_metrics(y[test], preds[0], n_boot=10000, seed=0)
             rows.append({"model": label, "size": str(size), "n_train": n_train, "seeds": len(seeds),
-                         **{k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}})
+                         **_r2_mae(m)})
             if size == "all":
                 full_size[label] = preds[0]
             print(f"{label:70s} {size:>4} R2 {rows[-1]['r2']['value']:.3f} MAE {rows[-1]['mae']['value']:.3f}",
@@ -800,15 +800,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
         network = regression_metrics(y[test], network_pred, n_boot=10000, seed=0)
         rows.append({"model": f"{card.ref}'s network alone (RetNet ensemble)", "size": "all",
                      "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
-                     **{k: _metric_json(v) for k, v in network.items() if k in ("r2", "mae")}})
+                     **_r2_mae(network)})
     shipped = regression_metrics(y[test], shipped_pred, n_boot=10000, seed=0)
     kind = "RetNet ensemble" + (" + trees" if loaded.trees is not None else "")
     # paired bootstrap: the shipped model minus each baseline, both scored on every resample of the test set
-    minus = {label: {k: _metric_json(v) for k, v in paired_difference(y[test], [shipped_pred], [pred]).items()
-                     if k in ("r2", "mae")} for label, pred in full_size.items()}
+    minus = {label: _r2_mae(paired_difference(y[test], [shipped_pred], [pred])) for label, pred in full_size.items()}
     rows.append({"model": f"shipped {card.ref} ({kind})", "size": "all",
                  "n_train": card.training_data.get("n_train"), "seeds": card.ensemble_size,
-                 **{k: _metric_json(v) for k, v in shipped.items() if k in ("r2", "mae")},
+                 **_r2_mae(shipped),
                  "minus_baseline": minus})
     for label, d in minus.items():
         print(f"shipped minus {label}: R2 {_ci(d['r2'])} MAE {_ci(d['mae'])}", flush=True)
@@ -838,16 +837,15 @@ def cmd_versus(args: argparse.Namespace) -> None:
     if len(held) < 2:
         raise SystemExit(f"{len(held)} of {loaded.ref}'s test structures are new to {earlier.ref}: nothing to compare")
     grids, density, y = data["grids"][held], data["density"][held], data["y"][held]
-    preds = {role: m.predict(grids, densities_g_cm3=density)[:, 0]
-             for role, m in (("shipped", loaded), ("earlier", earlier))}
-    scores = {role: {"model": m.ref, **{k: _metric_json(v) for k, v in regression_metrics(
-        y, preds[role], n_boot=10000, seed=0).items() if k in ("r2", "mae")}}
-        for role, m in (("shipped", loaded), ("earlier", earlier))}
+    models = {"shipped": loaded, "earlier": earlier}
+    preds = {role: m.predict(grids, densities_g_cm3=density)[:, 0] for role, m in models.items()}
+    scores = {role: {"model": m.ref, **_r2_mae(regression_metrics(y, preds[role], n_boot=10000, seed=0))}
+              for role, m in models.items()}
     diff = paired_difference(y, [preds["shipped"]], [preds["earlier"]], n_boot=10000, seed=0)
     out = {"n_test": len(data["test"]), "n_compared": len(held),
            "excluded": f"{len(data['test']) - len(held)} test structures of {loaded.ref} that {earlier.ref} "
                        "trained or was validated on", "scores": scores,
-           "minus_earlier": {k: _metric_json(v) for k, v in diff.items() if k in ("r2", "mae")}}
+           "minus_earlier": _r2_mae(diff)}
     for s in scores.values():
         print(f"{s['model']:16s} on {len(held)} structures: R2 {_ci(s['r2'])}  MAE {_ci(s['mae'])}", flush=True)
     print(f"{loaded.ref} minus {earlier.ref}: R2 {_ci(out['minus_earlier']['r2'])}  "
@@ -923,7 +921,7 @@ def _retnet_curve_rows(args: argparse.Namespace, card: Any, data: dict[str, Any]
         m = seed_mean_metrics(y, np.array([r["test_pred"] for r in runs]), n_boot=10000, seed=0)
         out.append({"model": f"RetNet ({variant.removeprefix('retnet_')})", "size": str(size),
                     "n_train": runs[0]["size"], "seeds": len(runs),
-                    **{k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}})
+                    **_r2_mae(m)})
         print(f"{out[-1]['model']:70s} {size:>4} R2 {out[-1]['r2']['value']:.3f} MAE {out[-1]['mae']['value']:.3f}",
               flush=True)
     return out
@@ -972,13 +970,13 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
                     preds.append(_baseline_model(kind, s, args.jobs).fit(x[train], data["y"][train]).predict(
                         x[data["test"]]))
                 m = seed_mean_metrics(y, np.array(preds), n_boot=10000, seed=0)
-                row["baselines"][label] = {k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}
+                row["baselines"][label] = _r2_mae(m)
                 for key, ours in (("hybrid_minus_baseline", hybrids), ("ensemble_minus_baseline", ensembles)):
                     d = paired_difference(y, np.array(ours), np.array(preds), n_boot=10000, seed=0)
-                    row[key][label] = {k: _metric_json(v) for k, v in d.items() if k in ("r2", "mae")}
+                    row[key][label] = _r2_mae(d)
         for key, preds in variants:
             m = seed_mean_metrics(y, np.array(preds), n_boot=10000, seed=0)
-            row[key] = {k: _metric_json(v) for k, v in m.items() if k in ("r2", "mae")}
+            row[key] = _r2_mae(m)
             row[key]["r2_per_subset"] = [float(seed_mean_metrics(y, np.array([p]), n_boot=10)["r2"].value)
                                          for p in preds]
         rows.append(row)
@@ -1045,6 +1043,11 @@ def _load_run(args: argparse.Namespace, tag: str) -> tuple[Any, dict[str, Any]]:
 
 def _metric_json(metric: Any) -> dict[str, float]:
     return {k: float(getattr(metric, k)) for k in ("value", "ci_low", "ci_high")}
+
+
+def _r2_mae(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The R² and MAE of a ``regression_metrics``-like dict, as JSON (value and CI)."""
+    return {k: _metric_json(v) for k, v in metrics.items() if k in ("r2", "mae")}
 
 
 def _ci(metric: dict[str, float]) -> str:
