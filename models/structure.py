@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import cif_checks
+from models import cif_checks, cif_symmetry
 from models.errors import (
     DegenerateCellError,
     EmptyStructureError,
@@ -220,21 +220,25 @@ def _decode(data: bytes, name: str) -> str:
     if b"\x00" in data:
         raise InvalidCIFError(f"{name}: not a CIF (binary content)")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not part of the text
     except UnicodeDecodeError:
         return data.decode("latin-1")
 
 
 def _cif_text(data: bytes | str, name: str) -> str:
     """The CIF as text after the cheap checks every parse starts with (raises :class:`StructureError`)."""
-    text = _decode(data, name) if isinstance(data, bytes) else data
+    text = _decode(data, name) if isinstance(data, bytes) else data.removeprefix("\ufeff")
+    text = cif_checks.undotted_tags(text)
     if not text.strip():
         raise InvalidCIFError(f"{name}: the file is empty")
     if "data_" not in text:
         raise InvalidCIFError(f"{name}: not a CIF (no 'data_' block)")
     if "_cell_length_a" not in text:
         raise InvalidCIFError(f"{name}: the CIF has no unit cell (_cell_length_a missing)")
-    if "_atom_site_fract_x" not in text and "_atom_site_Cartn_x" not in text:
+    if "_atom_site_fract_x" not in text:
+        if "_atom_site_Cartn_x" in text:
+            raise InvalidCIFError(f"{name}: the atom sites have Cartesian coordinates only (_atom_site_Cartn_x); "
+                                  "write them as fractional coordinates (_atom_site_fract_x, _y, _z)")
         raise EmptyStructureError(f"{name}: the CIF has no atom sites")
     cif_checks.check_duplicate_tags(text, name)
     return text
@@ -284,9 +288,12 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
         try:
             # check_cif=False skips a stoichiometry cross-check that only ever warns.
             parser = CifParser.from_str(text, check_cif=False)
-            blocks = [block.data for block in parser._cif.data.values()]  # noqa: SLF001  (the tokenized blocks)
+            cif_blocks = list(parser._cif.data.values())  # noqa: SLF001  (the tokenized blocks)
+            blocks = [block.data for block in cif_blocks]
             for block in blocks:
                 cif_checks.check_block(block, name)
+            for cif_block in cif_blocks:
+                _add_declared_operations(parser, cif_block, name)
             structures = parser.parse_structures(primitive=False)
         except StructureError:
             raise
@@ -298,6 +305,23 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
     for block in blocks:
         cif_checks.check_declared_size(block, crystal.n_atoms, name)
     return crystal
+
+
+def _add_declared_operations(parser: object, cif_block: object, name: str) -> None:
+    """Give a block whose space group pymatgen would replace by P1 the operations of the group it declares.
+
+    pymatgen reads a Hall symbol, a full Hermann–Mauguin symbol or an unknown symbol as P1 (it only warns);
+    :func:`models.cif_symmetry.declared_operations` resolves them or refuses the file.
+    """
+    data = cif_block.data  # type: ignore[attr-defined]
+    if "_atom_site_fract_x" not in data:
+        return
+    seen = len(parser.warnings)  # type: ignore[attr-defined]
+    parser.get_symops(cif_block)  # type: ignore[attr-defined]
+    fell_back = any("Defaulting to P1" in w for w in parser.warnings[seen:])  # type: ignore[attr-defined]
+    del parser.warnings[seen:]  # type: ignore[attr-defined]
+    if fell_back and (operations := cif_symmetry.declared_operations(data, name)):
+        data["_symmetry_equiv_pos_as_xyz"] = operations
 
 
 #: pymatgen's CifParser defaults, reproduced by the fast reader.

@@ -69,6 +69,13 @@ def set_symops(text: str, *ops: str) -> str:
     return replace_once(text, "  'x, y, z'\n", body)
 
 
+def declare_group_only(text: str, symbol: str, number: str) -> str:
+    """Drop the symmetry operation loop and declare the space group by ``symbol`` and ``number`` instead."""
+    text = replace_once(text, "loop_\n  _symmetry_equiv_pos_as_xyz\n  'x, y, z'\n", "")
+    text = set_tag(text, "_symmetry_space_group_name_H-M", symbol)
+    return set_tag(text, "_symmetry_int_tables_number", number)
+
+
 def edit_atom(text: str, index: int, column: int, value: str) -> str:
     """Set column ``column`` (0: label, 1: occupancy, 2-4: x, y, z, 7: type symbol) of atom row ``index``."""
     line = _atom_lines(text)[index]
@@ -140,6 +147,7 @@ def _variants() -> dict[str, Callable[[str], bytes | str]]:
         "overflowing_coordinate_1e309.cif": lambda t: edit_atom(t, 5, 2, "1e309"),
         "text_coordinate.cif": lambda t: edit_atom(t, 5, 2, "abc"),
         "unknown_coordinate.cif": lambda t: edit_atom(t, 5, 2, "?"),
+        "cartesian_only.cif": lambda t: t.replace("_atom_site_fract_", "_atom_site_Cartn_"),
         "nan_cartesian_only.cif": lambda t: t.replace("_atom_site_fract_", "_atom_site_Cartn_")
         .replace("0.84790", "nan"),
         # bad cell lengths
@@ -167,6 +175,8 @@ def _variants() -> dict[str, Callable[[str], bytes | str]]:
         "symop_product_and_division_by_zero.cif": lambda t: set_symops(t, "x*y,z,1/0"),
         "symop_prose.cif": lambda t: set_symops(t, "rotate by ninety degrees"),
         "symop_identity_then_garbage.cif": lambda t: set_symops(t, "x, y, z", "x,y"),
+        "space_group_unknown_symbol_no_symops.cif": lambda t: declare_group_only(t, "'Q 9 9'", "?"),
+        "space_group_number_231_no_symops.cif": lambda t: declare_group_only(t, "?", "231"),
         "symop_unterminated_quote.cif": lambda t: replace_once(t, "  'x, y, z'\n", "  'x, y, z\n"),
         # inconsistent loops and tags
         "loop_declares_million_atoms.cif": lambda t: replace_once(

@@ -1,0 +1,129 @@
+"""CIFs that say the same crystal in another way parse to the same crystal, and declarations we cannot read
+are refused instead of silently becoming P1.
+
+The reference for each crystal is the file with an explicit symmetry-operation loop, written by hand from the
+International Tables (not from spglib, which resolves the other forms).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from models.errors import InvalidCIFError
+from models.structure import Crystal, parse_cif
+
+CELL = """data_{name}
+_cell_length_a {a}
+_cell_length_b {b}
+_cell_length_c {c}
+_cell_angle_alpha 90
+_cell_angle_beta {beta}
+_cell_angle_gamma 90
+"""
+ATOMS = """loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+{rows}"""
+
+#: Rock salt (Fm-3m, a = 5.64 Å): two sites, eight atoms in the cell.
+ROCK_SALT = {"a": 5.64, "b": 5.64, "c": 5.64, "beta": 90, "rows": "Na1 Na 0 0 0\nCl1 Cl 0.5 0.5 0.5\n"}
+ROCK_SALT_OPS = ["x,y,z", "x,y+1/2,z+1/2", "x+1/2,y,z+1/2", "x+1/2,y+1/2,z"]  # the centring; (0,0,0) and
+# (½,½,½) are fixed by every point operation of m-3m, so the translations alone expand them
+#: A monoclinic P2_1/c crystal with atoms on general positions (unique axis b, cell choice 1).
+P21C = {"a": 7.1, "b": 9.3, "c": 8.2, "beta": 104.5, "rows": "Zn1 Zn 0.11 0.23 0.31\nO1 O 0.37 0.08 0.19\n"}
+P21C_OPS = ["x,y,z", "-x,y+1/2,-z+1/2", "-x,-y,-z", "x,-y+1/2,z+1/2"]
+
+
+def _cif(cell: dict, symmetry: str, name: str = "x") -> str:
+    return CELL.format(name=name, **cell) + symmetry + ATOMS.format(rows=cell["rows"])
+
+
+def _loop(ops: list[str]) -> str:
+    return "loop_\n_symmetry_equiv_pos_as_xyz\n" + "".join(f"'{op}'\n" for op in ops)
+
+
+def _same(a: Crystal, b: Crystal) -> None:
+    assert a.n_atoms == b.n_atoms
+    assert a.sha256 == b.sha256
+
+
+@pytest.mark.parametrize("symmetry", [
+    "_symmetry_space_group_name_Hall '-F 4 2 3'\n",
+    "_space_group_name_Hall '-F 4 2 3'\n",
+    "_symmetry_space_group_name_H-M 'F 4/m -3 2/m'\n",
+    "_space_group.name_H-M_alt 'F m -3 m'\n",
+    "_space_group.IT_number 225\n",
+    "_symmetry_space_group_name_H-M 'F m -3 m'\n",
+], ids=["hall", "hall-ddlm-alias", "full-hm", "ddlm-hm", "ddlm-number", "short-hm"])
+def test_every_way_of_naming_fm3m_gives_the_rock_salt_cell(symmetry: str) -> None:
+    reference = parse_cif(_cif(ROCK_SALT, _loop(ROCK_SALT_OPS)), name="ref")
+    assert reference.n_atoms == 8
+    _same(parse_cif(_cif(ROCK_SALT, symmetry)), reference)
+
+
+@pytest.mark.parametrize("symmetry", [
+    "_symmetry_space_group_name_Hall '-P 2ybc'\n",
+    "_symmetry_space_group_name_Hall '-P_2ybc'\n",
+    "_symmetry_space_group_name_H-M 'P 1 21/c 1'\n",
+    "_symmetry_space_group_name_H-M 'P 21/c'\n",
+    "_symmetry_Int_Tables_number 14\n",
+], ids=["hall", "hall-underscores", "long-hm", "short-hm", "number"])
+def test_every_way_of_naming_p21c_gives_the_same_general_positions(symmetry: str) -> None:
+    reference = parse_cif(_cif(P21C, _loop(P21C_OPS)), name="ref")
+    assert reference.n_atoms == 8
+    _same(parse_cif(_cif(P21C, symmetry)), reference)
+
+
+def test_a_symop_loop_wins_over_a_declared_symbol() -> None:
+    """pymatgen's rule, kept: the operations written out are the crystal; the symbol is a label."""
+    crystal = parse_cif(_cif(ROCK_SALT, "_symmetry_space_group_name_Hall '-F 4 2 3'\n" + _loop(["x,y,z"])))
+    assert crystal.n_atoms == 2
+
+
+@pytest.mark.parametrize("symmetry", ["", "_symmetry_space_group_name_H-M 'P 1'\n", "_space_group_IT_number 1\n",
+                                      "_symmetry_space_group_name_Hall ' P 1'\n",
+                                      "_symmetry_space_group_name_H-M ?\n"])
+def test_no_declaration_or_p1_is_p1(symmetry: str) -> None:
+    assert parse_cif(_cif(ROCK_SALT, symmetry)).n_atoms == 2
+
+
+@pytest.mark.parametrize(("symmetry", "tag", "value"), [
+    ("_symmetry_space_group_name_H-M 'Q 9 9'\n", "_symmetry_space_group_name_H-M", "Q 9 9"),
+    ("_space_group_IT_number 231\n", "_space_group_IT_number", "231"),
+    ("_symmetry_space_group_name_Hall '-Z 9'\n", "_symmetry_space_group_name_Hall", "-Z 9"),
+])
+def test_an_unreadable_declared_group_is_refused_naming_the_tag(symmetry: str, tag: str, value: str) -> None:
+    with pytest.raises(InvalidCIFError) as error:
+        parse_cif(_cif(ROCK_SALT, symmetry), name="odd")
+    assert str(error.value).startswith("odd: ")
+    assert tag in str(error.value) and repr(value) in str(error.value)
+
+
+def test_an_unreadable_symbol_beside_a_readable_number_uses_the_number() -> None:
+    symmetry = "_symmetry_space_group_name_H-M 'F m -3 m (no. 225)'\n_space_group_IT_number 225\n"
+    assert parse_cif(_cif(ROCK_SALT, symmetry)).n_atoms == 8
+
+
+def test_ddlm_dotted_tags_read_as_their_ddl1_aliases() -> None:
+    plain = _cif(P21C, _loop(P21C_OPS))
+    dotted = (plain.replace("_cell_", "_cell.").replace("_atom_site_", "_atom_site.")
+              .replace("_symmetry_equiv_pos_as_xyz", "_space_group_symop.operation_xyz"))
+    assert "_atom_site.fract_x" in dotted
+    _same(parse_cif(dotted), parse_cif(plain))
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_file() -> None:
+    text = _cif(P21C, _loop(P21C_OPS))
+    reference = parse_cif(text)
+    _same(parse_cif(b"\xef\xbb\xbf" + text.encode()), reference)
+    _same(parse_cif("\ufeff" + text), reference)
+    _same(parse_cif(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()), reference)
+
+
+def test_cartesian_only_sites_are_refused_with_what_to_write_instead() -> None:
+    text = _cif(P21C, _loop(P21C_OPS)).replace("_atom_site_fract_", "_atom_site_Cartn_")
+    with pytest.raises(InvalidCIFError, match="Cartesian coordinates only.*_atom_site_fract_x"):
+        parse_cif(text, name="cart")
