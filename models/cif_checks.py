@@ -45,8 +45,6 @@ _FORMULA_TERM = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 _UNCERTAINTY = re.compile(r"\(\d+\)")
 #: The first token of each line when it is a tag or a block header (``_cell_length_a``, ``data_x``).
 _LINE_START = re.compile(r"^[ \t]*+((?:_|data_|save_|global_)\S*)", re.MULTILINE | re.IGNORECASE)
-#: A CIF2 / DDLm tag at the start of a line (``_atom_site.fract_x``): the category, then the dot.
-_DOTTED_TAG = re.compile(r"^([ \t]*_[A-Za-z0-9_\-]+)\.(?=[A-Za-z0-9_\-])", re.MULTILINE)
 _SYMBOL_COLUMN = re.compile(r"[A-Za-z][^\n]*(?:\n[A-Za-z][^\n]*)*")
 
 
@@ -274,13 +272,6 @@ def check_duplicate_tags(text: str, name: str) -> None:
             if token in seen:
                 raise InvalidCIFError(f"{name}: tag {token} appears twice in one data block (line {number})")
             seen.add(token)
-
-
-def undotted_tags(text: str) -> str:
-    """CIF2 / DDLm tags (``_atom_site.fract_x``, ``_space_group.name_H-M_alt``) as their DDL1 aliases
-    (``_atom_site_fract_x``): the dictionaries define each dotted name as the alias with the dot written ``_``,
-    and pymatgen reads only those."""
-    return _DOTTED_TAG.sub(r"\1_", text) if "." in text else text
 
 
 def utf16_or_32(data: bytes) -> str | None:

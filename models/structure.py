@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import cif_checks, cif_symmetry
+from models import cif_checks, cif_dialects, cif_symmetry
 from models.errors import (
     DegenerateCellError,
     EmptyStructureError,
@@ -228,7 +228,7 @@ def _decode(data: bytes, name: str) -> str:
 def _cif_text(data: bytes | str, name: str) -> str:
     """The CIF as text after the cheap checks every parse starts with (raises :class:`StructureError`)."""
     text = _decode(data, name) if isinstance(data, bytes) else data.removeprefix("\ufeff")
-    text = cif_checks.undotted_tags(text)
+    text = cif_dialects.undotted_tags(text)
     if not text.strip():
         raise InvalidCIFError(f"{name}: the file is empty")
     if "data_" not in text:
@@ -241,7 +241,7 @@ def _cif_text(data: bytes | str, name: str) -> str:
                                   "write them as fractional coordinates (_atom_site_fract_x, _y, _z)")
         raise EmptyStructureError(f"{name}: the CIF has no atom sites")
     cif_checks.check_duplicate_tags(text, name)
-    return text
+    return cif_dialects.with_site_labels(text)
 
 
 def parse_cif_fast(data: bytes | str, name: str = "structure") -> Crystal | None:
@@ -289,6 +289,8 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
             # check_cif=False skips a stoichiometry cross-check that only ever warns.
             parser = CifParser.from_str(text, check_cif=False)
             cif_blocks = list(parser._cif.data.values())  # noqa: SLF001  (the tokenized blocks)
+            for cif_block in cif_blocks:
+                cif_dialects.rejoin_unquoted_symops(cif_block, text)
             blocks = [block.data for block in cif_blocks]
             for block in blocks:
                 cif_checks.check_block(block, name)
@@ -358,6 +360,7 @@ def _parse_p1_fast(text: str, name: str) -> Crystal | None:
             blocks = list(CifFile.from_str(text).data.values())
             if len(blocks) != 1:
                 return None
+            cif_dialects.rejoin_unquoted_symops(blocks[0], text)
             data = blocks[0].data
             cif_checks.check_block(data, name)  # a refused file goes to pymatgen's path, which raises the error
             if any(("magn" in key or "_atom_site_moment" in key or "oxidation_number" in key) for key in data):

@@ -127,3 +127,36 @@ def test_cartesian_only_sites_are_refused_with_what_to_write_instead() -> None:
     text = _cif(P21C, _loop(P21C_OPS)).replace("_atom_site_fract_", "_atom_site_Cartn_")
     with pytest.raises(InvalidCIFError, match="Cartesian coordinates only.*_atom_site_fract_x"):
         parse_cif(text, name="cart")
+
+
+def test_operations_with_spaces_but_no_quotes_are_joined_back() -> None:
+    reference = parse_cif(_cif(P21C, _loop(P21C_OPS)), name="ref")
+    unquoted = "loop_\n_symmetry_equiv_pos_as_xyz\n" + "".join(
+        op.replace(",", ", ") + "\n" for op in P21C_OPS)
+    assert "-x, y+1/2, -z+1/2\n" in unquoted
+    _same(parse_cif(_cif(P21C, unquoted)), reference)
+    _same(parse_cif(_cif(P21C, unquoted), fast=False), reference)
+    spaced = "loop_\n_symmetry_equiv_pos_as_xyz\nx , y , z\n-x , -y , -z\n"
+    assert parse_cif(_cif(P21C, spaced)).n_atoms == 4
+
+
+def test_an_unquoted_identity_takes_the_fast_reader_to_the_same_crystal() -> None:
+    text = _cif(P21C, "loop_\n_symmetry_equiv_pos_as_xyz\nx, y, z\n")
+    _same(parse_cif(text), parse_cif(text, fast=False))
+    assert parse_cif(text).n_atoms == 2
+
+
+def test_unquoted_tokens_that_do_not_make_operations_are_still_refused() -> None:
+    broken = "loop_\n_symmetry_equiv_pos_as_xyz\nx, y, z\n-x, -y\n"
+    with pytest.raises(InvalidCIFError, match="invalid symmetry operation"):
+        parse_cif(_cif(P21C, broken), name="broken")
+
+
+def test_sites_without_labels_take_their_type_symbols() -> None:
+    labelled = _cif(P21C, _loop(P21C_OPS))
+    unlabelled = labelled.replace("_atom_site_label\n", "").replace("Zn1 Zn", "Zn").replace("O1 O", "O")
+    assert "_atom_site_label" not in unlabelled
+    _same(parse_cif(unlabelled), parse_cif(labelled))
+    identity_only = _cif(P21C, _loop(["x,y,z"]))
+    unlabelled_p1 = identity_only.replace("_atom_site_label\n", "").replace("Zn1 Zn", "Zn").replace("O1 O", "O")
+    _same(parse_cif(unlabelled_p1), parse_cif(unlabelled_p1, fast=False))

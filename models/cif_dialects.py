@@ -1,0 +1,94 @@
+"""CIF written in ways that say one crystal unambiguously but that pymatgen's reader does not take.
+
+Each function rewrites one such way into the form pymatgen reads, before any check runs, so the checks of
+:mod:`models.cif_checks` and the parse see the crystal the author meant:
+
+- CIF2 / DDLm tag names (``_atom_site.fract_x``) → their DDL1 aliases (``_atom_site_fract_x``);
+- a symmetry-operation loop whose operations hold spaces but no quotes (``x, y, z``), which the CIF tokenizer
+  splits into ``'x,'``, ``'y,'``, ``'z'`` → whole operations again;
+- an atom-site loop without ``_atom_site_label`` (the type symbols serve as labels, as the labels serve as type
+  symbols when those are missing).
+
+The tag and label rewrites work on the text (pymatgen's ``CifParser`` needs both before its first step); the
+operation rewrite on a tokenized block (``pymatgen.io.cif.CifBlock``: its ``data`` dict and ``loops`` list of tag
+lists), before the checks see it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from models.cif_checks import SYMOP_KEYS, symop_problem
+
+#: A CIF2 / DDLm tag at the start of a line (``_atom_site.fract_x``): the category, then the dot.
+_DOTTED_TAG = re.compile(r"^([ \t]*_[A-Za-z0-9_\-]+)\.(?=[A-Za-z0-9_\-])", re.MULTILINE)
+_LABEL_TAG = re.compile(r"^[ \t]*_atom_site_label\s", re.MULTILINE | re.IGNORECASE)
+_SYMBOL_TAG = re.compile(r"^[ \t]*_atom_site_type_symbol\s", re.MULTILINE | re.IGNORECASE)
+
+
+def undotted_tags(text: str) -> str:
+    """CIF2 / DDLm tags (``_atom_site.fract_x``, ``_space_group.name_H-M_alt``) as their DDL1 aliases
+    (``_atom_site_fract_x``): the dictionaries define each dotted name as the alias with the dot written ``_``,
+    and pymatgen reads only those."""
+    return _DOTTED_TAG.sub(r"\1_", text) if "." in text else text
+
+
+def with_site_labels(text: str) -> str:
+    """The CIF with ``_atom_site_label`` added where an atom-site loop has type symbols but no labels (the
+    symbols serve as labels; pymatgen fails on a missing label). Other files come back unchanged, untokenized."""
+    if _LABEL_TAG.search(text) or not _SYMBOL_TAG.search(text):
+        return text
+    from pymatgen.io.cif import CifFile
+
+    try:
+        cif = CifFile.from_str(text)
+    except Exception:  # noqa: BLE001  (a file the tokenizer cannot read gets its precise error from the parse)
+        return text
+    changed = False
+    for block in cif.data.values():
+        symbols = block.data.get("_atom_site_type_symbol")
+        loop = next((tags for tags in block.loops if "_atom_site_type_symbol" in tags), None)
+        if loop is not None and isinstance(symbols, list) and "_atom_site_label" not in block.data:
+            block.data["_atom_site_label"] = list(symbols)
+            loop.insert(0, "_atom_site_label")
+            changed = True
+    return str(cif) if changed else text
+
+
+def _rejoined(tokens: list[str], text: str) -> list[str] | None:
+    """Tokens of unquoted operations joined back into operations of three components, or None when they do
+    not make whole valid operations, each on a line of its own in ``text`` without quotes (the tokenizer also
+    splits a quote left open, ``'x, y, z``, into these tokens: that file stays refused)."""
+    operations: list[str] = []
+    pending: list[str] = []
+    for token in tokens:
+        pending.append(token)
+        if " ".join(pending).count(",") == 2 and not token.endswith(","):
+            line = r"[ \t]+".join(map(re.escape, pending))
+            if not re.search(rf"^[ \t]*{line}[ \t]*$", text, re.MULTILINE):
+                return None
+            operations.append(" ".join(pending))
+            pending = []
+    if pending or any(symop_problem(op) is not None for op in operations):
+        return None
+    return operations
+
+
+def rejoin_unquoted_symops(block: object, text: str) -> None:
+    """Operations written ``x, y, z`` without quotes, each in a one-column loop, joined back into operations.
+
+    Only a loop of that one column is rejoined (another column would have misaligned the rows), and only when
+    every rejoined operation is valid and stands on its own line of ``text`` (the CIF the block was tokenized
+    from); otherwise the loop is left for :func:`models.cif_checks.check_symops` to refuse, naming the bad
+    token.
+    """
+    data, loops = block.data, block.loops  # type: ignore[attr-defined]
+    for key in SYMOP_KEYS:
+        tokens = data.get(key)
+        if not isinstance(tokens, list) or all(symop_problem(t) is None for t in tokens):
+            continue
+        if [key] not in loops:
+            continue
+        operations = _rejoined(tokens, text)
+        if operations is not None:
+            data[key] = operations
