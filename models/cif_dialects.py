@@ -17,8 +17,12 @@ lists), before the checks see it.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from models.cif_checks import SYMOP_KEYS, symop_problem
+
+if TYPE_CHECKING:
+    from pymatgen.io.cif import CifBlock
 
 #: A CIF2 / DDLm tag at the start of a line (``_atom_site.fract_x``): the category, then the dot.
 _DOTTED_TAG = re.compile(r"^([ \t]*_[A-Za-z0-9_\-]+)\.(?=[A-Za-z0-9_\-])", re.MULTILINE)
@@ -74,7 +78,7 @@ def _rejoined(tokens: list[str], text: str) -> list[str] | None:
     return operations
 
 
-def rejoin_unquoted_symops(block: object, text: str) -> None:
+def rejoin_unquoted_symops(block: CifBlock, text: str) -> None:
     """Operations written ``x, y, z`` without quotes, each in a one-column loop, joined back into operations.
 
     Only a loop of that one column is rejoined (another column would have misaligned the rows), and only when
@@ -82,7 +86,7 @@ def rejoin_unquoted_symops(block: object, text: str) -> None:
     from); otherwise the loop is left for :func:`models.cif_checks.check_symops` to refuse, naming the bad
     token.
     """
-    data, loops = block.data, block.loops  # type: ignore[attr-defined]
+    data, loops = block.data, block.loops
     for key in SYMOP_KEYS:
         tokens = data.get(key)
         if not isinstance(tokens, list) or all(symop_problem(t) is None for t in tokens):

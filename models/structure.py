@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from models.errors import (
     OverlappingAtomsError,
     StructureError,
 )
+
+if TYPE_CHECKING:
+    from pymatgen.io.cif import CifBlock, CifParser
 
 #: Two fully occupied sites closer than this (Å) are the same atom written twice. Kept small on purpose:
 #: labelled CoRE MOF 2019 entries (disorder left in the "clean" CIFs) hold atom pairs as close as 0.06 Å,
@@ -309,19 +313,19 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
     return crystal
 
 
-def _add_declared_operations(parser: object, cif_block: object, name: str) -> None:
+def _add_declared_operations(parser: CifParser, cif_block: CifBlock, name: str) -> None:
     """Give a block whose space group pymatgen would replace by P1 the operations of the group it declares.
 
     pymatgen reads a Hall symbol, a full Hermann–Mauguin symbol or an unknown symbol as P1 (it only warns);
     :func:`models.cif_symmetry.declared_operations` resolves them or refuses the file.
     """
-    data = cif_block.data  # type: ignore[attr-defined]
+    data = cif_block.data
     if "_atom_site_fract_x" not in data:
         return
-    seen = len(parser.warnings)  # type: ignore[attr-defined]
-    parser.get_symops(cif_block)  # type: ignore[attr-defined]
-    fell_back = any("Defaulting to P1" in w for w in parser.warnings[seen:])  # type: ignore[attr-defined]
-    del parser.warnings[seen:]  # type: ignore[attr-defined]
+    seen = len(parser.warnings)
+    parser.get_symops(cif_block)
+    fell_back = any("Defaulting to P1" in w for w in parser.warnings[seen:])
+    del parser.warnings[seen:]
     if fell_back and (operations := cif_symmetry.declared_operations(data, name)):
         data["_symmetry_equiv_pos_as_xyz"] = operations
 
