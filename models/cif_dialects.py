@@ -3,7 +3,9 @@
 Each function rewrites one such way into the form pymatgen reads, before any check runs, so the checks of
 :mod:`models.cif_checks` and the parse see the crystal the author meant:
 
-- CIF2 / DDLm tag names (``_atom_site.fract_x``) → their DDL1 aliases (``_atom_site_fract_x``);
+- CIF2 / DDLm tag names (``_atom_site.fract_x``) → their DDL1 aliases (``_atom_site_fract_x``), and the tags
+  the parse reads in any letter case (``_CELL_LENGTH_A``: CIF tags are case-insensitive) → the case pymatgen
+  looks up;
 - a symmetry-operation loop whose operations hold spaces but no quotes (``x, y, z``), which the CIF tokenizer
   splits into ``'x,'``, ``'y,'``, ``'z'`` → whole operations again;
 - an atom-site loop without ``_atom_site_label`` (the type symbols serve as labels, as the labels serve as type
@@ -24,17 +26,39 @@ from models.cif_checks import SYMOP_KEYS, symop_problem
 if TYPE_CHECKING:
     from pymatgen.io.cif import CifBlock
 
-#: A CIF2 / DDLm tag at the start of a line (``_atom_site.fract_x``): the category, then the dot.
-_DOTTED_TAG = re.compile(r"^([ \t]*_[A-Za-z0-9_\-]+)\.(?=[A-Za-z0-9_\-])", re.MULTILINE)
+#: A tag at the start of a line.
+_TAG = re.compile(r"^[ \t]*(_\S+)", re.MULTILINE)
+#: The tags that the parse and the checks read, as pymatgen (case-sensitive) looks them up.
+READ_TAGS = (
+    "_cell_length_a", "_cell_length_b", "_cell_length_c", "_cell_angle_alpha", "_cell_angle_beta",
+    "_cell_angle_gamma", "_cell_volume", "_cell_formula_units_Z", "_chemical_formula_sum",
+    "_atom_site_label", "_atom_site_type_symbol", "_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z",
+    "_atom_site_Cartn_x", "_atom_site_Cartn_y", "_atom_site_Cartn_z", "_atom_site_occupancy",
+    "_atom_site_attached_hydrogens", "_atom_type_symbol", "_atom_type_oxidation_number",
+    "_symmetry_equiv_pos_as_xyz", "_space_group_symop_operation_xyz", "_symmetry_equiv_pos_site_id",
+    "_space_group_symop_id", "_symmetry_space_group_name_H-M", "_space_group_name_H-M_alt", "_space_group_name_Hall",
+    "_symmetry_space_group_name_Hall", "_symmetry_Int_Tables_number", "_space_group_IT_number",
+)
+_CANONICAL = {tag.lower(): tag for tag in READ_TAGS}
 _LABEL_TAG = re.compile(r"^[ \t]*_atom_site_label\s", re.MULTILINE | re.IGNORECASE)
 _SYMBOL_TAG = re.compile(r"^[ \t]*_atom_site_type_symbol\s", re.MULTILINE | re.IGNORECASE)
 
 
-def undotted_tags(text: str) -> str:
-    """CIF2 / DDLm tags (``_atom_site.fract_x``, ``_space_group.name_H-M_alt``) as their DDL1 aliases
-    (``_atom_site_fract_x``): the dictionaries define each dotted name as the alias with the dot written ``_``,
-    and pymatgen reads only those."""
-    return _DOTTED_TAG.sub(r"\1_", text) if "." in text else text
+def _canonical(match: re.Match[str]) -> str:
+    tag = match.group(1)
+    if "magn" in tag.lower():  # magnetic CIF: pymatgen reads its dotted names as written
+        return match.group(0)
+    undotted = tag.replace(".", "_", 1) if "." in tag else tag
+    canonical = _CANONICAL.get(undotted.lower(), undotted)
+    return match.group(0) if canonical == tag else match.group(0)[: match.start(1) - match.start(0)] + canonical
+
+
+def canonical_tags(text: str) -> str:
+    """Tags in the form pymatgen reads: CIF2 / DDLm names (``_atom_site.fract_x``, ``_space_group.name_H-M_alt``)
+    as their DDL1 aliases (the dictionaries define each dotted name as the alias with the dot written ``_``), and
+    the tags of :data:`READ_TAGS` in their usual case whatever case the file writes them in (CIF tags are
+    case-insensitive; pymatgen's lookups are not). Other tags, and magnetic-CIF tags, are left as written."""
+    return _TAG.sub(_canonical, text)
 
 
 def with_site_labels(text: str) -> str:

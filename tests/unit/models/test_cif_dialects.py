@@ -160,3 +160,48 @@ def test_sites_without_labels_take_their_type_symbols() -> None:
     identity_only = _cif(P21C, _loop(["x,y,z"]))
     unlabelled_p1 = identity_only.replace("_atom_site_label\n", "").replace("Zn1 Zn", "Zn").replace("O1 O", "O")
     _same(parse_cif(unlabelled_p1), parse_cif(unlabelled_p1, fast=False))
+
+
+def test_tags_in_any_letter_case_read_as_written_in_lower_case() -> None:
+    """CIF tags are case-insensitive; pymatgen's lookups are not."""
+    text = _cif(P21C, "_symmetry_space_group_name_H-M 'P 21/c'\n")
+    shouted = "".join(line.replace(line.split()[0], line.split()[0].upper(), 1) if line.startswith("_") else line
+                      for line in text.splitlines(keepends=True))
+    assert "'P 21/c'" in shouted
+    assert "_CELL_LENGTH_A 7.1" in shouted and "_ATOM_SITE_FRACT_X" in shouted
+    _same(parse_cif(shouted), parse_cif(text))
+    _same(parse_cif(shouted, fast=False), parse_cif(text))
+
+
+MAGNETIC = """data_mag
+_space_group_magn.number_BNS 2.4
+_space_group_magn.name_BNS "P-1"
+_cell_length_a 5.0
+_cell_length_b 6.0
+_cell_length_c 7.0
+_cell_angle_alpha 90
+_cell_angle_beta 95
+_cell_angle_gamma 90
+loop_
+_space_group_symop_magn_operation.id
+_space_group_symop_magn_operation.xyz
+1 x,y,z,+1
+2 -x,-y,-z,+1
+loop_
+_space_group_symop_magn_centering.id
+_space_group_symop_magn_centering.xyz
+1 x,y,z,+1
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+Fe1 Fe 0.1 0.2 0.3
+O1 O 0.3 0.1 0.2
+"""
+
+
+def test_magnetic_cif_keeps_its_dotted_operation_tags() -> None:
+    """pymatgen reads magCIF's dotted names as written: they are not rewritten, so the inversion still applies."""
+    assert parse_cif(MAGNETIC).n_atoms == 4
