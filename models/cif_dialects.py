@@ -9,7 +9,10 @@ Each function rewrites one such way into the form pymatgen reads, before any che
 - a symmetry-operation loop whose operations hold spaces but no quotes (``x, y, z``), which the CIF tokenizer
   splits into ``'x,'``, ``'y,'``, ``'z'`` → whole operations again;
 - an atom-site loop without ``_atom_site_label`` (the type symbols serve as labels, as the labels serve as type
-  symbols when those are missing).
+  symbols when those are missing);
+- typographic characters of text pasted from papers (the minus sign U+2212 and other dashes, no-break and
+  other Unicode spaces, zero-width characters) → their ASCII meaning: pymatgen's tokenizer deletes every
+  non-ASCII character, which turns ``−0.25`` into ``0.25``.
 
 The tag and label rewrites work on the text (pymatgen's ``CifParser`` needs both before its first step); the
 operation rewrite on a tokenized block (``pymatgen.io.cif.CifBlock``: its ``data`` dict and ``loops`` list of tag
@@ -26,6 +29,13 @@ from models.cif_checks import SYMOP_KEYS, symop_problem
 if TYPE_CHECKING:
     from pymatgen.io.cif import CifBlock
 
+#: Typographic characters → ASCII: minus sign and dashes (U+2010–U+2013, U+2212, small and full-width
+#: hyphen-minus) → ``-``; no-break, thin and other Unicode spaces → `` ``; zero-width characters → nothing.
+_ASCII_LOOKALIKES = str.maketrans(
+    {**dict.fromkeys("\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d", "-"),
+     **dict.fromkeys("\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+                     "\u202f\u205f\u3000", " "),
+     **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff", None)})
 #: A tag at the start of a line.
 _TAG = re.compile(r"^[ \t]*(_\S+)", re.MULTILINE)
 #: The tags that the parse and the checks read, as pymatgen (case-sensitive) looks them up.
@@ -42,6 +52,12 @@ READ_TAGS = (
 _CANONICAL = {tag.lower(): tag for tag in READ_TAGS}
 _LABEL_TAG = re.compile(r"^[ \t]*_atom_site_label\s", re.MULTILINE | re.IGNORECASE)
 _SYMBOL_TAG = re.compile(r"^[ \t]*_atom_site_type_symbol\s", re.MULTILINE | re.IGNORECASE)
+
+
+def ascii_lookalikes(text: str) -> str:
+    """Typographic minus signs, dashes, spaces and zero-width characters as their ASCII meaning (see the module
+    docstring); ASCII text comes back as it is."""
+    return text if text.isascii() else text.translate(_ASCII_LOOKALIKES)
 
 
 def _canonical(match: re.Match[str]) -> str:

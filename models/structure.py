@@ -232,7 +232,7 @@ def _decode(data: bytes, name: str) -> str:
 def _cif_text(data: bytes | str, name: str) -> str:
     """The CIF as text after the cheap checks every parse starts with (raises :class:`StructureError`)."""
     text = _decode(data, name) if isinstance(data, bytes) else data.removeprefix("\ufeff")
-    text = cif_dialects.canonical_tags(text)
+    text = cif_dialects.canonical_tags(cif_dialects.ascii_lookalikes(text))
     if not text.strip():
         raise InvalidCIFError(f"{name}: the file is empty")
     if "data_" not in text:

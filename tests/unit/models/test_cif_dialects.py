@@ -205,3 +205,15 @@ O1 O 0.3 0.1 0.2
 def test_magnetic_cif_keeps_its_dotted_operation_tags() -> None:
     """pymatgen reads magCIF's dotted names as written: they are not rewritten, so the inversion still applies."""
     assert parse_cif(MAGNETIC).n_atoms == 4
+
+
+def test_typographic_minus_signs_and_spaces_keep_their_meaning() -> None:
+    """pymatgen's tokenizer deletes non-ASCII characters: ``−0.37`` (U+2212, pasted from a paper) became 0.37."""
+    plain = _cif(P21C, _loop(P21C_OPS)).replace("O1 O 0.37", "O1 O -0.37")
+    reference = parse_cif(plain)
+    for minus in ("\u2212", "\u2013", "\uff0d"):
+        _same(parse_cif(plain.replace("O1 O -0.37", f"O1 O {minus}0.37")), reference)
+    _same(parse_cif(plain.replace("O1 O -0.37 0.08", "O1 O -0.37\u00a00.08")), reference)
+    _same(parse_cif(plain.replace("O1 O -0.37", "O1 O -0.37\u200b")), reference)
+    positive = parse_cif(plain.replace("O1 O -0.37", "O1 O 0.37"))
+    assert positive.sha256 != reference.sha256
