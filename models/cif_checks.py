@@ -228,6 +228,17 @@ def check_block(block: Mapping[str, Any], name: str) -> None:
     check_atom_sites(block, name)
 
 
+def check_one_structure(blocks: Sequence[Mapping[str, Any]], headers: Sequence[str], name: str) -> None:
+    """At most one data block holds atom sites: a file of several structures is refused, naming them, rather than
+    predicted for its first structure alone."""
+    with_atoms = [header for block, header in zip(blocks, headers, strict=True)
+                  if any(f"_atom_site_{kind}_x" in block for kind in ("fract", "Cartn"))]
+    if len(with_atoms) > 1:
+        listed = ", ".join(f"data_{h}" for h in with_atoms[:5]) + (", …" if len(with_atoms) > 5 else "")
+        raise InvalidCIFError(f"{name}: the CIF holds {len(with_atoms)} structures ({listed}); give one structure "
+                              "per file (a zip of files for a screening)")
+
+
 def declared_atoms(block: Mapping[str, Any]) -> float | None:
     """Atoms per cell the block declares: ``_chemical_formula_sum`` × ``_cell_formula_units_Z`` (None: unsaid)."""
     formula, z = _single(block, "_chemical_formula_sum"), _single(block, "_cell_formula_units_Z")
@@ -252,12 +263,14 @@ def check_declared_size(block: Mapping[str, Any], n_atoms: int, name: str) -> No
 
 
 def check_duplicate_tags(text: str, name: str) -> None:
-    """No tag twice in one data block (pymatgen keeps the last value or loop silently)."""
+    """No tag twice in one data block, and no data block name twice (pymatgen keeps the last value, loop or
+    block silently)."""
     if not text.startswith(";") and "\n;" not in text and "\r;" not in text:  # no text field: one regex pass
         tokens = [t.lower() for t in _LINE_START.findall(text)]
         if len(set(tokens)) == len(tokens):
             return
     seen: set[str] = set()
+    blocks: set[str] = set()
     in_text_field = False
     for number, line in enumerate(text.splitlines(), start=1):
         if line.startswith(";"):
@@ -268,6 +281,11 @@ def check_duplicate_tags(text: str, name: str) -> None:
         token = line.split(None, 1)[0].lower() if line.strip() else ""
         if token.startswith(("data_", "save_", "global_")):
             seen.clear()
+            if token.startswith("data_"):
+                if token in blocks:
+                    raise InvalidCIFError(f"{name}: data block {token} appears twice (line {number}); each block "
+                                          "needs its own name")
+                blocks.add(token)
         elif token.startswith("_"):
             if token in seen:
                 raise InvalidCIFError(f"{name}: tag {token} appears twice in one data block (line {number})")

@@ -296,6 +296,7 @@ def parse_cif(data: bytes | str, name: str = "structure", *, fast: bool = True) 
             for cif_block in cif_blocks:
                 cif_dialects.rejoin_unquoted_symops(cif_block, text)
             blocks = [block.data for block in cif_blocks]
+            cif_checks.check_one_structure(blocks, [block.header for block in cif_blocks], name)
             for block in blocks:
                 cif_checks.check_block(block, name)
             for cif_block in cif_blocks:

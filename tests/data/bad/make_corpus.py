@@ -183,6 +183,8 @@ def _variants() -> dict[str, Callable[[str], bytes | str]]:
             keep_atoms(t, 2), "_symmetry_int_tables_number       1\n",
             "_symmetry_int_tables_number       1\n_cell_formula_units_Z             1\n"
             "_chemical_formula_sum             'Zn500000 Cu500000'\n"),
+        "two_structures_in_one_file.cif": lambda t: t + "\n" + t.replace("data_image0", "data_image1"),
+        "duplicated_data_block_name.cif": lambda t: t + "\n" + scale_cell(t, 1.5),
         "duplicated_atom_loop.cif": lambda t: t + "\n" + ATOM_HEADER + "".join(r + "\n" for r in rows[:4]),
         "duplicated_tag_cell_length.cif": lambda t: replace_once(t, "_cell_angle_alpha", "_cell_length_a 5.0\n"
                                                                                            "_cell_angle_alpha"),

@@ -217,3 +217,23 @@ def test_typographic_minus_signs_and_spaces_keep_their_meaning() -> None:
     _same(parse_cif(plain.replace("O1 O -0.37", "O1 O -0.37\u200b")), reference)
     positive = parse_cif(plain.replace("O1 O -0.37", "O1 O 0.37"))
     assert positive.sha256 != reference.sha256
+
+
+def test_a_file_of_several_structures_is_refused_naming_them() -> None:
+    """pymatgen parses every block and we would have predicted the first alone: the others would be lost."""
+    two = _cif(P21C, _loop(P21C_OPS), name="first") + _cif(ROCK_SALT, "", name="second")
+    with pytest.raises(InvalidCIFError, match=r"2 structures \(data_first, data_second\)"):
+        parse_cif(two, name="two")
+
+
+def test_a_block_without_atoms_beside_the_structure_is_fine() -> None:
+    """CSD and journal files put the publication in a block of its own."""
+    text = "data_global\n_journal_year 2020\n_publ_section_title 'a MOF'\n" + _cif(P21C, _loop(P21C_OPS))
+    _same(parse_cif(text), parse_cif(_cif(P21C, _loop(P21C_OPS))))
+
+
+def test_two_blocks_of_one_name_are_refused() -> None:
+    """pymatgen keeps the last of two blocks named alike, silently."""
+    text = _cif(P21C, _loop(P21C_OPS), name="same") + _cif(ROCK_SALT, "", name="same")
+    with pytest.raises(InvalidCIFError, match="data block data_same appears twice"):
+        parse_cif(text, name="dup")
