@@ -2,7 +2,8 @@
 
 Each simulation runs in its own RASPA2 child process (see :mod:`models.gcmc`);
 ``--jobs N`` keeps N of them running at once. Rows are appended and flushed as
-each simulation finishes, so an interrupted run continues with ``--resume``.
+each simulation finishes (the file reopened by name each time, see :class:`RowAppender`), so an
+interrupted run continues with ``--resume``.
 
 Without ``--pressures`` a run writes one row per structure at the reference 5.8 bar
 (columns :data:`models.gcmc.LABEL_COLUMNS`). With ``--pressures 1,5.8,35,65`` it
@@ -17,6 +18,7 @@ import csv
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,6 +237,29 @@ def _split_reused(
     return simulate, reused
 
 
+class RowAppender:
+    """Appends CSV rows to a labels file, opening it by name for every write (rows are seconds to minutes apart).
+
+    A run of hours holds no open handle: when the file is replaced meanwhile (a ``git stash`` or ``checkout`` of
+    the committed labels file, an editor's save), later rows go to the file at that path, not to an unlinked
+    inode where they would be lost. A new or empty file gets the header first.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path, self.columns = path, list(columns)
+
+    def append(self, rows: Sequence[dict[str, str]]) -> None:
+        """Write ``rows`` (and the header, when the file is new or empty) and close the file."""
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
+        if not rows and not new_file:
+            return
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns, lineterminator="\n")
+            if new_file:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
 @dataclass(frozen=True)
 class _Task:
     """One simulation: a structure at one pressure (``pressure_bar`` None: the reference file format)."""
@@ -332,60 +357,53 @@ def run_simulate(args: argparse.Namespace) -> int:
         return 0
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not out.exists() or out.stat().st_size == 0
+    rows = RowAppender(out, columns)
+    rows.append([result.as_isotherm_row() for result in reused])  # (and the header of a new file)
     counts = {"ok": 0, "skipped_large": 0, "failed": 0}
     start = time.monotonic()
-    with out.open("a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        if new_file:
-            writer.writeheader()
-        for result in reused:
-            writer.writerow(result.as_isotherm_row())
-        handle.flush()
 
-        def row_of(result: Any) -> dict[str, str]:
-            return result.as_row() if pressures is None else result.as_isotherm_row()
+    def row_of(result: Any) -> dict[str, str]:
+        return result.as_row() if pressures is None else result.as_isotherm_row()
 
-        executor = ThreadPoolExecutor(max_workers=args.jobs)
-        try:
-            futures = {
-                executor.submit(
-                    gcmc.simulate_ch4,
-                    task.path,
+    executor = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        futures = {
+            executor.submit(
+                gcmc.simulate_ch4,
+                task.path,
+                name=task.name,
+                cycles=args.cycles,
+                init_cycles=args.init_cycles,
+                max_supercell_atoms=args.max_supercell_atoms,
+                timeout_s=args.timeout,
+                pressure_pa=gcmc.pressure_pa_from_bar(task.pressure_bar or gcmc.REFERENCE_PRESSURE_BAR),
+            ): task
+            for task in todo
+        }
+        for finished, future in enumerate(as_completed(futures), start=1):
+            task = futures[future]
+            try:
+                result = future.result()
+            except OSError as exc:
+                result = gcmc.GcmcResult(
                     name=task.name,
-                    cycles=args.cycles,
-                    init_cycles=args.init_cycles,
-                    max_supercell_atoms=args.max_supercell_atoms,
-                    timeout_s=args.timeout,
+                    status="failed",
+                    message=f"cannot read the CIF: {exc}",
                     pressure_pa=gcmc.pressure_pa_from_bar(task.pressure_bar or gcmc.REFERENCE_PRESSURE_BAR),
-                ): task
-                for task in todo
-            }
-            for finished, future in enumerate(as_completed(futures), start=1):
-                task = futures[future]
-                try:
-                    result = future.result()
-                except OSError as exc:
-                    result = gcmc.GcmcResult(
-                        name=task.name,
-                        status="failed",
-                        message=f"cannot read the CIF: {exc}",
-                        pressure_pa=gcmc.pressure_pa_from_bar(task.pressure_bar or gcmc.REFERENCE_PRESSURE_BAR),
-                    )
-                writer.writerow(row_of(result))
-                handle.flush()
-                counts[result.status] = counts.get(result.status, 0) + 1
-                elapsed = time.monotonic() - start
-                eta = elapsed / finished * (len(todo) - finished)
-                _say(
-                    f"[{finished}/{len(todo)}] {task.label} {_describe(result)}  "
-                    f"(elapsed {elapsed:.0f} s, eta {eta:.0f} s)"
                 )
-        except KeyboardInterrupt:
-            _say("interrupted: rows written so far are kept; rerun with --resume to continue")
-            executor.shutdown(wait=False, cancel_futures=True)
-            return 130
-        executor.shutdown(wait=True)
+            rows.append([row_of(result)])
+            counts[result.status] = counts.get(result.status, 0) + 1
+            elapsed = time.monotonic() - start
+            eta = elapsed / finished * (len(todo) - finished)
+            _say(
+                f"[{finished}/{len(todo)}] {task.label} {_describe(result)}  "
+                f"(elapsed {elapsed:.0f} s, eta {eta:.0f} s)"
+            )
+    except KeyboardInterrupt:
+        _say("interrupted: rows written so far are kept; rerun with --resume to continue")
+        executor.shutdown(wait=False, cancel_futures=True)
+        return 130
+    executor.shutdown(wait=True)
     _say(
         f"done: {counts['ok']} ok, {counts['skipped_large']} skipped_large, {counts['failed']} failed "
         + (f"({what}s), {len(reused)} ok_reused " if pressures is not None else "")

@@ -140,6 +140,29 @@ def test_writes_one_row_per_structure(tmp_path: Path, fake_raspa: list[str]) -> 
     assert {r["status"] for r in rows} == {"ok"} and rows[0]["ch4_uptake_mol_kg"] == "1.5000000000"
 
 
+def test_rows_reach_a_labels_file_replaced_during_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          fake_raspa: list[str]) -> None:
+    """A ``git stash``/``checkout`` of the committed labels file mid-run swaps its inode: rows written after that
+    land in the file at the path, not in the unlinked old one (a session once lost 56 labels that way)."""
+    import shutil
+
+    import models.gcmc as gcmc
+
+    out = tmp_path / "l.csv"
+    simulate = gcmc.simulate_ch4
+
+    def simulate_then_swap(*args: Any, **kwargs: Any) -> Any:
+        if out.exists():  # what git does: write the file anew and rename it over the old path
+            shutil.copy(out, tmp_path / "swap.csv")
+            os.replace(tmp_path / "swap.csv", out)
+        return simulate(*args, **kwargs)
+
+    monkeypatch.setattr(gcmc, "simulate_ch4", simulate_then_swap)
+    assert main(["simulate", str(A), str(B), str(C), "--out", str(out), "--jobs", "1"]) == 0
+    assert sorted(r["name"] for r in _rows(out)) == ["EDUWAB_clean", "KEGZOL04_clean", "SAYTUJ_clean"]
+    assert out.read_text().count("name,") == 1  # one header
+
+
 def test_resume_skips_names_already_in_the_csv(tmp_path: Path, fake_raspa: list[str],
                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "l.csv"
