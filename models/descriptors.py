@@ -9,6 +9,12 @@ framework mass, while an uptake in mol/kg divides by that mass. A descriptor mod
 ``energy_histogram``
     The fraction of grid points per probe-energy bin (K, :data:`ENERGY_BINS`, Bucior et al. 2019) and
     ln of the mean Boltzmann factor: 14 numbers read off the model's own (unclipped) grid.
+``gravimetric_grid``
+    The grid's per-volume quantities made per mass by dividing by ρ (g/cm³), so cm³/g: the mean Boltzmann factor
+    ⟨e^{−V/T}⟩/ρ (a Henry coefficient up to R T), the attractive volume (fraction of points with V < 0)/ρ and
+    the open volume (fraction with V < :data:`OPEN_ENERGY_K`)/ρ; and the Boltzmann-weighted probe energy
+    ⟨V e^{−V/T}⟩/⟨e^{−V/T}⟩ (K, a heat of adsorption at infinite dilution up to R T). 4 numbers. Trees cannot
+    form a ratio of two of their inputs, and an uptake in mol/kg is such a ratio (a per-volume quantity over ρ).
 
 Which descriptors a model reads, and their training-set mean and standard deviation, are in its card
 (:class:`DescriptorSpec`); serving computes exactly the same numbers from the structure's density and grid.
@@ -37,10 +43,12 @@ ENERGY_BINS = (-np.inf, -4000.0, -3000.0, -2500.0, -2000.0, -1500.0, -1250.0, -1
                0.0, 1000.0, np.inf)
 #: Temperature of the Boltzmann factors the histogram inverts, K (DESIGN.md §3).
 GRID_TEMPERATURE_K = 298.0
+#: Probe energy (K) below which a grid point counts as open volume in ``gravimetric_grid`` (e^{−V/T} > 1e-3).
+OPEN_ENERGY_K = -GRID_TEMPERATURE_K * float(np.log(1e-3))
 #: Width of each known descriptor block.
-DESCRIPTOR_WIDTHS = {"log_density": 1, "energy_histogram": len(ENERGY_BINS)}
+DESCRIPTOR_WIDTHS = {"log_density": 1, "energy_histogram": len(ENERGY_BINS), "gravimetric_grid": 4}
 #: Descriptor blocks that need the crystal density.
-NEEDS_DENSITY = frozenset({"log_density"})
+NEEDS_DENSITY = frozenset({"log_density", "gravimetric_grid"})
 
 
 class MissingDescriptorError(ValueError):
@@ -64,6 +72,31 @@ def energy_histogram(grids: np.ndarray, temperature: float = GRID_TEMPERATURE_K)
         energy = -temperature * np.log(flat)
     counts = np.stack([np.histogram(e, bins=np.array(ENERGY_BINS))[0] for e in energy]) / flat.shape[1]
     return np.column_stack([counts, flat.mean(axis=1)])
+
+
+def gravimetric_grid(grids: np.ndarray, densities_g_cm3: np.ndarray,
+                     temperature: float = GRID_TEMPERATURE_K) -> np.ndarray:
+    """Per-mass quantities of the grids, shape (N, 4): ⟨e^{−V/T}⟩/ρ, (fraction V < 0)/ρ, (fraction
+    V < :data:`OPEN_ENERGY_K`)/ρ, all cm³/g, and ⟨V e^{−V/T}⟩/⟨e^{−V/T}⟩ in K (0 for a grid without open points).
+
+    Parameters
+    ----------
+    grids : array (N, n, n, n)
+        Boltzmann factors exp(−V/T) (0 inside atoms), not clipped.
+    densities_g_cm3 : array (N,)
+        Crystal densities, g/cm³ (finite, positive).
+    temperature : float
+        T of the Boltzmann factors, K.
+    """
+    flat = np.asarray(grids, dtype=np.float64).reshape(len(grids), -1)
+    rho = np.asarray(densities_g_cm3, dtype=np.float64)
+    mean = flat.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b_log_b = np.where(flat > 0, flat * np.log(np.where(flat > 0, flat, 1.0)), 0.0).mean(axis=1)
+        weighted_energy = np.where(mean > 0, -temperature * b_log_b / np.where(mean > 0, mean, 1.0), 0.0)
+    attractive = (flat > 1.0).mean(axis=1)
+    open_volume = (flat > np.exp(-OPEN_ENERGY_K / temperature)).mean(axis=1)
+    return np.column_stack([mean / rho, attractive / rho, open_volume / rho, weighted_energy])
 
 
 def descriptor_matrix(names: Sequence[str], grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray
@@ -91,6 +124,8 @@ def descriptor_matrix(names: Sequence[str], grids: np.ndarray, densities_g_cm3: 
     for name in names:
         if name == "log_density":
             blocks.append(np.log(_densities(densities_g_cm3, len(grids)))[:, None])
+        elif name == "gravimetric_grid":
+            blocks.append(gravimetric_grid(grids, _densities(densities_g_cm3, len(grids))))
         else:
             histogram = energy_histogram(grids)
             blocks.append(np.column_stack([histogram[:, :-1], np.log(np.maximum(histogram[:, -1], 1e-300))]))

@@ -62,19 +62,23 @@ def fit_trees(x: np.ndarray, y: np.ndarray, *, n_trees: int = N_TREES, min_sampl
 
 
 def fit_hybrid(rows: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-               network_val: np.ndarray, *, jobs: int = 1) -> tuple[HybridTrees, str]:
+               network_val: np.ndarray, *, jobs: int = 1,
+               features: Sequence[str] = TREE_FEATURES) -> tuple[HybridTrees, str]:
     """Trees fitted on the training rows, blended at the weight that suits the validation rows best.
 
     ``rows`` (N, m) are every structure's tree inputs (:func:`tree_features`), ``y`` (N,) or (N, 1) the labels,
-    ``network_val`` the network's predictions of the validation structures. With fewer than
-    :data:`MIN_VALIDATION` validation structures the weight is 0.5. Returns (hybrid, how the weight was chosen).
+    ``network_val`` the network's predictions of the validation structures, ``features`` the descriptor blocks
+    the rows hold. With fewer than :data:`MIN_VALIDATION` validation structures the weight is 0.5. Returns
+    (hybrid, how the weight was chosen).
     """
     y = np.asarray(y, dtype=np.float64).reshape(len(rows), -1)
     trees = fit_trees(rows[train_idx], y[train_idx], jobs=jobs)
     if len(val_idx) < MIN_VALIDATION:
-        return HybridTrees(trees, 0.5), f"fixed at 0.5 (fewer than {MIN_VALIDATION} validation structures)"
+        return (HybridTrees(trees, 0.5, tuple(features)),
+                f"fixed at 0.5 (fewer than {MIN_VALIDATION} validation structures)")
     weight = choose_weight(y[val_idx, 0], network_val, trees.predict(rows[val_idx]))
-    return HybridTrees(trees, weight), f"lowest squared error of the blend on the validation split ({len(val_idx)})"
+    return (HybridTrees(trees, weight, tuple(features)),
+            f"lowest squared error of the blend on the validation split ({len(val_idx)})")
 
 
 def choose_weight(y_true: np.ndarray, network: np.ndarray, trees: np.ndarray) -> float:

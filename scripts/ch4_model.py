@@ -624,10 +624,10 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
     data, train = _card_data(card, require_test_names=True)
     test, val = data["test"], data["val"]
     g, y = data["grids"], data["y"]
-    rows = tree_features(g, data["density"])
+    rows = tree_features(g, data["density"], args.tree_features)
     network = member_outputs_grids(loaded.model, loaded.standardizer, g,
                                    descriptors=loaded.descriptors(g, data["density"]))[0].mean(axis=0)[:, 0]
-    hybrid, selection = fit_hybrid(rows, y, train, val, network[val], jobs=args.jobs)
+    hybrid, selection = fit_hybrid(rows, y, train, val, network[val], jobs=args.jobs, features=args.tree_features)
     weight, by_trees, blend = hybrid.weight, hybrid.trees.predict(rows), hybrid.blend(network, rows)
     scores = {name: metrics_dict(y[test], pred[test]) for name, pred in
               (("hybrid", blend), ("network", network), ("trees", by_trees))}
@@ -992,6 +992,15 @@ def cmd_ensembles(args: argparse.Namespace) -> None:
         save_json(args.out, {"n_test": len(y), "rows": rows})
 
 
+def _tree_features_option(p: argparse.ArgumentParser) -> None:
+    from models.descriptors import DESCRIPTOR_WIDTHS
+    from models.hybrid import TREE_FEATURES
+
+    p.add_argument("--tree-features", nargs="+", default=list(TREE_FEATURES), choices=sorted(DESCRIPTOR_WIDTHS),
+                   metavar="BLOCK", help="descriptor blocks the blend's trees read (models/descriptors.py; default: "
+                                         f"{' '.join(TREE_FEATURES)})")
+
+
 def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int, member_tags: dict[int, list[str]],
                     weight: str) -> tuple[list[np.ndarray], list[float]]:
     """Test predictions of each subset's ensemble blended with trees fitted on that subset (models.hybrid), the
@@ -999,7 +1008,7 @@ def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int, m
     (``"validation"``); returns (predictions per subset, weights)."""
     from models.hybrid import HybridTrees, fit_hybrid, fit_trees, tree_features
 
-    rows = tree_features(data["grids"], data["density"])
+    rows = tree_features(data["grids"], data["density"], args.tree_features)
     preds, weights = [], []
     for subset, run_tags in member_tags.items():
         train = train_subset(data["pool"], size, subset)
@@ -1007,9 +1016,9 @@ def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int, m
                            for tag in run_tags], axis=0)
         network_val, network_test = network[:len(data["val"])], network[len(data["val"]):]
         if weight == "validation":
-            hybrid, _ = fit_hybrid(rows, data["y"], train, data["val"], network_val)
+            hybrid, _ = fit_hybrid(rows, data["y"], train, data["val"], network_val, features=args.tree_features)
         else:
-            hybrid = HybridTrees(fit_trees(rows[train], data["y"][train]), float(weight))
+            hybrid = HybridTrees(fit_trees(rows[train], data["y"][train]), float(weight), tuple(args.tree_features))
         preds.append(hybrid.blend(network_test, rows[data["test"]]))
         weights.append(hybrid.weight)
     return preds, weights
@@ -1134,6 +1143,7 @@ def main() -> int:
     p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
     p.add_argument("--version", required=True, help="version of the re-released card")
     p.add_argument("--jobs", type=int, default=1)
+    _tree_features_option(p)
     p.set_defaults(func=cmd_hybrid)
 
     p = sub.add_parser("compare", help="every baseline against the shipped model on its own split")
@@ -1157,8 +1167,9 @@ def main() -> int:
                    help="also each subset's ensemble blended with Extra Trees fitted on the same subset")
     p.add_argument("--hybrid-weight", default="0.5", metavar="W|validation",
                    help="the network's weight in the blend: a number (default 0.5: the subset's labels only, as "
-                        "the baselines get) or 'validation' (chosen on the 116 validation structures)")
+                        "the baselines get) or 'validation' (chosen on the validation structures)")
     p.add_argument("--jobs", type=int, default=1, help="processes of the baselines' trees")
+    _tree_features_option(p)
     p.set_defaults(func=cmd_ensembles)
 
     p = sub.add_parser("report")

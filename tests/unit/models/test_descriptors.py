@@ -16,6 +16,7 @@ from models.descriptors import (
     MissingDescriptorError,
     descriptor_matrix,
     energy_histogram,
+    gravimetric_grid,
     with_copy_descriptors,
 )
 from models.retnet import RetNet, RetNetEnsemble
@@ -43,10 +44,31 @@ def test_energy_histogram_counts_grid_points_per_energy_bin_by_hand() -> None:
     assert out[0, 13] == pytest.approx((6 + math.exp(1100 / 298.0)) / 8)  # mean Boltzmann factor
 
 
+def test_gravimetric_grid_by_hand() -> None:
+    """Eight points: inside atoms (0, 0), a closed pocket (1e-4: V = +2745 K), open (0.5), V = 0 (1), attractive
+    (2, 4); ρ = 2 g/cm³."""
+    values = [0.0, 0.0, 1e-4, 0.5, 1.0, 2.0, 4.0, 0.0]
+    grid = np.array(values).reshape(1, 2, 2, 2)
+    mean_b = sum(values) / 8
+    b_log_b = sum(v * math.log(v) for v in values if v > 0) / 8
+    out = gravimetric_grid(grid, np.array([2.0]))
+    assert out.shape == (1, 4)
+    assert out[0, 0] == pytest.approx(mean_b / 2)  # ⟨e^(−V/T)⟩ / ρ, cm³/g
+    assert out[0, 1] == pytest.approx(2 / 8 / 2)  # V < 0: the 2 and the 4
+    assert out[0, 2] == pytest.approx(4 / 8 / 2)  # e^(−V/T) > 1e-3: 0.5, 1, 2, 4 (not the closed 1e-4)
+    assert out[0, 3] == pytest.approx(-298.0 * b_log_b / mean_b)  # ⟨V e^(−V/T)⟩ / ⟨e^(−V/T)⟩, K
+    assert out[0, 3] < 0  # attraction dominates the Boltzmann-weighted energy
+    closed = gravimetric_grid(np.zeros((1, 2, 2, 2)), np.array([1.0]))
+    assert closed.tolist() == [[0.0, 0.0, 0.0, 0.0]]  # no open point: no NaN
+    assert descriptor_matrix(("gravimetric_grid",), grid, [2.0]) == pytest.approx(out)
+    with pytest.raises(MissingDescriptorError, match="density"):
+        descriptor_matrix(("gravimetric_grid",), grid, None)
+
+
 def test_descriptor_matrix_log_density_and_missing_densities() -> None:
     grids = _grids(3)
     out = descriptor_matrix(BOTH, grids, [1.0, 2.0, 0.5])
-    assert out.shape == (3, sum(DESCRIPTOR_WIDTHS.values()))
+    assert out.shape == (3, sum(DESCRIPTOR_WIDTHS[n] for n in BOTH))
     assert out[:, 0] == pytest.approx(np.log([1.0, 2.0, 0.5]))
     for bad in (None, [1.0, None, 2.0], [1.0, 0.0, 2.0], [1.0, float("nan"), 2.0]):
         with pytest.raises(MissingDescriptorError, match="density"):
