@@ -88,6 +88,8 @@ def gravimetric_grid(grids: np.ndarray, densities_g_cm3: np.ndarray,
     temperature : float
         T of the Boltzmann factors, K.
     """
+    if len(grids) == 0:
+        return np.zeros((0, DESCRIPTOR_WIDTHS["gravimetric_grid"]))
     flat = np.asarray(grids, dtype=np.float64).reshape(len(grids), -1)
     rho = np.asarray(densities_g_cm3, dtype=np.float64)
     mean = flat.mean(axis=1)

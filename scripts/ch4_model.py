@@ -605,7 +605,8 @@ def _card_data(card: Any, *, require_test_names: bool = False) -> tuple[dict[str
 def cmd_hybrid(args: argparse.Namespace) -> None:
     """Blend a shipped network with Extra Trees on its own split, and re-release it as ``--version``.
 
-    The trees (:mod:`models.hybrid`: energy histogram of the model's grid + ln ρ) are fitted on the model's
+    The trees (:mod:`models.hybrid`: ``--tree-features``, by default the energy histogram of the model's grid + ln ρ)
+    are fitted on the model's
     training split, the network's weight in the blend is chosen on the validation split, the blend is scored on
     the test split; σ and the domain are then re-calibrated on the blend (``calibrate``).
     """
@@ -642,8 +643,9 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
         hybrid_card = json.loads((staged / CARD_FILE).read_text())
         hybrid_card.update(
             version=args.version, uncertainty=None, domain=None, training_data={**card.training_data, "trees": True},
-            description=f"{card.description.rstrip('.')}; averaged with Extra Trees on the grid's energy histogram "
-                        f"and ln ρ (network weight {weight:.2f}; models/hybrid.py).",
+            description=f"{card.description.rstrip('.')}; averaged with Extra Trees on "
+                        f"{' + '.join(args.tree_features)} (network weight {weight:.2f}; models/hybrid.py, "
+                        "models/descriptors.py).",
             metrics={**card.metrics, "test": scores["hybrid"], "network_test": scores["network"],
                      "trees_test": scores["trees"], "validation_r2": val_r2["hybrid"],
                      "network_validation_r2": val_r2["network"], "trees_validation_r2": val_r2["trees"],

@@ -305,7 +305,9 @@ def test_train_and_predict_a_hybrid_model(trained: Path, capsys: pytest.CaptureF
                  "--bootstrap", "50", "--trees", "--cache", str(trained / "cache"), "--device", "cpu"]) == 0
     card = json.loads((out / "card.json").read_text())
     assert (out / "trees.npz").is_file() and card["training_data"]["trees"] is True
-    assert 0.0 <= card["trees"]["weight"] <= 1.0 and card["trees"]["features"] == ["energy_histogram", "log_density"]
+    from models.hybrid import TREE_FEATURES
+
+    assert 0.0 <= card["trees"]["weight"] <= 1.0 and card["trees"]["features"] == list(TREE_FEATURES)
     assert load_model(out, device="cpu").needs_density  # the trees read the density: predict computes it
     capsys.readouterr()
     assert main(["predict", "--model", str(out), str(SMALL[0]), "--format", "csv", "--device", "cpu"]) == 0

@@ -61,6 +61,7 @@ def test_gravimetric_grid_by_hand() -> None:
     closed = gravimetric_grid(np.zeros((1, 2, 2, 2)), np.array([1.0]))
     assert closed.tolist() == [[0.0, 0.0, 0.0, 0.0]]  # no open point: no NaN
     assert descriptor_matrix(("gravimetric_grid",), grid, [2.0]) == pytest.approx(out)
+    assert gravimetric_grid(np.zeros((0, 2, 2, 2)), np.zeros(0)).shape == (0, 4)
     with pytest.raises(MissingDescriptorError, match="density"):
         descriptor_matrix(("gravimetric_grid",), grid, None)
 
