@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +151,17 @@ def test_rows_reach_a_labels_file_replaced_during_the_run(tmp_path: Path, monkey
 
     out = tmp_path / "l.csv"
     simulate = gcmc.simulate_ch4
+    started: list[str] = []
 
     def simulate_then_swap(*args: Any, **kwargs: Any) -> Any:
-        if out.exists():  # what git does: write the file anew and rename it over the old path
-            shutil.copy(out, tmp_path / "swap.csv")
-            os.replace(tmp_path / "swap.csv", out)
+        # simulations run in a worker thread while the main thread writes the rows: wait for the rows of the
+        # ones before, then do what git does (write the file anew and rename it over the old path)
+        deadline = time.monotonic() + 10
+        while len(_rows(out)) < len(started) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started.append(kwargs["name"])
+        shutil.copy(out, tmp_path / "swap.csv")
+        os.replace(tmp_path / "swap.csv", out)
         return simulate(*args, **kwargs)
 
     monkeypatch.setattr(gcmc, "simulate_ch4", simulate_then_swap)
