@@ -605,10 +605,9 @@ def _card_data(card: Any, *, require_test_names: bool = False) -> tuple[dict[str
 def cmd_hybrid(args: argparse.Namespace) -> None:
     """Blend a shipped network with Extra Trees on its own split, and re-release it as ``--version``.
 
-    The trees (:mod:`models.hybrid`: ``--tree-features``, by default the energy histogram of the model's grid + ln ρ)
-    are fitted on the model's
-    training split, the network's weight in the blend is chosen on the validation split, the blend is scored on
-    the test split; σ and the domain are then re-calibrated on the blend (``calibrate``).
+    The trees (:mod:`models.hybrid`; ``--tree-features``, by default :data:`models.hybrid.TREE_FEATURES`) are
+    fitted on the model's training split, the network's weight in the blend is chosen on the validation split, the
+    blend is scored on the test split; σ and the domain are then re-calibrated on the blend (``calibrate``).
     """
     import shutil
     import tempfile
