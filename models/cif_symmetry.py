@@ -7,6 +7,11 @@ it replaces by P1 with a warning, so the file silently becomes a different cryst
 four. :func:`declared_operations` resolves such declarations from spglib's table of the 530 Hall settings,
 and refuses the file (naming the tag and the value) when the declared group cannot be resolved.
 
+A rhombohedral symbol without ``:H`` or ``:R`` (``R -3``) pymatgen reads on hexagonal axes, the International
+Tables' default; on a cell with rhombohedral axes (a = b = c, α = β = γ ≠ 90°) that adds the hexagonal centring
+to the wrong axes, another crystal. :func:`rhombohedral_axes_operations` gives such a block its group on
+rhombohedral axes.
+
 Blocks are the ``dict`` of one ``pymatgen.io.cif.CifBlock`` (``tag → str | list[str]``); tags are matched
 without regard to case, as CIF tags are case-insensitive.
 """
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
+from models.cif_checks import SYMOP_KEYS, cif_number
 from models.errors import InvalidCIFError
 
 #: Tags naming the space group, in the order they are tried (a Hall symbol fixes the setting; a number does not).
@@ -35,8 +41,12 @@ def _declared(block: Mapping[str, Any], tag: str) -> tuple[str, str] | None:
     for key, value in block.items():
         if key.lower().rstrip("_") == tag:
             text = value[0] if isinstance(value, list) and len(value) == 1 else value
-            if isinstance(text, str) and text.strip().strip("'\"").strip() not in _UNKNOWN:
-                return key, text.strip().strip("'\"").strip()
+            if not isinstance(text, str):
+                return None
+            text = text.strip()  # the tokenizer has removed the quotes; a Hall symbol may end in '"'
+            if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+                text = text[1:-1].strip()
+            return None if text in _UNKNOWN else (key, text)
     return None
 
 
@@ -119,3 +129,31 @@ def declared_operations(block: Mapping[str, Any], name: str) -> list[str] | None
         f"{name}: the space group {value!r} ({tag}) is not one we can read and the file gives no symmetry "
         "operations: add a _symmetry_equiv_pos_as_xyz loop or write the structure in P1"
     )
+
+
+def _cell(block: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """(a, b, c, α, β, γ) of the block, or None when a parameter is missing or not a number."""
+    try:
+        return tuple(cif_number(str(block[f"_cell_{k}"])) for k in (
+            "length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma"))
+    except Exception:  # noqa: BLE001  (missing, unknown or not a number: cif_checks refuses bad cells by name)
+        return None
+
+
+def rhombohedral_axes_operations(block: Mapping[str, Any]) -> list[str] | None:
+    """The operations of a rhombohedral group on rhombohedral axes, for a block without a symop loop that declares
+    ``R …`` without ``:H``/``:R`` on a cell with rhombohedral axes; None for any other block."""
+    if any(block.get(key) for key in SYMOP_KEYS):
+        return None
+    declared = next((found for tag in SYMBOL_TAGS if (found := _declared(block, tag)) is not None), None)
+    if declared is None or not declared[1].startswith("R") or ":" in declared[1]:
+        return None
+    cell = _cell(block)
+    if cell is None:
+        return None
+    a, b, c, alpha, beta, gamma = cell
+    if not (abs(a - b) <= 1e-3 * a and abs(a - c) <= 1e-3 * a and abs(alpha - beta) <= 0.01
+            and abs(alpha - gamma) <= 0.01 and abs(alpha - 90.0) > 0.01):
+        return None
+    hall_number = _hall_table()[1].get(_symbol_key(f"{declared[1]}:R"))
+    return None if hall_number is None else _operations(hall_number)

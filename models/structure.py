@@ -318,10 +318,14 @@ def _add_declared_operations(parser: CifParser, cif_block: CifBlock, name: str) 
     """Give a block whose space group pymatgen would replace by P1 the operations of the group it declares.
 
     pymatgen reads a Hall symbol, a full Hermann–Mauguin symbol or an unknown symbol as P1 (it only warns);
-    :func:`models.cif_symmetry.declared_operations` resolves them or refuses the file.
+    :func:`models.cif_symmetry.declared_operations` resolves them or refuses the file. A rhombohedral symbol on
+    rhombohedral axes gets its operations on those axes (:func:`models.cif_symmetry.rhombohedral_axes_operations`).
     """
     data = cif_block.data
     if "_atom_site_fract_x" not in data:
+        return
+    if operations := cif_symmetry.rhombohedral_axes_operations(data):
+        data["_symmetry_equiv_pos_as_xyz"] = operations
         return
     seen = len(parser.warnings)
     parser.get_symops(cif_block)

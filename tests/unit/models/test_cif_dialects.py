@@ -77,6 +77,41 @@ def test_every_way_of_naming_p21c_gives_the_same_general_positions(symmetry: str
     _same(parse_cif(_cif(P21C, symmetry)), reference)
 
 
+#: R-3 on rhombohedral axes (a = b = c, α = β = γ): the 3-fold along [111] and the inversion.
+RHOMBOHEDRAL = {"a": 6.2, "b": 6.2, "c": 6.2, "beta": 72.5, "rows": "Zn1 Zn 0.11 0.23 0.31\n"}
+R3_RHOMBOHEDRAL_OPS = ["x,y,z", "z,x,y", "y,z,x", "-x,-y,-z", "-z,-x,-y", "-y,-z,-x"]
+
+
+def _rhombohedral(symmetry: str) -> str:
+    return _cif(RHOMBOHEDRAL, symmetry).replace("_cell_angle_alpha 90", "_cell_angle_alpha 72.5").replace(
+        "_cell_angle_gamma 90", "_cell_angle_gamma 72.5")
+
+
+@pytest.mark.parametrize("symmetry", ["_symmetry_space_group_name_H-M 'R -3'\n",
+                                      "_symmetry_space_group_name_H-M 'R -3 :R'\n",
+                                      "_symmetry_space_group_name_Hall '-P 3*'\n"])
+def test_a_rhombohedral_group_on_rhombohedral_axes_keeps_those_axes(symmetry: str) -> None:
+    """pymatgen reads 'R -3' on hexagonal axes, as the Tables' default: on this cell that was 18 atoms, not 6."""
+    reference = parse_cif(_rhombohedral(_loop(R3_RHOMBOHEDRAL_OPS)), name="ref")
+    assert reference.n_atoms == 6
+    _same(parse_cif(_rhombohedral(symmetry)), reference)
+
+
+def test_a_rhombohedral_group_on_hexagonal_axes_keeps_the_centring() -> None:
+    hexagonal = {"a": 9.1, "b": 9.1, "c": 8.2, "beta": 90, "rows": "Zn1 Zn 0.11 0.23 0.31\n"}
+    text = _cif(hexagonal, "_symmetry_space_group_name_H-M 'R -3'\n").replace("_cell_angle_gamma 90",
+                                                                             "_cell_angle_gamma 120")
+    assert parse_cif(text).n_atoms == 18
+
+
+def test_a_hall_symbol_ending_in_a_double_quote_is_read_whole() -> None:
+    """P 3_1 2 1 is '-P 31 2"' minus the inversion: the '"' (an axis) must not be taken for a quote."""
+    trigonal = {"a": 9.1, "b": 9.1, "c": 8.2, "beta": 90, "rows": "Zn1 Zn 0.11 0.23 0.31\n"}
+    text = _cif(trigonal, "_symmetry_space_group_name_Hall 'P 31 2\"'\n").replace("_cell_angle_gamma 90",
+                                                                                 "_cell_angle_gamma 120")
+    assert parse_cif(text).n_atoms == 6
+
+
 def test_a_symop_loop_wins_over_a_declared_symbol() -> None:
     """pymatgen's rule, kept: the operations written out are the crystal; the symbol is a label."""
     crystal = parse_cif(_cif(ROCK_SALT, "_symmetry_space_group_name_Hall '-F 4 2 3'\n" + _loop(["x,y,z"])))
