@@ -19,6 +19,7 @@ without regard to case, as CIF tags are case-insensitive.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -70,7 +71,9 @@ def _hall_table() -> tuple[dict[str, int], dict[str, int], dict[int, int]]:
     by_symbol: dict[str, int] = {}
     by_number: dict[int, int] = {}
     for hall_number in range(1, 531):
-        group = spglib.get_spacegroup_type(hall_number)
+        with warnings.catch_warnings():  # spglib 2.x: "Set OLD_ERROR_HANDLING to false", for its None returns
+            warnings.simplefilter("ignore", DeprecationWarning)
+            group = spglib.get_spacegroup_type(hall_number)
         if group is None:  # pragma: no cover  (spglib knows all 530)
             continue
         by_hall.setdefault(_hall_key(group.hall_symbol), hall_number)
@@ -87,7 +90,9 @@ def _operations(hall_number: int) -> list[str]:
     import spglib
     from pymatgen.core.operations import SymmOp
 
-    table = spglib.get_symmetry_from_database(hall_number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        table = spglib.get_symmetry_from_database(hall_number)
     return [SymmOp.from_rotation_and_translation(rotation, translation).as_xyz_str()
             for rotation, translation in zip(table["rotations"], table["translations"], strict=True)]
 

@@ -7,6 +7,8 @@ International Tables (not from spglib, which resolves the other forms).
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from models.errors import InvalidCIFError
@@ -272,3 +274,44 @@ def test_two_blocks_of_one_name_are_refused() -> None:
     text = _cif(P21C, _loop(P21C_OPS), name="same") + _cif(ROCK_SALT, "", name="same")
     with pytest.raises(InvalidCIFError, match="data block data_same appears twice"):
         parse_cif(text, name="dup")
+
+
+def _cell_for(number: int, choice: str) -> tuple[float, ...]:
+    """A cell of the crystal family of space group ``number`` in setting ``choice`` (a, b, c in Å; α, β, γ in °)."""
+    if choice == "R":
+        return (9.1, 9.1, 9.1, 70.0, 70.0, 70.0)
+    if number <= 2:
+        return (7.1, 8.3, 9.2, 81.0, 77.0, 68.0)
+    if number <= 15:  # monoclinic: the unique axis is the first letter of the setting (b when none)
+        axis = choice.lstrip("-")[:1] or "b"
+        return (7.1, 8.3, 9.2, *(101.0 if axis == k else 90.0 for k in "abc"))
+    if number <= 74:
+        return (7.1, 8.3, 9.2, 90.0, 90.0, 90.0)
+    if number <= 142:
+        return (9.1, 9.1, 8.2, 90.0, 90.0, 90.0)
+    if number <= 194:
+        return (9.1, 9.1, 8.2, 90.0, 90.0, 120.0)
+    return (9.1, 9.1, 9.1, 90.0, 90.0, 90.0)
+
+
+def test_every_hall_setting_by_hall_or_full_symbol_alone_expands_a_general_position() -> None:
+    """All 530 settings: a general position declared only by the Hall symbol, or only by the full Hermann–Mauguin
+    symbol, expands to as many atoms as the setting has operations (spglib's table)."""
+    import spglib
+
+    wrong = []
+    for hall in range(1, 531):
+        with warnings.catch_warnings():  # spglib 2.x deprecation notice about its error handling
+            warnings.simplefilter("ignore", DeprecationWarning)
+            group = spglib.get_spacegroup_type(hall)
+            n_ops = len(spglib.get_symmetry_from_database(hall)["rotations"])
+        a, b, c, alpha, beta, gamma = _cell_for(group.number, group.choice)
+        head = (f"data_g\n_cell_length_a {a}\n_cell_length_b {b}\n_cell_length_c {c}\n_cell_angle_alpha {alpha}\n"
+                f"_cell_angle_beta {beta}\n_cell_angle_gamma {gamma}\n")
+        for tag, symbol in (("_symmetry_space_group_name_Hall", group.hall_symbol),
+                            ("_symmetry_space_group_name_H-M", group.international_full)):
+            text = head + f"{tag} '{symbol}'\n" + ATOMS.format(rows="Zn1 Zn 0.1123 0.2317 0.3141\n")
+            n_atoms = parse_cif(text, name="g").n_atoms
+            if n_atoms != n_ops:
+                wrong.append((hall, symbol, n_atoms, n_ops))
+    assert not wrong
