@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from models.cif_checks import SYMOP_KEYS, cif_number
+from models.cif_checks import CELL_ANGLES, CELL_LENGTHS, SYMOP_KEYS, cif_number
 from models.errors import InvalidCIFError
 
 #: Tags naming the space group, in the order they are tried (a Hall symbol fixes the setting; a number does not).
@@ -139,8 +139,7 @@ def declared_operations(block: Mapping[str, Any], name: str) -> list[str] | None
 def _cell(block: Mapping[str, Any]) -> tuple[float, ...] | None:
     """(a, b, c, α, β, γ) of the block, or None when a parameter is missing or not a number."""
     try:
-        return tuple(cif_number(str(block[f"_cell_{k}"])) for k in (
-            "length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma"))
+        return tuple(cif_number(str(block[tag])) for tag in (*CELL_LENGTHS, *CELL_ANGLES))
     except Exception:  # noqa: BLE001  (missing, unknown or not a number: cif_checks refuses bad cells by name)
         return None
 
