@@ -32,7 +32,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.descriptors import DESCRIPTOR_WIDTHS, DescriptorSpec, card_reads_density
+from models.descriptors import DESCRIPTOR_WIDTHS, DescriptorSpec, card_reads_density, crystal_blocks_of
 from models.hybrid import TREES_FILE, HybridTrees
 from models.isotherm import IsothermEnsemble
 from models.params import VoxelParams
@@ -239,6 +239,11 @@ class ModelCard(BaseModel):
     def needs_density(self) -> bool:
         """Whether predictions need each structure's crystal density (its network's or its trees' input)."""
         return card_reads_density(self.model_dump(include={"descriptors", "trees"}))
+
+    @property
+    def crystal_blocks(self) -> tuple[str, ...]:
+        """The crystal blocks its trees read (:data:`models.descriptors.CRYSTAL_BLOCKS`; the caller supplies them)."""
+        return crystal_blocks_of(self.trees["features"]) if self.trees is not None else ()
 
     @property
     def descriptor_spec(self) -> DescriptorSpec | None:
@@ -464,6 +469,12 @@ class LoadedModel:
         """Whether predictions need each structure's crystal density (g/cm³) beside its grid."""
         return self.card.needs_density
 
+    @property
+    def crystal_blocks(self) -> tuple[str, ...]:
+        """The crystal blocks predictions need beside grid and density
+        (:func:`models.descriptors.compute_crystal_blocks`)."""
+        return self.card.crystal_blocks
+
     @staticmethod
     def _grids(grids: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         return grids[None] if grids.ndim == 3 else grids
@@ -485,25 +496,28 @@ class LoadedModel:
 
     def predict(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
                 densities_g_cm3: Sequence[float | None] | np.ndarray | None = None,
-                network_only: bool = False) -> np.ndarray:
+                crystal_blocks: Mapping[str, np.ndarray] | None = None, network_only: bool = False) -> np.ndarray:
         """Predict from raw grids (N, 25, 25, 25) (or one (25, 25, 25) grid) → float64 (N, k), in :attr:`unit`.
 
-        ``densities_g_cm3`` (one per grid, g/cm³) is needed when :attr:`needs_density`. A hybrid model (card
-        ``trees``) returns the blend of its network and its trees, unless ``network_only`` (comparisons).
+        ``densities_g_cm3`` (one per grid, g/cm³) is needed when :attr:`needs_density`, ``crystal_blocks``
+        ({block: (N, width)}, :func:`models.descriptors.compute_crystal_blocks`) when :attr:`crystal_blocks` names
+        any. A hybrid model (card ``trees``) returns the blend of its network and its trees, unless
+        ``network_only`` (comparisons).
         """
         if self.trees is not None and not network_only:
             members, _ = member_outputs_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size,
                                               descriptors=self.descriptors(grids, densities_g_cm3))
-            return self._blend(members, grids, densities_g_cm3)[0]
+            return self._blend(members, grids, densities_g_cm3, crystal_blocks)[0]
         return predict_grids(self.model, self.standardizer, self._grids(grids), batch_size=batch_size,
                              descriptors=self.descriptors(grids, densities_g_cm3))
 
     def predict_detailed(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
-                         densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> DetailedPredictions:
+                         densities_g_cm3: Sequence[float | None] | np.ndarray | None = None,
+                         crystal_blocks: Mapping[str, np.ndarray] | None = None) -> DetailedPredictions:
         """Predictions with their calibrated σ and applicability domain, from one forward pass.
 
         σ and the domain are ``None`` for a model whose card has no calibration or which ships no domain file.
-        ``densities_g_cm3`` as in :meth:`predict`.
+        ``densities_g_cm3`` and ``crystal_blocks`` as in :meth:`predict`.
         """
         members, fingerprints = member_outputs_grids(self.model, self.standardizer, self._grids(grids),
                                                      batch_size=batch_size,
@@ -512,7 +526,7 @@ class LoadedModel:
             values = members.mean(axis=0)
             spread = members.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(values)
         else:
-            values, spread = self._blend(members, grids, densities_g_cm3)
+            values, spread = self._blend(members, grids, densities_g_cm3, crystal_blocks)
         in_domain, neighbours = (None, None) if self.domain is None else self.domain.assess(fingerprints)
         sigma = None
         if self.calibration is not None:
@@ -521,11 +535,12 @@ class LoadedModel:
         return DetailedPredictions(values, sigma, in_domain, neighbours, fingerprints)
 
     def _blend(self, members: np.ndarray, grids: np.ndarray | torch.Tensor,
-               densities_g_cm3: Sequence[float | None] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+               densities_g_cm3: Sequence[float | None] | np.ndarray | None,
+               crystal_blocks: Mapping[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         """A hybrid model's (values, spread) from its members' outputs (n, N, 1) and the trees' rows."""
         assert self.trees is not None
         raw = grids.cpu().numpy() if isinstance(grids, torch.Tensor) else np.asarray(grids)
-        return self.trees.combine(members, self.trees.features_of(self._grids(raw), densities_g_cm3))
+        return self.trees.combine(members, self.trees.features_of(self._grids(raw), densities_g_cm3, crystal_blocks))
 
     def fingerprints(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
                      densities_g_cm3: Sequence[float | None] | np.ndarray | None = None) -> np.ndarray:

@@ -15,6 +15,12 @@ framework mass, while an uptake in mol/kg divides by that mass. A descriptor mod
     the open volume (fraction with V < :data:`OPEN_ENERGY_K`)/ρ; and the Boltzmann-weighted probe energy
     ⟨V e^{−V/T}⟩/⟨e^{−V/T}⟩ (K, a heat of adsorption at infinite dilution up to R T). 4 numbers. Trees cannot
     form a ratio of two of their inputs, and an uptake in mol/kg is such a ratio (a per-volume quantity over ρ).
+``ch4_widom``
+    log10 K_H (mol/(kg·bar)) and Q_st⁰ (kJ/mol) of the gas itself, a TraPPE united-atom CH4 probe at 298 K, from
+    its own 32³ raw-energy grid over the supercell (:func:`compute_crystal_blocks`, ~0.03 s per
+    structure on one core). The model's grid uses a generic probe (ε = 50 K, σ = 2.5 Å), so these carry what it
+    cannot. Computed from the crystal, not from the model's grid: a *crystal block* (:data:`CRYSTAL_BLOCKS`), which
+    the caller supplies (``crystal_blocks``), as it supplies the density.
 
 Which descriptors a model reads, and their training-set mean and standard deviation, are in its card
 (:class:`DescriptorSpec`); serving computes exactly the same numbers from the structure's density and grid.
@@ -34,9 +40,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.structure import Crystal
 
 #: Probe-energy bin edges, K (−∞ … 1000 K … +∞): 13 bins.
 ENERGY_BINS = (-np.inf, -4000.0, -3000.0, -2500.0, -2000.0, -1500.0, -1250.0, -1000.0, -750.0, -500.0, -250.0,
@@ -45,8 +54,11 @@ ENERGY_BINS = (-np.inf, -4000.0, -3000.0, -2500.0, -2000.0, -1500.0, -1250.0, -1
 GRID_TEMPERATURE_K = 298.0
 #: Probe energy (K) below which a grid point counts as open volume in ``gravimetric_grid`` (e^{−V/T} > 1e-3).
 OPEN_ENERGY_K = -GRID_TEMPERATURE_K * float(np.log(1e-3))
+#: Descriptor blocks computed from the crystal itself rather than from the model's grid, and their widths.
+CRYSTAL_BLOCKS = {"ch4_widom": 2}
 #: Width of each known descriptor block.
-DESCRIPTOR_WIDTHS = {"log_density": 1, "energy_histogram": len(ENERGY_BINS), "gravimetric_grid": 4}
+DESCRIPTOR_WIDTHS = {"log_density": 1, "energy_histogram": len(ENERGY_BINS), "gravimetric_grid": 4,
+                     **CRYSTAL_BLOCKS}
 #: Descriptor blocks that need the crystal density.
 NEEDS_DENSITY = frozenset({"log_density", "gravimetric_grid"})
 
@@ -101,8 +113,24 @@ def gravimetric_grid(grids: np.ndarray, densities_g_cm3: np.ndarray,
     return np.column_stack([mean / rho, attractive / rho, open_volume / rho, weighted_energy])
 
 
+def crystal_blocks_of(names: Sequence[str]) -> tuple[str, ...]:
+    """The crystal blocks (:data:`CRYSTAL_BLOCKS`) among descriptor blocks ``names``, in their order."""
+    return tuple(n for n in names if n in CRYSTAL_BLOCKS)
+
+
+def compute_crystal_blocks(names: Sequence[str], crystals: Sequence[Crystal], *, threads: int | None = 1
+                           ) -> dict[str, np.ndarray]:
+    """The crystal blocks among descriptor blocks ``names`` of each crystal: {block: float64 (N, width)}."""
+    from models.widom import ch4_widom_descriptors
+
+    computers = {"ch4_widom": ch4_widom_descriptors}
+    return {name: np.array([computers[name](c, threads=threads) for c in crystals],
+                           dtype=np.float64).reshape(len(crystals), CRYSTAL_BLOCKS[name])
+            for name in crystal_blocks_of(names)}
+
+
 def descriptor_matrix(names: Sequence[str], grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray
-                      | None) -> np.ndarray:
+                      | None, crystal_blocks: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The raw (unstandardized) descriptors of N structures, float64 (N, width), blocks in ``names``' order.
 
     Parameters
@@ -112,12 +140,14 @@ def descriptor_matrix(names: Sequence[str], grids: np.ndarray, densities_g_cm3: 
     grids : array (N, n, n, n)
         The structures' raw grids (Boltzmann factors, not clipped).
     densities_g_cm3 : sequence of float, optional
-        Crystal densities, g/cm³; needed by ``log_density``.
+        Crystal densities, g/cm³; needed by ``log_density`` and ``gravimetric_grid``.
+    crystal_blocks : mapping of str to array (N, width), optional
+        The crystal blocks among ``names`` (:data:`CRYSTAL_BLOCKS`), one row per structure.
 
     Raises
     ------
     MissingDescriptorError
-        A needed density is missing, not finite or not positive.
+        A needed density or crystal block is missing, not finite (or, for a density, not positive).
     """
     unknown = [n for n in names if n not in DESCRIPTOR_WIDTHS]
     if unknown:
@@ -128,6 +158,8 @@ def descriptor_matrix(names: Sequence[str], grids: np.ndarray, densities_g_cm3: 
             blocks.append(np.log(_densities(densities_g_cm3, len(grids)))[:, None])
         elif name == "gravimetric_grid":
             blocks.append(gravimetric_grid(grids, _densities(densities_g_cm3, len(grids))))
+        elif name in CRYSTAL_BLOCKS:
+            blocks.append(_crystal_block(crystal_blocks, name, len(grids)))
         else:
             histogram = energy_histogram(grids)
             blocks.append(np.column_stack([histogram[:, :-1], np.log(np.maximum(histogram[:, -1], 1e-300))]))
@@ -144,6 +176,20 @@ def _densities(values: Sequence[float | None] | np.ndarray | None, n: int) -> np
     if bad.any():
         raise MissingDescriptorError(f"this model needs the crystal density; {int(bad.sum())} of {n} structure(s) "
                                      "have none")
+    return out
+
+
+def _crystal_block(blocks: Mapping[str, np.ndarray] | None, name: str, n: int) -> np.ndarray:
+    if blocks is None or name not in blocks:
+        raise MissingDescriptorError(f"this model needs the {name} descriptors of each structure, and none were "
+                                     "given")
+    out = np.asarray(blocks[name], dtype=np.float64)
+    if out.shape != (n, CRYSTAL_BLOCKS[name]):
+        raise ValueError(f"expected {name} descriptors of shape {(n, CRYSTAL_BLOCKS[name])}, got {out.shape}")
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        raise MissingDescriptorError(f"this model needs the {name} descriptors; {int(bad.sum())} of {n} "
+                                     "structure(s) have none")
     return out
 
 
@@ -170,6 +216,9 @@ class DescriptorSpec:
                              f"{len(self.std)} stds")
         if any(not s > 0 for s in self.std):
             raise ValueError("descriptor standard deviations must be positive")
+        if crystal_blocks_of(self.names):
+            raise ValueError(f"a network reads its grid's descriptors and the density, not "
+                             f"{crystal_blocks_of(self.names)}")
 
     @property
     def width(self) -> int:

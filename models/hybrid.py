@@ -20,13 +20,13 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from models.descriptors import NEEDS_DENSITY, descriptor_matrix
+from models.descriptors import NEEDS_DENSITY, crystal_blocks_of, descriptor_matrix
 from models.trees import TreeArrays
 
 #: Descriptor blocks the trees read: the 14-number energy histogram of the model's grid, ln ρ (g/cm³) and the
@@ -46,9 +46,11 @@ WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
 
 
 def tree_features(grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray | None,
-                  names: Sequence[str] = TREE_FEATURES) -> np.ndarray:
-    """The trees' input rows, float64 (N, width): raw descriptors of raw grids (Boltzmann factors) and densities."""
-    return descriptor_matrix(tuple(names), np.asarray(grids), densities_g_cm3)
+                  names: Sequence[str] = TREE_FEATURES, crystal_blocks: Mapping[str, np.ndarray] | None = None
+                  ) -> np.ndarray:
+    """The trees' input rows, float64 (N, width): raw descriptors of raw grids (Boltzmann factors), densities and
+    the crystal blocks among ``names`` (:func:`models.descriptors.descriptor_matrix`)."""
+    return descriptor_matrix(tuple(names), np.asarray(grids), densities_g_cm3, crystal_blocks)
 
 
 def fit_trees(x: np.ndarray, y: np.ndarray, *, n_trees: int = N_TREES, min_samples_leaf: int = MIN_SAMPLES_LEAF,
@@ -119,10 +121,15 @@ class HybridTrees:
         """Whether the trees read the crystal density."""
         return bool(NEEDS_DENSITY & set(self.features))
 
-    def features_of(self, grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray | None
-                    ) -> np.ndarray:
-        """The trees' input rows for raw grids (N, 25, 25, 25) and densities (g/cm³)."""
-        return tree_features(grids, densities_g_cm3, self.features)
+    @property
+    def crystal_blocks(self) -> tuple[str, ...]:
+        """The crystal blocks the trees read (:data:`models.descriptors.CRYSTAL_BLOCKS`): the caller supplies them."""
+        return crystal_blocks_of(self.features)
+
+    def features_of(self, grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray | None,
+                    crystal_blocks: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """The trees' input rows for raw grids (N, 25, 25, 25), densities (g/cm³) and crystal blocks."""
+        return tree_features(grids, densities_g_cm3, self.features, crystal_blocks)
 
     def combine(self, members: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(values (N, 1), spread (N, 1)) from the network members' outputs (n, N, 1) and the trees' rows.

@@ -23,10 +23,16 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from models.params import VoxelParams
 from models.units import GAS_CONSTANT_J_PER_MOL_K
+
+if TYPE_CHECKING:
+    from models.structure import Crystal
 
 #: TraPPE united-atom CH4 probe on a finer grid than the model's (32³ over the supercell: 0.8–1.5 Å spacing for
 #: CoRE MOF supercells), raw energies, 298 K. That spacing undersamples narrow wells, so K_H and Q_st⁰ are noisy
@@ -34,6 +40,8 @@ from models.units import GAS_CONSTANT_J_PER_MOL_K
 CH4_PROBE = VoxelParams(grid_size=32, probe_epsilon=148.0, probe_sigma=3.73, temperature=298.0, boltzmann=False)
 #: Pascal per bar.
 PA_PER_BAR = 1.0e5
+#: Floor of log10 K_H, mol/(kg·bar), in :func:`descriptor_row` (a closed framework has −∞; CoRE MOFs reach −44).
+LOG10_HENRY_FLOOR = -30.0
 
 
 def _weights(energies_k: np.ndarray, temperature_k: float) -> tuple[np.ndarray, float, np.ndarray]:
@@ -88,3 +96,36 @@ def widom_targets(energies_k: np.ndarray, temperature_k: float, density_g_cm3: f
                  - np.log(GAS_CONSTANT_J_PER_MOL_K * temperature_k * density_g_cm3 * 1000.0) + np.log(PA_PER_BAR))
     return {"log10_henry_mol_kg_bar": float(log_henry / np.log(10.0)),
             "qst_kj_mol": heat_of_adsorption_kj_mol(energies_k, temperature_k)}
+
+
+def crystal_widom_targets(crystal: Crystal, *, threads: int | None = 1) -> dict[str, float]:
+    """:func:`widom_targets` of :data:`CH4_PROBE` in ``crystal`` (its raw-energy grid computed on the CPU)."""
+    from models.units import crystal_density_g_cm3
+    from models.voxels import compute_voxels
+
+    energies = compute_voxels(crystal, CH4_PROBE, device="cpu", threads=threads)
+    return widom_targets(energies, CH4_PROBE.temperature, crystal_density_g_cm3(crystal))
+
+
+def descriptor_row(targets: Mapping[str, float]) -> np.ndarray:
+    """The ``ch4_widom`` descriptors of :func:`widom_targets`' values, float64 (2,): log10 K_H (mol/(kg·bar)),
+    floored at :data:`LOG10_HENRY_FLOOR`, and Q_st⁰ (kJ/mol), 0 where undefined (no accessible point): finite for
+    every crystal, as tree inputs must be."""
+    log_henry = float(targets["log10_henry_mol_kg_bar"])
+    qst = float(targets["qst_kj_mol"])
+    log_henry = max(log_henry, LOG10_HENRY_FLOOR) if not np.isnan(log_henry) else LOG10_HENRY_FLOOR
+    return np.array([log_henry, qst if np.isfinite(qst) else 0.0])
+
+
+def ch4_widom_descriptors(crystal: Crystal, *, threads: int | None = 1) -> np.ndarray:
+    """The ``ch4_widom`` descriptor block of one crystal (:func:`descriptor_row`), float64 (2,).
+
+    Examples
+    --------
+    >>> from models.structure import Crystal
+    >>> argon = Crystal("Ar", np.eye(3) * 12.0, np.zeros((1, 3)), ((("Ar", 1.0),),))
+    >>> log_henry, qst = ch4_widom_descriptors(argon)
+    >>> bool(-3.0 < log_henry < 1.0), bool(qst > 2.47)      # weakly attractive: Q_st⁰ above R T
+    (True, True)
+    """
+    return descriptor_row(crystal_widom_targets(crystal, threads=threads))

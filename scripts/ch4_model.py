@@ -31,7 +31,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,34 @@ def widom_targets_table() -> pd.DataFrame:
     table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
     values = table[list(WIDOM_TARGETS)].apply(pd.to_numeric, errors="coerce")
     return values[np.isfinite(values).all(axis=1)]
+
+
+def crystal_blocks(data: dict[str, Any], names: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The crystal blocks among descriptor blocks ``names`` of every structure of ``data`` (None: none named).
+
+    ``ch4_widom`` comes from ``scripts/widom_targets.py``'s table (the same computation as serving,
+    :func:`models.widom.crystal_widom_targets`); the structures it lacks are computed here from their CIFs.
+    """
+    from widom_targets import widom_table_path
+
+    from models.datasets import coremof_cif_dir
+    from models.descriptors import crystal_blocks_of
+    from models.structure import load_crystal
+    from models.widom import crystal_widom_targets, descriptor_row
+
+    if not crystal_blocks_of(names):
+        return None
+    path = widom_table_path()
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["name", "status", *WIDOM_TARGETS])
+    table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
+    rows = []
+    for name in data["names"]:
+        if name in table.index:
+            targets = dict(table.loc[name, list(WIDOM_TARGETS)].astype(float))
+        else:
+            targets = crystal_widom_targets(load_crystal(coremof_cif_dir() / f"{name}.cif"))
+        rows.append(descriptor_row(targets))
+    return {"ch4_widom": np.array(rows)}
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -624,7 +652,7 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
     data, train = _card_data(card, require_test_names=True)
     test, val = data["test"], data["val"]
     g, y = data["grids"], data["y"]
-    rows = tree_features(g, data["density"], args.tree_features)
+    rows = tree_features(g, data["density"], args.tree_features, crystal_blocks(data, args.tree_features))
     network = member_outputs_grids(loaded.model, loaded.standardizer, g,
                                    descriptors=loaded.descriptors(g, data["density"]))[0].mean(axis=0)[:, 0]
     hybrid, selection = fit_hybrid(rows, y, train, val, network[val], jobs=args.jobs, features=args.tree_features)
@@ -717,8 +745,11 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     described = loaded.descriptors(g, data["density"])
     split_descriptors = None if described is None else {"train": described[train], "val": described[data["val"]],
                                                         "test": described[data["test"]]}
+    blocks = None if loaded.trees is None else crystal_blocks(data, loaded.trees.features)
     tree_rows = None if loaded.trees is None else {
-        split: loaded.trees.features_of(g[data[split]], data["density"][data[split]]) for split in ("val", "test")}
+        split: loaded.trees.features_of(g[data[split]], data["density"][data[split]],
+                                        None if blocks is None else {k: v[data[split]] for k, v in blocks.items()})
+        for split in ("val", "test")}
     calibration = calibrate_model(loaded.model, loaded.standardizer, train_x=g[train], train_y=y[train],
                                   train_names=[data["names"][i] for i in train], val_x=g[data["val"]],
                                   val_y=y[data["val"]], test_x=g[data["test"]], test_y=y[data["test"]],
@@ -1009,7 +1040,7 @@ def _subset_hybrids(args: argparse.Namespace, data: dict[str, Any], size: int, m
     (``"validation"``); returns (predictions per subset, weights)."""
     from models.hybrid import HybridTrees, fit_hybrid, fit_trees, tree_features
 
-    rows = tree_features(data["grids"], data["density"], args.tree_features)
+    rows = tree_features(data["grids"], data["density"], args.tree_features, crystal_blocks(data, args.tree_features))
     preds, weights = [], []
     for subset, run_tags in member_tags.items():
         train = train_subset(data["pool"], size, subset)

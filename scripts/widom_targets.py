@@ -37,18 +37,14 @@ def _one(cif: str) -> dict[str, object]:
     import torch
 
     from models.structure import load_crystal
-    from models.units import crystal_density_g_cm3
-    from models.voxels import compute_voxels
-    from models.widom import CH4_PROBE, widom_targets
+    from models.widom import crystal_widom_targets
 
     torch.set_num_threads(1)
     name = Path(cif).stem
     start = time.perf_counter()
     try:
-        crystal = load_crystal(Path(cif))
-        energies = compute_voxels(crystal, CH4_PROBE, device="cpu", threads=1)
-        row: dict[str, object] = {"name": name, **widom_targets(energies, CH4_PROBE.temperature,
-                                                                 crystal_density_g_cm3(crystal)), "status": "ok"}
+        row: dict[str, object] = {"name": name, **crystal_widom_targets(load_crystal(Path(cif)), threads=1),
+                                  "status": "ok"}
     except Exception as exc:  # noqa: BLE001  (recorded with its reason, never dropped)
         row = {"name": name, "log10_henry_mol_kg_bar": "", "qst_kj_mol": "",
                "status": f"{type(exc).__name__}: {exc}"[:300]}

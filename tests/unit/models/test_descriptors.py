@@ -14,6 +14,7 @@ from models.descriptors import (
     DESCRIPTOR_WIDTHS,
     DescriptorSpec,
     MissingDescriptorError,
+    compute_crystal_blocks,
     descriptor_matrix,
     energy_histogram,
     gravimetric_grid,
@@ -77,6 +78,32 @@ def test_descriptor_matrix_log_density_and_missing_densities() -> None:
     assert descriptor_matrix(("energy_histogram",), grids, None).shape == (3, 14)  # no density needed
     with pytest.raises(ValueError, match="unknown descriptor"):
         descriptor_matrix(("volume",), grids, None)
+
+
+def test_crystal_blocks_come_from_the_caller_and_must_be_whole() -> None:
+    grids = _grids(3)
+    widom = np.array([[-0.3, 15.9], [-1.2, 12.0], [0.4, 20.1]])
+    out = descriptor_matrix(("log_density", "ch4_widom"), grids, [1.0, 2.0, 0.5], {"ch4_widom": widom})
+    assert out.shape == (3, 3) and out[:, 1:].tolist() == widom.tolist()
+    for bad in (None, {}, {"ch4_widom": np.where(np.eye(3, 2) > 0, np.nan, widom)}):
+        with pytest.raises(MissingDescriptorError, match="ch4_widom"):
+            descriptor_matrix(("ch4_widom",), grids, None, bad)
+    with pytest.raises(ValueError, match="shape"):
+        descriptor_matrix(("ch4_widom",), grids, None, {"ch4_widom": widom[:2]})
+    with pytest.raises(ValueError, match="network reads"):  # a network's descriptors come from its grid and ρ
+        DescriptorSpec(("ch4_widom",), (0.0, 0.0), (1.0, 1.0))
+
+
+def test_compute_crystal_blocks_computes_only_the_named_blocks() -> None:
+    from models.structure import Crystal
+    from models.widom import ch4_widom_descriptors
+
+    crystals = [Crystal(f"c{a}", np.eye(3) * a, np.zeros((1, 3)), ((("Zn", 1.0),),)) for a in (7.0, 11.0)]
+    assert compute_crystal_blocks(("log_density", "energy_histogram"), crystals) == {}
+    blocks = compute_crystal_blocks(("energy_histogram", "ch4_widom"), crystals)
+    assert list(blocks) == ["ch4_widom"] and blocks["ch4_widom"].shape == (2, 2)
+    np.testing.assert_allclose(blocks["ch4_widom"], [ch4_widom_descriptors(c) for c in crystals])
+    assert compute_crystal_blocks(("ch4_widom",), [])["ch4_widom"].shape == (0, 2)
 
 
 def test_spec_standardizes_with_the_training_statistics_and_round_trips() -> None:

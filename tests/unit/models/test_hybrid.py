@@ -11,7 +11,7 @@ import torch
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 
 from models.artifacts import CorruptModelError, ModelCard, Target, load_model, save_model, save_trees
-from models.descriptors import card_reads_density
+from models.descriptors import MissingDescriptorError, card_reads_density
 from models.generator import GridVAE, from_generator_space
 from models.hybrid import TREES_FILE, HybridTrees, choose_weight, fit_trees, tree_features
 from models.inverse_design import design_landscapes
@@ -130,6 +130,32 @@ def test_a_hybrid_model_folder_predicts_the_blend(tmp_path: Path) -> None:
     np.testing.assert_allclose(loaded.predict(grids[:5], densities_g_cm3=densities[:5], network_only=True)[:, 0],
                                network, rtol=1e-6)
     assert loaded.predict(grids[:0], densities_g_cm3=densities[:0]).shape == (0, 1)
+
+
+def test_trees_on_a_crystal_block_need_it_from_the_caller(tmp_path: Path) -> None:
+    """Trees reading ``ch4_widom`` (computed from the crystal, not the grid): the card says so, predictions take
+    the block and refuse to guess it, and the network's part needs none."""
+    torch.manual_seed(0)
+    result = TrainResult(model=RetNet(n_outputs=1).eval(), standardizer=Standardizer(mean=1.0, std=2.0), best_epoch=1)
+    folder = save_model(tmp_path / "m", result, ModelCard(name="hybrid", version="1", targets=[CH4]))
+    features = ("energy_histogram", "ch4_widom")
+    grids, widom = _grids(40), np.column_stack([np.linspace(-2.0, 1.0, 40), np.linspace(8.0, 25.0, 40)])
+    rows = tree_features(grids, None, features, {"ch4_widom": widom})
+    hybrid = HybridTrees(fit_trees(rows, 3.0 + widom[:, 0], n_trees=30), 0.25, features)
+    save_trees(folder, hybrid, fitted_on="40 random grids")
+    loaded = load_model(folder, device="cpu")
+    assert loaded.crystal_blocks == ("ch4_widom",) and not loaded.needs_density
+    network = predict_grids(loaded.model, loaded.standardizer, grids[:5])[:, 0]
+    expected = 0.25 * network + 0.75 * hybrid.trees.predict(rows[:5])
+    blocks = {"ch4_widom": widom[:5]}
+    np.testing.assert_allclose(loaded.predict(grids[:5], crystal_blocks=blocks)[:, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict_detailed(grids[:5], crystal_blocks=blocks).values[:, 0], expected,
+                               rtol=1e-6)
+    with pytest.raises(MissingDescriptorError, match="ch4_widom"):
+        loaded.predict(grids[:5])
+    np.testing.assert_allclose(loaded.predict(grids[:5], network_only=True)[:, 0], network, rtol=1e-6)
+    grid_only = load_model(_hybrid_folder(tmp_path / "plain")[0], device="cpu")
+    assert grid_only.crystal_blocks == ()
 
 
 def test_damaged_or_missing_trees_are_refused(tmp_path: Path) -> None:

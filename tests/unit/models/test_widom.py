@@ -10,9 +10,13 @@ import pytest
 from models.params import VoxelParams, uff_table
 from models.structure import Crystal
 from models.units import GAS_CONSTANT_J_PER_MOL_K as R
+from models.units import crystal_density_g_cm3
 from models.voxels import compute_voxels
 from models.widom import (
     CH4_PROBE,
+    LOG10_HENRY_FLOOR,
+    ch4_widom_descriptors,
+    descriptor_row,
     heat_of_adsorption_kj_mol,
     henry_coefficient_mol_kg_pa,
     log_mean_boltzmann_factor,
@@ -81,3 +85,25 @@ def test_one_atom_in_a_large_cell_matches_the_radial_integral() -> None:
 def test_ch4_probe_is_trappe_methane_on_raw_energies() -> None:
     assert (CH4_PROBE.probe_epsilon, CH4_PROBE.probe_sigma, CH4_PROBE.boltzmann) == (148.0, 3.73, False)
     assert CH4_PROBE.params_hash() != VoxelParams().params_hash()
+
+
+def test_descriptor_rows_are_finite_for_every_crystal() -> None:
+    closed = descriptor_row(widom_targets(np.full((4, 4, 4), np.inf), T, 1.2))
+    assert closed.tolist() == [LOG10_HENRY_FLOOR, 0.0]
+    assert descriptor_row({"log10_henry_mol_kg_bar": -50.0, "qst_kj_mol": 30.0}).tolist() == [LOG10_HENRY_FLOOR, 30.0]
+    assert descriptor_row({"log10_henry_mol_kg_bar": -0.3, "qst_kj_mol": 15.9}).tolist() == [-0.3, 15.9]
+
+
+def test_a_crystals_ch4_widom_descriptors_are_its_trappe_grids_widom_averages() -> None:
+    """The descriptors serving computes equal the Widom averages of the TraPPE CH4 grid of the same crystal, and a
+    denser packing of the same atoms (narrower pores) binds methane more strongly."""
+    a = 12.0
+    open_cell = Crystal("open", np.eye(3) * a, np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]),
+                        ((("Cu", 1.0),), (("O", 1.0),)))
+    density = (63.546 + 15.999) / 6.02214076e23 / (a ** 3 * 1e-24)  # g/cm³: one Cu and one O in 12³ Å³
+    assert crystal_density_g_cm3(open_cell) == pytest.approx(density, rel=1e-3)
+    expected = widom_targets(compute_voxels(open_cell, CH4_PROBE, device="cpu"), T, crystal_density_g_cm3(open_cell))
+    got = ch4_widom_descriptors(open_cell)
+    assert got.tolist() == pytest.approx([expected["log10_henry_mol_kg_bar"], expected["qst_kj_mol"]])
+    tight = Crystal("tight", np.eye(3) * 6.5, open_cell.frac_coords, open_cell.species)
+    assert ch4_widom_descriptors(tight)[1] > got[1]
