@@ -170,6 +170,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from models.artifacts import ModelCard, Target, save_model, save_trees
     from models.datasets import read_labels
+    from models.descriptors import crystal_blocks_of
+    from models.hybrid import TREE_FEATURES
     from models.metrics import regression_metrics
     from models.params import VoxelParams
     from models.pipeline import load_training_set
@@ -193,7 +195,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     bar, step = _training_progress(n_labels)
     with bar:
         data = load_training_set(args.data, args.labels, targets, params, args.cache, progress=step,
-                                 threads=args.threads)
+                                 threads=args.threads, crystal_blocks=crystal_blocks_of(TREE_FEATURES) if args.trees
+                                 else ())
     if data.failures:
         _err(f"{len(data.failures)} labelled structure(s) left out: " + "; ".join(
             f"{k}: {v}" for k, v in list(data.failures.items())[:10]) + (" ..." if len(data.failures) > 10 else ""))
@@ -261,7 +264,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.trees:
         from models.hybrid import fit_hybrid, tree_features
 
-        rows = tree_features(data.grids, data.densities)
+        rows = tree_features(data.grids, data.densities, crystal_blocks=data.crystal_blocks)
         hybrid, selection = fit_hybrid(rows, data.targets, train_idx, val_idx,
                                        np.zeros(0) if network_val is None else network_val[:, 0])
     with tempfile.TemporaryDirectory(prefix="retnet-train-") as tmp:
@@ -362,6 +365,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from app.services.outputs import Outputs
     from models.artifacts import load_model
+    from models.descriptors import compute_crystal_blocks
     from models.pipeline import cif_sources, describe_error
     from models.structure import parse_cif
     from models.units import CM3_STP_PER_CM3, MOL_PER_KG, crystal_density_g_cm3, mol_per_kg_to_cm3_stp_per_cm3
@@ -374,12 +378,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     params = model.card.voxel_params
     sources = cif_sources(args.cifs)
     rows: list[dict[str, Any]] = []
-    grids, owners = [], []
+    grids, owners, blocks = [], [], []
     with _progress_bar(len(sources), "voxelize") as bar:
         for source in sources:
             try:
                 crystal = parse_cif(source.read(), source.name)
                 density = crystal_density_g_cm3(crystal)
+                # the numbers of the crystal itself that the model's trees read (none for most models)
+                blocks.append(compute_crystal_blocks(model.crystal_blocks, [crystal], threads=args.threads))
                 grids.append(compute_voxels(crystal, params, device="cpu", threads=args.threads))
                 owners.append((len(rows), crystal.sha256))
                 rows.append({"name": source.name, "sha256": crystal.sha256, "error": "", "density": density})
@@ -387,7 +393,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 rows.append({"name": source.name, "sha256": "", "error": describe_error(exc)})
             bar.update(1)
     densities = [rows[i]["density"] for i, _ in owners]
-    detailed = model.predict_detailed(np.stack(grids), densities_g_cm3=densities) if grids else None
+    crystal_blocks = {b: np.concatenate([one[b] for one in blocks]) for b in model.crystal_blocks} if grids else {}
+    detailed = (model.predict_detailed(np.stack(grids), densities_g_cm3=densities, crystal_blocks=crystal_blocks)
+                if grids else None)
     outputs = Outputs.of(model.card.model_dump(mode="json"))
     curve = outputs.pressures is not None
     # a curve model: one row per structure, its value (the primary output) and every point; otherwise a row per target
@@ -461,13 +469,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     bar, step = _training_progress(len(read_labels(args.labels, targets)))
     with bar:
         data = load_training_set(args.data, args.labels, targets, model.voxel_params, args.cache, progress=step,
-                                 threads=args.threads)
+                                 threads=args.threads, crystal_blocks=model.crystal_blocks)
     if data.failures:
         _err(f"{len(data.failures)} labelled structure(s) left out: " + "; ".join(
             f"{k}: {v}" for k, v in list(data.failures.items())[:10]))
     if len(data.names) < 2:
         raise CommandError("need at least 2 labelled structures to evaluate")
-    pred = model.predict(data.grids, densities_g_cm3=data.densities)
+    pred = model.predict(data.grids, densities_g_cm3=data.densities, crystal_blocks=data.crystal_blocks)
     metrics = regression_metrics(data.targets, pred, n_boot=args.bootstrap, seed=args.seed, names=targets)
     print(f"model {model.ref} on {len(data.names)} structure(s) from {args.data}")
     labels = {"r2": "R²", "mae": "MAE", "rmse": "RMSE", "spearman": "Spearman ρ"}

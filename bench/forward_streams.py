@@ -41,18 +41,19 @@ SETTINGS = ("main", "thread", "passive", "streams")
 
 def _rates(setting: str, model_path: str, grids_n: int, batch: int, rounds: int) -> list[float]:
     """Run in a fresh process: grids/min of each round for ``setting``."""
-    from bench.inference import synthetic_densities, synthetic_grids
+    from bench.inference import synthetic_crystal_blocks, synthetic_densities, synthetic_grids
     from models.artifacts import load_model
     from models.forward_pool import ForwardPool, process_torch_threads
 
     model = load_model(model_path, device="cpu")
     grids = synthetic_grids(grids_n)
     densities = synthetic_densities(grids_n) if model.needs_density else None
-    parts = [(grids[k:k + batch], None if densities is None else densities[k:k + batch])
-             for k in range(0, grids_n, batch)]
+    blocks = synthetic_crystal_blocks(model, grids_n)
+    parts = [(grids[k:k + batch], None if densities is None else densities[k:k + batch],
+              {b: v[k:k + batch] for b, v in blocks.items()}) for k in range(0, grids_n, batch)]
 
-    def one(part: tuple[Any, Any]) -> Any:
-        return model.predict_detailed(part[0], batch_size=batch, densities_g_cm3=part[1])
+    def one(part: tuple[Any, Any, Any]) -> Any:
+        return model.predict_detailed(part[0], batch_size=batch, densities_g_cm3=part[1], crystal_blocks=part[2])
 
     pool = ForwardPool(process_torch_threads()) if setting == "streams" else None
 

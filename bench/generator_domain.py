@@ -60,7 +60,7 @@ def main() -> int:
         load_generator,
         to_generator_space,
     )
-    from models.inverse_design import design_and_match
+    from models.inverse_design import design_and_match, landscape_trees
     from worker.design import ITERATIONS, PARTICLES
 
     folder = shipped_model_dir(args.model)
@@ -75,7 +75,8 @@ def main() -> int:
     real = np.stack([np.load(grids_dir / f"{n}.npy") for n in held_out]).astype(np.float32)
 
     def rates(grids: np.ndarray, rho_g_cm3: np.ndarray) -> dict[str, float]:
-        detailed = loaded.predict_detailed(grids, densities_g_cm3=list(rho_g_cm3))
+        detailed = loaded.predict_detailed(grids, densities_g_cm3=list(rho_g_cm3),  # as designs are scored
+                                           network_only=landscape_trees(loaded) is None)
         score = loaded.domain.score(detailed.fingerprints) / loaded.domain.threshold
         return {"in_domain": float(np.mean(detailed.in_domain)), "median_score_over_threshold": float(np.median(score))}
 

@@ -95,9 +95,16 @@ def synthetic_densities(n: int, seed: int = 0) -> np.ndarray:
     return np.exp(np.random.default_rng(seed).uniform(np.log(0.3), np.log(2.5), n))
 
 
+def synthetic_crystal_blocks(model: LoadedModel, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The crystal blocks a model's trees read, synthetic (none for most models): ``ch4_widom`` with log10 K_H
+    uniform over −2…1 (mol/(kg·bar)) and Q_st⁰ over 8…25 kJ/mol, CoRE MOF's usual range."""
+    rng = np.random.default_rng(seed + 1)
+    return {b: np.column_stack([rng.uniform(-2.0, 1.0, n), rng.uniform(8.0, 25.0, n)]) for b in model.crystal_blocks}
+
+
 def measure(
     model: LoadedModel, grids: np.ndarray, *, seconds: float, rounds: int, warmup: int,
-    densities: np.ndarray | None = None,
+    densities: np.ndarray | None = None, crystal_blocks: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Time legacy and fused prediction of ``grids`` as one batch; returns grids/s, speed-up and difference.
 
@@ -109,13 +116,15 @@ def measure(
     for fused in (False, True):
         _set_fused(model, fused)
         for _ in range(warmup):
-            predictions[fused] = model.predict(grids, batch_size=batch, densities_g_cm3=densities)
+            predictions[fused] = model.predict(grids, batch_size=batch, densities_g_cm3=densities,
+                                               crystal_blocks=crystal_blocks)
     times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for _ in range(rounds):
         for fused in (False, True):
             _set_fused(model, fused)
             times[fused] += _call_times(
-                lambda: model.predict(grids, batch_size=batch, densities_g_cm3=densities), seconds / rounds, 1)
+                lambda: model.predict(grids, batch_size=batch, densities_g_cm3=densities,
+                                      crystal_blocks=crystal_blocks), seconds / rounds, 1)
     _set_fused(model, True)
     wall = {path: statistics.median(t[0] for t in calls) for path, calls in times.items()}
     cpu = {path: statistics.median(t[1] for t in calls) for path, calls in times.items()}
@@ -200,12 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.model.fused_chunk = args.fused_chunk
     grids = synthetic_grids(max(args.batches), seed=args.seed)
     densities = synthetic_densities(len(grids), seed=args.seed) if model.needs_density else None
+    blocks = synthetic_crystal_blocks(model, len(grids), seed=args.seed)
     rows = []
     for threads in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         for batch in args.batches:
             row = measure(model, grids[:batch], seconds=args.seconds, rounds=args.rounds, warmup=args.warmup,
-                          densities=None if densities is None else densities[:batch])
+                          densities=None if densities is None else densities[:batch],
+                          crystal_blocks={b: v[:batch] for b, v in blocks.items()})
             rows.append({"threads": threads, **row})
             print(f"threads {threads} batch {batch}: {row['speedup']:.2f}x", file=sys.stderr, flush=True)
     print(f"{model.ref} on {args.device}, interop threads {torch.get_num_interop_threads()}, "

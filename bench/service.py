@@ -232,8 +232,9 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
 
     from app.db.session import session_scope
     from app.db.tables import ModelVersion, Structure
-    from app.storage import decode_grid, store_from_uri
+    from app.storage import crystal_block_key, decode_block, decode_grid, store_from_uri
     from models.artifacts import load_model
+    from models.descriptors import CRYSTAL_BLOCKS
     from models.params import VoxelParams
     from models.structure import parse_cif
     from models.voxels import compute_voxels, warm_up
@@ -254,11 +255,15 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
             known = dict(session.query(Structure.sha256, Structure.density_g_cm3)
                          .filter(Structure.sha256.in_(shas)).all())
         densities = np.array([known[sha] for sha in shas], dtype=np.float64)
-    model.predict(grids[:batch], batch_size=batch, densities_g_cm3=None if densities is None else densities[:batch])
+    shas = [k.rsplit("/", 1)[-1].split("_", 1)[0] for k in keys]  # the crystal blocks the service stored per structure
+    blocks = {b: np.stack([decode_block(store.get(crystal_block_key(sha, b)), CRYSTAL_BLOCKS[b]) for sha in shas])
+              for b in model.crystal_blocks}
+    model.predict(grids[:batch], batch_size=batch, densities_g_cm3=None if densities is None else densities[:batch],
+                  crystal_blocks={b: v[:batch] for b, v in blocks.items()})
     runs = []
     for _ in range(3):
         t0 = time.perf_counter()
-        model.predict(grids, batch_size=batch, densities_g_cm3=densities)
+        model.predict(grids, batch_size=batch, densities_g_cm3=densities, crystal_blocks=blocks)
         runs.append(len(grids) / (time.perf_counter() - t0) * 60)
     inference = max(runs)
     warm_up()

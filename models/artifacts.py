@@ -513,16 +513,18 @@ class LoadedModel:
 
     def predict_detailed(self, grids: np.ndarray | torch.Tensor, *, batch_size: int = 256,
                          densities_g_cm3: Sequence[float | None] | np.ndarray | None = None,
-                         crystal_blocks: Mapping[str, np.ndarray] | None = None) -> DetailedPredictions:
+                         crystal_blocks: Mapping[str, np.ndarray] | None = None,
+                         network_only: bool = False) -> DetailedPredictions:
         """Predictions with their calibrated σ and applicability domain, from one forward pass.
 
         σ and the domain are ``None`` for a model whose card has no calibration or which ships no domain file.
-        ``densities_g_cm3`` and ``crystal_blocks`` as in :meth:`predict`.
+        ``densities_g_cm3``, ``crystal_blocks`` and ``network_only`` as in :meth:`predict` (a hybrid's network
+        alone: its members' mean, σ from their spread).
         """
         members, fingerprints = member_outputs_grids(self.model, self.standardizer, self._grids(grids),
                                                      batch_size=batch_size,
                                                      descriptors=self.descriptors(grids, densities_g_cm3))
-        if self.trees is None:
+        if self.trees is None or network_only:
             values = members.mean(axis=0)
             spread = members.std(axis=0, ddof=1) if len(members) > 1 else np.zeros_like(values)
         else:

@@ -182,6 +182,14 @@ class MatchedDesign:
     nearest: list[tuple[str, float]]
 
 
+def landscape_trees(loaded: object) -> HybridTrees | None:
+    """The trees that score designed landscapes as serving scores crystals: a hybrid's trees, unless they read a
+    crystal block (``ch4_widom``: numbers of the crystal itself, which a landscape does not have); then the
+    network alone scores the designs."""
+    trees = getattr(loaded, "trees", None)
+    return None if trees is None or trees.crystal_blocks else trees
+
+
 def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, target: Sequence[float],
                      tolerance: Sequence[float], library_names: Sequence[str] | None,
                      library_fingerprints: np.ndarray | None, *, designs: int = 1, particles: int = 16,
@@ -194,14 +202,16 @@ def design_and_match(vae: GridVAE, loaded: object, quantities: np.ndarray, targe
     generator's density head, for a predictor that reads the crystal density; ``volumetric``: target, values and
     σ in cm³(STP)/cm³, converted with each design's density; ``keep_in_domain``: the swarm's cost has the domain
     term when the model has a domain; ``start``: swarm coordinates to start from, as :func:`design_landscapes`)."""
+    trees = landscape_trees(loaded)
     found = design_landscapes(vae, loaded.model, loaded.standardizer, quantities, target, tolerance,  # type: ignore[attr-defined]
                               designs=designs, particles=particles, iterations=iterations, seed=seed, clip=clip,
                               descriptors=loaded.card.descriptor_spec, density=density,  # type: ignore[attr-defined]
                               volumetric=volumetric,
                               domain=getattr(loaded, "domain", None) if keep_in_domain else None, start=start,
-                              trees=getattr(loaded, "trees", None))
+                              trees=trees)
     densities = [d.density_g_cm3 for d in found] if found and found[0].density_g_cm3 is not None else None
-    detailed = loaded.predict_detailed(np.stack([d.grid for d in found]), densities_g_cm3=densities)  # type: ignore[attr-defined]
+    detailed = loaded.predict_detailed(np.stack([d.grid for d in found]), densities_g_cm3=densities,  # type: ignore[attr-defined]
+                                       network_only=trees is None)
     values, sigma = quantities_of(detailed.values, detailed.sigma, quantities)
     if volumetric:
         factor = mol_per_kg_to_cm3_stp_per_cm3(1.0, np.asarray(densities, dtype=np.float64))[:, None]

@@ -22,12 +22,15 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.params import VoxelParams
 from models.voxel_cache import decode_grid, encode_grid, voxel_key
+
+if TYPE_CHECKING:
+    from models.structure import Crystal
 
 #: Called once per structure after it is done: (name, error message or None).
 ProgressCallback = Callable[[str, "str | None"], None]
@@ -176,7 +179,7 @@ def voxelize_paths(
     on_error: ErrorCallback | None = None,
     progress: ProgressCallback | None = None,
     threads: int | None = None,
-    densities: dict[str, float] | None = None,
+    crystals: dict[str, Crystal] | None = None,
 ) -> dict[str, np.ndarray]:
     """Voxelize many CIFs: ``{name: float32 grid (n, n, n)}`` in input order, failures left out.
 
@@ -196,11 +199,9 @@ def voxelize_paths(
         Called after each structure.
     threads : int, optional
         CPU threads of the grid kernel (default: all cores).
-    densities : dict, optional
-        Filled with ``{name: crystal density, g/cm³}`` of each structure gridded.
+    crystals : dict, optional
+        Filled with ``{name: parsed crystal}`` of each structure gridded (its density, its crystal blocks).
     """
-    from models.units import crystal_density_g_cm3
-
     params = params or VoxelParams()
     if isinstance(paths, Sequence) and paths and all(isinstance(p, CifSource) for p in paths):
         sources = list(paths)  # type: ignore[arg-type]
@@ -210,8 +211,8 @@ def voxelize_paths(
     for source in sources:
         try:
             grid, crystal = voxelize_crystal(source, params, cache_dir, threads=threads)
-            if densities is not None:
-                densities[source.name] = crystal_density_g_cm3(crystal)
+            if crystals is not None:
+                crystals[source.name] = crystal
             grids[source.name] = grid
         except Exception as exc:
             if on_error is None:
@@ -254,6 +255,8 @@ class TrainingSet:
         CIFs present without a label row (ignored).
     densities : ndarray, float64, shape (N,) or None
         Crystal densities, g/cm³, in the order of ``grids`` (for descriptor models).
+    crystal_blocks : dict of str to ndarray (N, width)
+        The crystal blocks asked for (:func:`models.descriptors.compute_crystal_blocks`), in the order of ``grids``.
     """
 
     names: list[str]
@@ -264,6 +267,7 @@ class TrainingSet:
     labels_sha256: str = ""
     unlabelled: int = 0
     densities: np.ndarray | None = None
+    crystal_blocks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_training_set(
@@ -275,13 +279,15 @@ def load_training_set(
     *,
     progress: ProgressCallback | None = None,
     threads: int | None = None,
+    crystal_blocks: Sequence[str] = (),
 ) -> TrainingSet:
     """Voxelize the labelled CIFs of a folder or zip and pair them with their labels.
 
     The labels CSV has a ``name`` column (CIF file stem) and the target columns;
     rows with a ``status`` column other than ``ok`` or a missing target are dropped
     (see :func:`models.datasets.read_labels`). Structures that fail are reported in
-    ``failures``, never silently dropped.
+    ``failures``, never silently dropped. ``crystal_blocks`` names the crystal blocks to compute too (the
+    ``ch4_widom`` numbers that hybrid trees may read).
 
     Raises
     ------
@@ -291,6 +297,8 @@ def load_training_set(
         No labelled structure could be voxelized.
     """
     from models.datasets import labels_sha256, read_labels
+    from models.descriptors import compute_crystal_blocks
+    from models.units import crystal_density_g_cm3
 
     target_names = [targets] if isinstance(targets, str) else list(targets)
     params = params or VoxelParams()
@@ -304,9 +312,9 @@ def load_training_set(
     def record(name: str, exc: Exception) -> None:
         failures[name] = describe_error(exc)
 
-    densities: dict[str, float] = {}
+    crystals: dict[str, Crystal] = {}
     grids = voxelize_paths([sources[n] for n in labelled], params, cache_dir, on_error=record, progress=progress,
-                           threads=threads, densities=densities)
+                           threads=threads, crystals=crystals)
     names = [n for n in labelled if n in grids]
     if not names:
         raise ValueError(f"no labelled structure could be voxelized ({len(failures)} failure(s), e.g. "
@@ -323,5 +331,6 @@ def load_training_set(
         failures=failures,
         labels_sha256=labels_sha256(used.reset_index(drop=True), target_names),
         unlabelled=len(set(sources) - set(table["name"].astype(str))),
-        densities=np.array([densities[k] for k in names], dtype=np.float64),
+        densities=np.array([crystal_density_g_cm3(crystals[k]) for k in names], dtype=np.float64),
+        crystal_blocks=compute_crystal_blocks(crystal_blocks, [crystals[k] for k in names], threads=threads),
     )

@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ class LabelledDataset:
         only; None when vibration augmentation is off.
     densities : ndarray, float64, shape (N,), or None
         Crystal densities (g/cm³) from the CIFs: read by a descriptor model (``descriptors`` job parameter).
+    crystal_blocks : dict of str to ndarray (N, width)
+        The crystal blocks asked for (:func:`models.descriptors.compute_crystal_blocks`): read by hybrid trees.
     """
 
     names: list[str]
@@ -80,6 +82,7 @@ class LabelledDataset:
     skipped: list[dict[str, str]] = field(default_factory=list)
     vibrated: np.ndarray | None = None
     densities: np.ndarray | None = None
+    crystal_blocks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -173,6 +176,7 @@ def load_dataset(
     threads: int | None = None,
     vibration_copies: int = 0,
     vibration_amplitude: float | None = None,
+    crystal_blocks: Sequence[str] = (),
 ) -> LabelledDataset:
     """Parse and voxelize the labelled CIFs of a job.
 
@@ -197,6 +201,8 @@ def load_dataset(
         ``grid_for`` under the copy's own hash (content hash + amplitude + seed), so a cache keeps each once.
     vibration_amplitude : float, optional
         RMS displacement per axis (Å); default :data:`models.vibration.DEFAULT_AMPLITUDE`.
+    crystal_blocks : sequence of str
+        Crystal blocks to compute for each structure (what hybrid trees read beside the grid, e.g. ``ch4_widom``).
 
     Raises
     ------
@@ -205,6 +211,7 @@ def load_dataset(
     KeyError
         A target column is missing from the CSV.
     """
+    from models.descriptors import compute_crystal_blocks
     from models.errors import StructureError
     from models.structure import parse_cif
     from models.units import crystal_density_g_cm3
@@ -221,7 +228,7 @@ def load_dataset(
     amplitude = DEFAULT_AMPLITUDE if vibration_amplitude is None else float(vibration_amplitude)
     labels = read_label_table(labels_csv)
     todo = [(name, data) for name, data in cifs if name in labels.index]
-    grids, ys, names, skipped, vibrated, densities = [], [], [], [], [], []
+    grids, ys, names, skipped, vibrated, densities, blocks = [], [], [], [], [], [], []
     for i, (name, data) in enumerate(todo):
         y = labels.loc[name, targets].to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(y)):
@@ -232,6 +239,7 @@ def load_dataset(
                 density = crystal_density_g_cm3(crystal)
                 grid = grid_for(crystal)
                 copies = [grid_for(c) for c in vibrated_copies(crystal, vibration_copies, amplitude)]
+                own_blocks = compute_crystal_blocks(crystal_blocks, [crystal], threads=threads)
             except StructureError as exc:
                 skipped.append({"name": name, "error": str(exc)})
             else:
@@ -240,6 +248,7 @@ def load_dataset(
                 names.append(name)
                 vibrated.append(copies)
                 densities.append(density)
+                blocks.append(own_blocks)
         if progress is not None:
             progress(i + 1, len(todo), skipped)
     if len(grids) < 2:
@@ -247,7 +256,8 @@ def load_dataset(
     return LabelledDataset(names=names, x=np.stack(grids).astype(np.float32), y=np.stack(ys),
                            targets=list(targets), skipped=skipped,
                            vibrated=np.asarray(vibrated, dtype=np.float32) if vibration_copies > 0 else None,
-                           densities=np.asarray(densities, dtype=np.float64))
+                           densities=np.asarray(densities, dtype=np.float64),
+                           crystal_blocks={b: np.concatenate([one[b] for one in blocks]) for b in crystal_blocks})
 
 
 def train_config(params: Mapping[str, Any], device: str | None = None) -> Any:
@@ -337,7 +347,7 @@ def train_and_evaluate(
     if params.get("trees"):
         from models.hybrid import fit_hybrid, tree_features
 
-        rows = tree_features(x, dataset.densities)
+        rows = tree_features(x, dataset.densities, crystal_blocks=dataset.crystal_blocks)
         network_val = np.zeros(0) if not len(val_idx) else predict_grids(
             result.model, result.standardizer, x[val_idx], descriptors=None if described is None else
             described[val_idx])[:, 0]

@@ -11,6 +11,10 @@ library's on-disk cache folder (:mod:`models.pipeline`, ``retnet ... --cache DIR
 
 A cache folder is therefore laid out exactly like the service's local store root: the CLI can
 read and fill the grids of ``RETNET_DATA_DIR``'s store and the other way round.
+
+A structure's *crystal blocks* (descriptors computed from the crystal rather than from the grid, e.g. its
+``ch4_widom`` numbers, :data:`models.descriptors.CRYSTAL_BLOCKS`) are cached beside its grids, under
+``crystal-blocks/<block>/<sha[:2]>/<sha>_<block>.npy`` as a float64 ``.npy`` (:func:`encode_block`).
 """
 
 from __future__ import annotations
@@ -47,3 +51,24 @@ def encode_grid(grid: np.ndarray) -> bytes:
 def decode_grid(data: bytes) -> np.ndarray:
     """Inverse of :func:`encode_grid`."""
     return np.load(io.BytesIO(gzip.decompress(data)), allow_pickle=False)
+
+
+def crystal_block_key(structure_sha256: str, block: str) -> str:
+    """Key of a structure's cached crystal block ``block`` (e.g. ``ch4_widom``)."""
+    return f"crystal-blocks/{block}/{structure_sha256[:2]}/{structure_sha256}_{block}.npy"
+
+
+def encode_block(row: np.ndarray) -> bytes:
+    """float64 ``.npy`` of one structure's block (a few numbers): the stored form of a cached crystal block."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(row, dtype=np.float64).ravel(), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_block(data: bytes, width: int) -> np.ndarray:
+    """Inverse of :func:`encode_block`; ValueError unless it holds ``width`` finite numbers."""
+    row = np.load(io.BytesIO(data), allow_pickle=False)
+    if row.shape != (width,) or row.dtype != np.float64 or not np.isfinite(row).all():
+        raise ValueError(f"a stored crystal block must hold {width} finite float64 numbers, "
+                         f"got {row.dtype} {row.shape}")
+    return row

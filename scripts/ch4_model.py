@@ -304,7 +304,7 @@ WIDOM_TARGETS = ("log10_henry_mol_kg_bar", "qst_kj_mol")
 
 def widom_targets_table() -> pd.DataFrame:
     """The finite Widom targets of every structure ``scripts/widom_targets.py`` computed, indexed by name."""
-    from widom_targets import widom_table_path
+    from models.datasets import widom_table_path
 
     table = pd.read_csv(widom_table_path())
     table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
@@ -313,31 +313,10 @@ def widom_targets_table() -> pd.DataFrame:
 
 
 def crystal_blocks(data: dict[str, Any], names: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """The crystal blocks among descriptor blocks ``names`` of every structure of ``data`` (None: none named).
+    """The crystal blocks among descriptor blocks ``names`` of every structure of ``data`` (None: none named)."""
+    from models.datasets import coremof_crystal_blocks
 
-    ``ch4_widom`` comes from ``scripts/widom_targets.py``'s table (the same computation as serving,
-    :func:`models.widom.crystal_widom_targets`); the structures it lacks are computed here from their CIFs.
-    """
-    from widom_targets import widom_table_path
-
-    from models.datasets import coremof_cif_dir
-    from models.descriptors import crystal_blocks_of
-    from models.structure import load_crystal
-    from models.widom import crystal_widom_targets, descriptor_row
-
-    if not crystal_blocks_of(names):
-        return None
-    path = widom_table_path()
-    table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["name", "status", *WIDOM_TARGETS])
-    table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
-    rows = []
-    for name in data["names"]:
-        if name in table.index:
-            targets = dict(table.loc[name, list(WIDOM_TARGETS)].astype(float))
-        else:
-            targets = crystal_widom_targets(load_crystal(coremof_cif_dir() / f"{name}.cif"))
-        rows.append(descriptor_row(targets))
-    return {"ch4_widom": np.array(rows)}
+    return coremof_crystal_blocks(list(data["names"]), tuple(names)) or None
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -825,7 +804,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
                 rows.append({"model": HYBRID_CURVE, "size": r["size"], "n_train": int(r["size"]),
                              "seeds": r["subsets"], "members": r["members"],
                              **{k: r["hybrid"][k] for k in ("r2", "mae")}})
-    shipped_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test])[:, 0]
+    blocks = {k: v[test] for k, v in (crystal_blocks(data, loaded.crystal_blocks) or {}).items()}
+    shipped_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test],
+                                  crystal_blocks=blocks)[:, 0]
     if loaded.trees is not None:  # a hybrid: its network alone too
         network_pred = loaded.predict(data["grids"][test], densities_g_cm3=data["density"][test],
                                       network_only=True)[:, 0]
@@ -870,7 +851,9 @@ def cmd_versus(args: argparse.Namespace) -> None:
         raise SystemExit(f"{len(held)} of {loaded.ref}'s test structures are new to {earlier.ref}: nothing to compare")
     grids, density, y = data["grids"][held], data["density"][held], data["y"][held]
     models = {"shipped": loaded, "earlier": earlier}
-    preds = {role: m.predict(grids, densities_g_cm3=density)[:, 0] for role, m in models.items()}
+    preds = {role: m.predict(grids, densities_g_cm3=density, crystal_blocks={
+        k: v[held] for k, v in (crystal_blocks(data, m.crystal_blocks) or {}).items()})[:, 0]
+        for role, m in models.items()}
     scores = {role: {"model": m.ref, **_r2_mae(regression_metrics(y, preds[role], n_boot=10000, seed=0))}
               for role, m in models.items()}
     diff = paired_difference(y, [preds["shipped"]], [preds["earlier"]], n_boot=10000, seed=0)

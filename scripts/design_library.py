@@ -26,7 +26,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.datasets import coremof_cif_dir, coremof_structures, default_cache_dir  # noqa: E402
+from models.datasets import (  # noqa: E402
+    coremof_cif_dir,
+    coremof_crystal_blocks,
+    coremof_structures,
+    default_cache_dir,
+)
 from models.params import VoxelParams  # noqa: E402
 
 CHUNK = 512
@@ -58,7 +63,8 @@ def main() -> int:
     for first in range(0, len(names), CHUNK):
         chunk = names[first:first + CHUNK]
         grids = np.stack([np.load(grid_dir / f"{n}.npy") for n in chunk]).astype(np.float32)
-        out = loaded.predict_detailed(grids, densities_g_cm3=[described.at[n, "density_g_cm3"] for n in chunk])
+        out = loaded.predict_detailed(grids, densities_g_cm3=[described.at[n, "density_g_cm3"] for n in chunk],
+                                      crystal_blocks=coremof_crystal_blocks(chunk, loaded.crystal_blocks))
         fingerprints.append(out.fingerprints.astype(np.float16))
         for i, name in enumerate(chunk):
             row: dict[str, object] = {"name": name, "sha256": described.at[name, "sha256"],

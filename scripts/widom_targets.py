@@ -23,14 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.datasets import coremof_cif_dir, default_cache_dir  # noqa: E402
+from models.datasets import coremof_cif_dir, widom_table_path  # noqa: E402
 
 COLUMNS = ["name", "log10_henry_mol_kg_bar", "qst_kj_mol", "seconds", "status"]
-
-
-def widom_table_path() -> Path:
-    """The resumable table of Widom targets (in the cache folder: generated data, not committed)."""
-    return default_cache_dir() / "widom_ch4_298K.csv"
 
 
 def _one(cif: str) -> dict[str, object]:

@@ -116,7 +116,17 @@ def generate(ctx: WorkerContext, job_id: str, request: DesignRequest, model_ref:
     note = ("energy landscapes decoded from the generator's latent space, searched by particle swarms against the "
             "predictor, started from the latent codes of the best-ranked library structures and pulled into its "
             "applicability domain (in_domain says whether the swarm got there); "
-            f"values in {request.units} ({density_note}); not crystals: their nearest real "
+            f"values in {request.units} ({density_note}){_scorer_note(loaded)}; not crystals: their nearest real "
             "structures (RetNet fingerprint distance, standardized as the applicability domain) are the ones to "
             "simulate")
     return out, note
+
+
+def _scorer_note(loaded: Any) -> str:
+    """What scores a design when it is not the model as served (a hybrid whose trees read the crystal itself)."""
+    from models.inverse_design import landscape_trees
+
+    if loaded.trees is None or landscape_trees(loaded) is not None:
+        return ""
+    return (f"; scored by {loaded.ref}'s network alone: its trees read {', '.join(loaded.trees.crystal_blocks)} of "
+            "the crystal, which a landscape does not have")

@@ -34,7 +34,16 @@ from app.db.tables import Job, JobItem, ModelVersion, Prediction, Structure, new
 from app.services import leases, progress
 from app.services.submit import parsed_uploads, upsert_structures
 from app.services.uploads import stem
-from app.storage import ObjectNotFoundError, StorageUnavailableError, decode_grid, encode_grid, voxel_key
+from app.storage import (
+    ObjectNotFoundError,
+    StorageUnavailableError,
+    crystal_block_key,
+    decode_block,
+    decode_grid,
+    encode_block,
+    encode_grid,
+    voxel_key,
+)
 from worker.runtime import WorkerContext
 
 if TYPE_CHECKING:
@@ -116,9 +125,28 @@ def _heartbeat(ctx: WorkerContext, ids: list[str], owner: str) -> leases.Heartbe
                             lambda s: leases.renew_items(s, ids, owner=owner, lease_s=lease_s))
 
 
+def _blocks_needed(card: dict[str, Any]) -> tuple[str, ...]:
+    """The crystal blocks a model's trees read (:data:`models.descriptors.CRYSTAL_BLOCKS`): computed from the
+    crystal when its grid is, and stored beside it."""
+    from models.descriptors import crystal_blocks_of
+
+    return crystal_blocks_of((card.get("trees") or {}).get("features") or [])
+
+
+def _store_blocks(ctx: WorkerContext, crystal: Any, blocks: Sequence[str]) -> None:
+    """Compute and store the crystal blocks ``blocks`` of ``crystal`` that storage lacks (StructureError: the
+    crystal's own fault, e.g. too large)."""
+    from models.descriptors import compute_crystal_blocks
+
+    missing = [b for b in blocks if not ctx.store.exists(crystal_block_key(crystal.sha256, b))]
+    for block, rows in compute_crystal_blocks(missing, [crystal], threads=ctx.voxel_threads).items():
+        ctx.store.put(crystal_block_key(crystal.sha256, block), encode_block(rows[0]))
+
+
 def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, card: dict[str, Any],
                  params_hash: str) -> _VoxelOutcome:
-    """Make sure the item's grid is stored: a cache hit, or parse + voxelize + store.
+    """Make sure the item's grid (and the crystal blocks its model reads) are stored: a cache hit, or parse +
+    voxelize + store.
 
     Structure errors come back in ``error`` (a CIF that takes longer than ``pipeline.parse_timeout_s`` to read is
     one); storage errors propagate (transient).
@@ -128,7 +156,9 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
     from worker.parsing import parse_limited
 
     store = ctx.store
-    if sha is not None and store.exists(voxel_key(sha, params_hash)):
+    blocks = _blocks_needed(card)
+    if sha is not None and store.exists(voxel_key(sha, params_hash)) and all(
+            store.exists(crystal_block_key(sha, b)) for b in blocks):
         return _VoxelOutcome(sha, {"cache_hit": True, "voxelize_ms": 0.0})
     try:
         raw = store.get(raw_key)
@@ -141,11 +171,12 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
         return _VoxelOutcome(error=str(exc))
     out = _VoxelOutcome(crystal.sha256, {"parse_ms": (time.perf_counter() - t0) * 1e3}, crystal)
     key = voxel_key(crystal.sha256, params_hash)
-    if store.exists(key):
-        out.fields.update(cache_hit=True, voxelize_ms=0.0)
-        return out
     t0 = time.perf_counter()
     try:
+        _store_blocks(ctx, crystal, blocks)
+        if store.exists(key):
+            out.fields.update(cache_hit=True, voxelize_ms=(time.perf_counter() - t0) * 1e3 if blocks else 0.0)
+            return out
         grid = compute_voxels(crystal, _voxel_params(card), threads=ctx.voxel_threads)
     except StructureError as exc:
         return _VoxelOutcome(error=str(exc))
@@ -289,13 +320,61 @@ def prediction_fields(out: Any, primary: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_blocks(ctx: WorkerContext, sha: str, blocks: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """A structure's stored crystal blocks, or None when one is missing or unreadable (it is then rebuilt)."""
+    from models.descriptors import CRYSTAL_BLOCKS
+
+    out = {}
+    for block in blocks:
+        key = crystal_block_key(sha, block)
+        try:
+            out[block] = decode_block(ctx.store.get(key), CRYSTAL_BLOCKS[block])
+        except ObjectNotFoundError:
+            return None
+        except CORRUPT_GRID as exc:
+            log.warning("stored crystal block %s is unreadable (%s); recomputing it", key, exc)
+            ctx.store.delete(key)
+            return None
+    return out
+
+
+def _with_crystal_blocks(ctx: WorkerContext, info: _ModelInfo, ready: list[tuple[_Item, np.ndarray, _VoxelOutcome]],
+                         blocks: Sequence[str], fetchers: ThreadPoolExecutor
+                         ) -> tuple[list[tuple[_Item, np.ndarray, _VoxelOutcome]], dict[str, np.ndarray],
+                                    list[tuple[str, str, str]]]:
+    """The crystal blocks of each ready item: stored, else rebuilt from its upload (as an evicted grid is).
+
+    Returns (items with their blocks, {block: (N, width)} in their order, failures of the others).
+    """
+    def read(entry: tuple[_Item, np.ndarray, _VoxelOutcome]) -> dict[str, np.ndarray] | str:
+        item, _, outcome = entry
+        found = _read_blocks(ctx, str(outcome.sha), blocks)
+        if found is None:
+            rebuilt = _ensure_grid(ctx, item.raw_key, item.name, None, info.card, info.params_hash)
+            if rebuilt.error is not None:
+                return rebuilt.error
+            found = _read_blocks(ctx, str(rebuilt.sha), blocks)
+        return found if found is not None else f"its {', '.join(blocks)} descriptors could not be stored"
+
+    kept, rows, failures = [], [], []
+    for entry, found in zip(ready, fetchers.map(read, ready), strict=True):
+        if isinstance(found, str):
+            failures.append((entry[0].id, found, "structure"))
+        else:
+            kept.append(entry)
+            rows.append(found)
+    return kept, {b: np.array([r[b] for r in rows]).reshape(len(rows), -1) for b in blocks}, failures
+
+
 @dataclass
 class _Batch:
-    """One forward pass's worth of a chunk: the items with a grid (and density when the model reads it)."""
+    """One forward pass's worth of a chunk: the items with a grid (and density and crystal blocks when the model
+    reads them)."""
 
     ready: list[tuple[_Item, np.ndarray, _VoxelOutcome]]
     densities: list[float] | None
     failures: list[tuple[str, str, str]]
+    crystal_blocks: dict[str, np.ndarray] | None = None
 
 
 def _prepare_batch(ctx: WorkerContext, ref: str, info: _ModelInfo, needs_density: bool, items: list[_Item],
@@ -313,7 +392,14 @@ def _prepare_batch(ctx: WorkerContext, ref: str, info: _ModelInfo, needs_density
         ready, densities, unknown = _with_densities(ctx, ready)
         failures += [(i.id, f"{ref} needs the crystal density, and none is known for this structure", "internal")
                      for i in unknown]
-    return _Batch(ready, densities, failures)
+    crystal_blocks = None
+    if blocks := _blocks_needed(info.card):  # trees that read numbers of the crystal itself
+        kept, crystal_blocks, failed = _with_crystal_blocks(ctx, info, ready, blocks, fetchers)
+        if densities is not None:
+            kept_ids = {item.id for item, _, _ in kept}
+            densities = [d for d, (item, _, _) in zip(densities, ready, strict=True) if item.id in kept_ids]
+        ready, failures = kept, failures + failed
+    return _Batch(ready, densities, failures, crystal_blocks)
 
 
 def _predict_group(ctx: WorkerContext, ref: str, info: _ModelInfo, loaded: Any, group: list[_Item]
@@ -341,7 +427,8 @@ def _predict_group(ctx: WorkerContext, ref: str, info: _ModelInfo, loaded: Any, 
     def forward(batch: _Batch) -> tuple[Any, float]:
         t0 = time.perf_counter()
         grids = np.stack([g for _, g, _ in batch.ready]).astype(np.float32)
-        out = loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities)
+        out = loaded.predict_detailed(grids, batch_size=size, densities_g_cm3=batch.densities,
+                                      crystal_blocks=batch.crystal_blocks)
         return out, time.perf_counter() - t0
 
     with ThreadPoolExecutor(max_workers=min(8, len(group))) as fetchers:

@@ -11,8 +11,12 @@ from functools import lru_cache
 from typing import BinaryIO, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
+from models.voxel_cache import crystal_block_key as crystal_block_key  # noqa: F401
+from models.voxel_cache import decode_block as decode_block  # noqa: F401
+
 # The one voxel-cache key scheme, shared with models.pipeline's cache folders (re-exported: key of stored grids).
 from models.voxel_cache import decode_grid as decode_grid  # noqa: F401  (one home: models.voxel_cache)
+from models.voxel_cache import encode_block as encode_block  # noqa: F401
 from models.voxel_cache import encode_grid as encode_grid  # noqa: F401
 from models.voxel_cache import voxel_key as voxel_key  # noqa: F401
 

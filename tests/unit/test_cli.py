@@ -313,6 +313,20 @@ def test_train_and_predict_a_hybrid_model(trained: Path, capsys: pytest.CaptureF
     assert main(["predict", "--model", str(out), str(SMALL[0]), "--format", "csv", "--device", "cpu"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["value"]))
+    # the blend of the CIF's own grid, density and crystal blocks (the trees' ch4_widom numbers), computed here
+    from models.descriptors import compute_crystal_blocks
+    from models.structure import load_crystal
+    from models.units import crystal_density_g_cm3
+    from models.voxels import compute_voxels
+
+    loaded = load_model(out, device="cpu")
+    crystal = load_crystal(SMALL[0])
+    expected = loaded.predict(compute_voxels(crystal, loaded.voxel_params), densities_g_cm3=[
+        crystal_density_g_cm3(crystal)], crystal_blocks=compute_crystal_blocks(loaded.crystal_blocks, [crystal]))
+    assert float(rows[0]["value"]) == pytest.approx(float(expected[0, 0]), rel=1e-5)
+    assert main(["evaluate", "--model", str(out), "--data", str(trained / "cifs.zip"), "--labels",
+                 str(trained / "labels.csv"), "--bootstrap", "50", "--cache", str(trained / "cache"),
+                 "--device", "cpu"]) == 0
     assert main(["train", "--data", str(trained / "cifs.zip"), "--labels", str(trained / "labels.csv"),
                  "--target", "ch4_uptake_mol_kg", "--target", "ch4_uptake_mol_kg", "--out", str(trained / "x"),
                  "--trees", "--device", "cpu"]) != 0

@@ -10,6 +10,7 @@ import pytest
 
 from models.artifacts import load_model, shipped_model_dir
 from models.datasets import coremof_cif
+from models.descriptors import compute_crystal_blocks
 from models.metrics import regression_metrics
 from models.params import VoxelParams
 from models.structure import load_crystal
@@ -71,6 +72,7 @@ def test_inference_reproduces_training_script_predictions(shipped) -> None:
     rows = _test_rows()[:4]
     crystals = [load_crystal(coremof_cif(name)) for name, _, _ in rows]
     grids = np.stack([compute_voxels(c, shipped.voxel_params) for c in crystals])
-    predicted = shipped.predict(grids, densities_g_cm3=[crystal_density_g_cm3(c) for c in crystals])[:, 0]
+    predicted = shipped.predict(grids, densities_g_cm3=[crystal_density_g_cm3(c) for c in crystals],
+                                crystal_blocks=compute_crystal_blocks(shipped.crystal_blocks, crystals))[:, 0]
     expected = np.array([r[2] for r in rows])
     np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-4)
