@@ -29,10 +29,13 @@ import numpy as np
 from models.descriptors import NEEDS_DENSITY, crystal_blocks_of, descriptor_matrix
 from models.trees import TreeArrays
 
-#: Descriptor blocks the trees read: the 14-number energy histogram of the model's grid, ln ρ (g/cm³) and the
+#: Descriptor blocks the trees read: the 14-number energy histogram of the model's grid, ln ρ (g/cm³), the
 #: grid's 4 per-mass quantities (``gravimetric_grid``; since retnet-ch4:9, chosen on the validation split: trees
-#: alone +0.02–0.05 R² at 50–200 labels, level at full size). A card names its own, so older hybrids load as made.
-TREE_FEATURES = ("energy_histogram", "log_density", "gravimetric_grid")
+#: alone +0.02–0.05 R² at 50–200 labels, level at full size) and the TraPPE CH4 probe's log10 K_H and Q_st⁰ of
+#: the crystal itself (``ch4_widom``, a crystal block; since retnet-ch4:10, chosen on the validation split and on
+#: cross-validation inside the training + validation structures: trees +0.01–0.02 R² at 50–all labels). A card
+#: names its own, so older hybrids load as made.
+TREE_FEATURES = ("energy_histogram", "log_density", "gravimetric_grid", "ch4_widom")
 #: Trees file inside a model folder.
 TREES_FILE = "trees.npz"
 #: Extra Trees settings: 200 trees of at least 2 structures per leaf (2.5 MB fitted on 1,046 structures, 4.1 MB

@@ -625,9 +625,13 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
     from models.training import member_outputs_grids
 
     loaded = load_model(args.model, device="cpu")
-    if loaded.trees is not None:
-        raise SystemExit(f"{loaded.ref} is already a hybrid model")
     card = loaded.card
+    if loaded.trees is not None:
+        if not args.reblend:
+            raise SystemExit(f"{loaded.ref} is already a hybrid model (--reblend replaces its trees)")
+        # its networks as released before their trees: the description without the trees' sentence
+        card = card.model_copy(update={"description": card.description.split("; averaged with Extra Trees")[0]
+                                       .rstrip(".") + "."})
     data, train = _card_data(card, require_test_names=True)
     test, val = data["test"], data["val"]
     g, y = data["grids"], data["y"]
@@ -1158,6 +1162,7 @@ def main() -> int:
     p.add_argument("--model", type=Path, default=ROOT / "models" / "shipped" / "retnet-ch4")
     p.add_argument("--version", required=True, help="version of the re-released card")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--reblend", action="store_true", help="a hybrid model: replace its trees (same networks)")
     _tree_features_option(p)
     p.set_defaults(func=cmd_hybrid)
 

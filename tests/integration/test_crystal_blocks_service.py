@@ -100,3 +100,29 @@ def test_a_screening_with_a_crystal_block_model_keeps_bad_files_apart(client, ci
     assert job["progress"] == {"done": 2, "failed": 1, "total": 3}, job
     items = client.get(f"/jobs/{job['id']}/results").json()["items"]
     assert sorted(i["name"] for i in items if i["prediction"] is not None) == names
+
+
+def test_a_training_job_with_trees_fits_them_on_the_crystals_widom_numbers_and_serves_them(
+        client, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from app.storage import store_from_uri
+    from models.hybrid import TREE_FEATURES
+    from tests.integration.helpers import training_zip
+
+    cifs = sorted(cif_dir.glob("*_clean.cif"))[:6]
+    upload = training_zip(cifs, [1.0 + 0.5 * i for i in range(len(cifs))])
+    r = client.post("/training-jobs", files={"file": ("train.zip", upload)},
+                    data={"targets": "ch4", "epochs": "1", "batch_size": "2", "val_fraction": "0.34", "seed": "1",
+                          "name": "tiny-widom", "version": "1", "unit": "mol/kg", "trees": "true"})
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["job_id"], 240)
+    assert job["status"] == "succeeded", job
+    trees = client.get("/models/tiny-widom").json()["latest"]["trees"]
+    assert trees["features"] == list(TREE_FEATURES) and "ch4_widom" in trees["features"]
+    new = cif_dir / "FIGXAU_disordered.cif"  # not in the training set
+    pred = client.post("/predict", files={"file": (new.name, new.read_bytes())},
+                       data={"model": "tiny-widom:1", "wait": "60"})
+    assert pred.status_code == 200 and pred.json()["status"] == "succeeded", pred.text
+    assert np.isfinite(pred.json()["prediction"]["value"])
+    store = store_from_uri(client.app.state.settings.store_uri)
+    assert store.exists(f"crystal-blocks/ch4_widom/{pred.json()['structure']['sha256'][:2]}/"
+                        f"{pred.json()['structure']['sha256']}_ch4_widom.npy")

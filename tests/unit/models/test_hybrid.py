@@ -100,6 +100,10 @@ def test_the_blend_and_its_spread() -> None:
         HybridTrees(trees, weight=1.5)
 
 
+#: Trees on the grid and the density alone (the default also reads the crystal's ch4_widom numbers).
+GRID_AND_DENSITY = ("energy_histogram", "log_density")
+
+
 def _hybrid_folder(tmp_path: Path, weight: float = 0.4) -> tuple[Path, np.ndarray, np.ndarray, HybridTrees]:
     """A grid-only RetNet folder blended with trees on the energy histogram + ln ρ of 40 random grids."""
     torch.manual_seed(0)
@@ -107,8 +111,9 @@ def _hybrid_folder(tmp_path: Path, weight: float = 0.4) -> tuple[Path, np.ndarra
     result = TrainResult(model=net, standardizer=Standardizer(mean=1.0, std=2.0), best_epoch=1)
     folder = save_model(tmp_path / "m", result, ModelCard(name="hybrid", version="1", targets=[CH4]))
     grids, densities = _grids(40), np.linspace(0.3, 2.0, 40)
-    rows = tree_features(grids, densities)
-    hybrid = HybridTrees(fit_trees(rows, 5 * densities + np.log(grids.mean(axis=(1, 2, 3))), n_trees=30), weight)
+    rows = tree_features(grids, densities, GRID_AND_DENSITY)
+    hybrid = HybridTrees(fit_trees(rows, 5 * densities + np.log(grids.mean(axis=(1, 2, 3))), n_trees=30), weight,
+                         GRID_AND_DENSITY)
     save_trees(folder, hybrid, fitted_on="40 random grids")
     return folder, grids, densities, hybrid
 
@@ -121,7 +126,7 @@ def test_a_hybrid_model_folder_predicts_the_blend(tmp_path: Path) -> None:
     assert card["trees"]["file"] == TREES_FILE and card["trees"]["fitted_on"] == "40 random grids"
     assert card_reads_density(card) and not card_reads_density({**card, "trees": None})
     network = predict_grids(loaded.model, loaded.standardizer, grids[:5])[:, 0]
-    expected = 0.4 * network + 0.6 * hybrid.trees.predict(tree_features(grids[:5], densities[:5]))
+    expected = 0.4 * network + 0.6 * hybrid.trees.predict(tree_features(grids[:5], densities[:5], GRID_AND_DENSITY))
     np.testing.assert_allclose(loaded.predict(grids[:5], densities_g_cm3=densities[:5])[:, 0], expected, rtol=1e-6)
     detailed = loaded.predict_detailed(grids[:5], densities_g_cm3=densities[:5])
     np.testing.assert_allclose(detailed.values[:, 0], expected, rtol=1e-6)
@@ -226,4 +231,27 @@ def test_calibrating_a_hybrid_needs_the_trees_rows(tmp_path: Path) -> None:
         calibrate_model(loaded.model, loaded.standardizer, train_x=grids[:20], train_y=y[:20],
                         train_names=[str(i) for i in range(20)], val_x=grids[20:30], val_y=y[20:30],
                         test_x=grids[30:], test_y=y[30:], trees=hybrid,
-                        tree_rows={"val": tree_features(grids[20:30], densities[20:30])})
+                        tree_rows={"val": tree_features(grids[20:30], densities[20:30], GRID_AND_DENSITY)})
+
+
+def test_designs_of_a_model_whose_trees_read_the_crystal_are_scored_by_its_network(tmp_path: Path) -> None:
+    """A landscape has no crystal, so no ``ch4_widom`` numbers: the design search and the designs' values use the
+    network alone (which serving would blend with trees it cannot feed here), and say so."""
+    from models.inverse_design import design_and_match, landscape_trees
+    from worker.design import _scorer_note
+
+    torch.manual_seed(0)
+    result = TrainResult(model=RetNet(n_outputs=1).eval(), standardizer=Standardizer(mean=1.0, std=2.0), best_epoch=1)
+    folder = save_model(tmp_path / "m", result, ModelCard(name="widom", version="1", targets=[CH4]))
+    features = ("energy_histogram", "ch4_widom")
+    grids, widom = _grids(30), np.column_stack([np.linspace(-2.0, 1.0, 30), np.full(30, 15.0)])
+    rows = tree_features(grids, None, features, {"ch4_widom": widom})
+    save_trees(folder, HybridTrees(fit_trees(rows, widom[:, 0], n_trees=10), 0.3, features), fitted_on="30 grids")
+    loaded = load_model(folder, device="cpu")
+    assert landscape_trees(loaded) is None and "network alone" in _scorer_note(loaded)
+    (match,) = design_and_match(GridVAE(latent_dim=4).eval(), loaded, np.ones((1, 1)), [1.0], [0.5], None, None,
+                                particles=4, iterations=2, keep_in_domain=False)
+    network = loaded.predict(match.design.grid[None], network_only=True)[0, 0]
+    assert match.predicted[0] == pytest.approx(network, rel=1e-6)
+    plain = load_model(_hybrid_folder(tmp_path / "plain")[0], device="cpu")
+    assert landscape_trees(plain) is plain.trees and _scorer_note(plain) == ""

@@ -256,6 +256,16 @@ def test_load_dataset_keeps_each_crystal_density() -> None:
                         ["ch4"], grid_for=lambda crystal: np.ones((5, 5, 5), np.float32))
     expected = [crystal_density_g_cm3(load_crystal(CIFS / f"{n}.cif")) for n in data.names]
     np.testing.assert_allclose(data.densities, expected)
+    assert data.crystal_blocks == {}  # computed only when asked for (a job with trees)
+
+
+def test_load_dataset_computes_the_crystal_blocks_asked_for() -> None:
+    from models.widom import ch4_widom_descriptors
+
+    data = load_dataset([_cif("FIGXAU_clean"), _cif("SAYTUJ_clean")], b"name,ch4\nFIGXAU_clean,1\nSAYTUJ_clean,2\n",
+                        ["ch4"], grid_for=lambda crystal: np.ones((5, 5, 5), np.float32), crystal_blocks=("ch4_widom",))
+    expected = [ch4_widom_descriptors(load_crystal(CIFS / f"{n}.cif")) for n in data.names]
+    np.testing.assert_allclose(data.crystal_blocks["ch4_widom"], expected)
 
 
 def test_a_job_with_trees_scores_and_serves_the_blend(tmp_path: Path) -> None:
@@ -264,6 +274,7 @@ def test_a_job_with_trees_scores_and_serves_the_blend(tmp_path: Path) -> None:
     data = _dataset(40)
     data.densities = np.linspace(0.4, 2.0, 40)
     data.y = data.y + data.densities[:, None]  # something the trees can read off ln ρ
+    data.crystal_blocks = {"ch4_widom": np.column_stack([np.linspace(-2.0, 1.0, 40), np.full(40, 15.0)])}
     params = {**PARAMS, "epochs": 1, "val_fraction": 0.25, "test_fraction": 0.2, "trees": True}
     outcome = train_and_evaluate(data, params, device="cpu")
     hybrid = outcome.trees
@@ -271,13 +282,15 @@ def test_a_job_with_trees_scores_and_serves_the_blend(tmp_path: Path) -> None:
     network = predict_grids(outcome.result.model, outcome.result.standardizer, data.x[outcome.test_idx])
     from models.hybrid import tree_features
 
-    rows = tree_features(data.x[outcome.test_idx], data.densities[outcome.test_idx])
+    test_blocks = {k: v[outcome.test_idx] for k, v in data.crystal_blocks.items()}
+    rows = tree_features(data.x[outcome.test_idx], data.densities[outcome.test_idx], crystal_blocks=test_blocks)
     expected = hybrid.weight * network[:, 0] + (1 - hybrid.weight) * hybrid.trees.predict(rows)
     np.testing.assert_allclose(outcome.eval_pred[:, 0], expected, rtol=1e-6)
     card = build_card(data, outcome, params, version="1", source="test")
     assert card.training_data["trees"] and "r2" in card.metrics["network"] and card.uncertainty is not None
     loaded = load_model(save_job_model(tmp_path / "model", outcome, card), device="cpu")
     assert loaded.card.trees["weight"] == hybrid.weight and loaded.card.trees["fitted_on"].endswith("(24 structures)")
-    served = loaded.predict_detailed(data.x[outcome.test_idx], densities_g_cm3=data.densities[outcome.test_idx])
+    served = loaded.predict_detailed(data.x[outcome.test_idx], densities_g_cm3=data.densities[outcome.test_idx],
+                                     crystal_blocks=test_blocks)
     np.testing.assert_allclose(served.values[:, 0], expected, rtol=1e-5, atol=1e-6)
     assert served.sigma is not None and (served.sigma > 0).all()
