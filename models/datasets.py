@@ -121,29 +121,31 @@ def coremof_structures(names: list[str], jobs: int = 1, dataset: str = DEFAULT_D
                         ).set_index("name")
 
 
-def widom_table_path() -> Path:
+def widom_table_path(block: bool = False) -> Path:
     """The resumable table of CH4 Widom values of CoRE MOFs (``scripts/widom_targets.py``; generated data in the
-    cache folder, not committed): ``name,log10_henry_mol_kg_bar,qst_kj_mol,seconds,status``."""
-    return default_cache_dir() / "widom_ch4_298K.csv"
+    cache folder, not committed): ``name,log10_henry_mol_kg_bar,qst_kj_mol,seconds,status``. The pre-training
+    targets (:data:`models.widom.CH4_PROBE`, 32³), or with ``block`` the ``ch4_widom`` descriptors'
+    (:data:`models.widom.CH4_BLOCK_PROBE`, 25³)."""
+    return default_cache_dir() / ("ch4_widom_block_298K.csv" if block else "widom_ch4_298K.csv")
 
 
 def coremof_crystal_blocks(names: list[str], blocks: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
     """The crystal blocks ``blocks`` (:data:`models.descriptors.CRYSTAL_BLOCKS`) of CoRE MOF structures, in the
-    order of ``names``: ``ch4_widom`` from :func:`widom_table_path` (computed as serving computes it), the
-    structures it lacks computed here from their CIFs."""
+    order of ``names``: ``ch4_widom`` from :func:`widom_table_path` (``block=True``: computed as serving computes
+    it), the structures it lacks computed here from their CIFs."""
     from models.descriptors import crystal_blocks_of
     from models.structure import load_crystal
-    from models.widom import crystal_widom_targets, descriptor_row
+    from models.widom import CH4_BLOCK_PROBE, crystal_widom_targets, descriptor_row
 
     if not crystal_blocks_of(blocks):
         return {}
     columns = ["log10_henry_mol_kg_bar", "qst_kj_mol"]
-    path = widom_table_path()
+    path = widom_table_path(block=True)
     table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["name", "status", *columns])
     table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
     known = table[columns].apply(pd.to_numeric, errors="coerce")
     rows = [descriptor_row(dict(known.loc[n]) if n in known.index else
-                           crystal_widom_targets(load_crystal(coremof_cif(n)))) for n in names]
+                           crystal_widom_targets(load_crystal(coremof_cif(n)), CH4_BLOCK_PROBE)) for n in names]
     return {"ch4_widom": np.array(rows, dtype=np.float64).reshape(len(names), 2)}
 
 

@@ -17,7 +17,7 @@ framework mass, while an uptake in mol/kg divides by that mass. A descriptor mod
     form a ratio of two of their inputs, and an uptake in mol/kg is such a ratio (a per-volume quantity over ρ).
 ``ch4_widom``
     log10 K_H (mol/(kg·bar)) and Q_st⁰ (kJ/mol) of the gas itself, a TraPPE united-atom CH4 probe at 298 K, from
-    its own 32³ raw-energy grid over the supercell (:func:`compute_crystal_blocks`, ~0.03 s per
+    its own 25³ raw-energy grid over the supercell (:func:`compute_crystal_blocks`, ~9 ms per
     structure on one core). The model's grid uses a generic probe (ε = 50 K, σ = 2.5 Å), so these carry what it
     cannot. Computed from the crystal, not from the model's grid: a *crystal block* (:data:`CRYSTAL_BLOCKS`), which
     the caller supplies (``crystal_blocks``), as it supplies the density.

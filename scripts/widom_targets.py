@@ -4,12 +4,16 @@ Usage::
 
     nice python scripts/widom_targets.py --jobs 1            # every structure (resumable: appends, skips done)
     python scripts/widom_targets.py --limit 20               # a quick try
+    python scripts/widom_targets.py --block --jobs 2         # the ch4_widom descriptors' table (25³), for the
+                                                             # CH4 model's trees and its design library
 
 For each CIF: a TraPPE CH4-probe raw-energy grid (:data:`models.widom.CH4_PROBE`, 32³ over the supercell,
 our voxelizer), then the Widom averages of :mod:`models.widom` at 298 K with the CIF's crystal density. One row
 per structure is appended to ``<cache>/widom_ch4_298K.csv``
 (``name,log10_henry_mol_kg_bar,qst_kj_mol,seconds,status``); ``status`` is ``ok`` or the precise reason it failed.
-No GCMC: a few hundred milliseconds per structure on one core.
+No GCMC: a few hundred milliseconds per structure on one core. With ``--block`` the same for the ``ch4_widom``
+descriptors that hybrid trees read (:data:`models.widom.CH4_BLOCK_PROBE`, 25³, exactly as serving computes them),
+into ``<cache>/ch4_widom_block_298K.csv``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import csv
 import sys
 import time
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,17 +33,18 @@ from models.datasets import coremof_cif_dir, widom_table_path  # noqa: E402
 COLUMNS = ["name", "log10_henry_mol_kg_bar", "qst_kj_mol", "seconds", "status"]
 
 
-def _one(cif: str) -> dict[str, object]:
+def _one(cif: str, block: bool = False) -> dict[str, object]:
     import torch
 
     from models.structure import load_crystal
-    from models.widom import crystal_widom_targets
+    from models.widom import CH4_BLOCK_PROBE, CH4_PROBE, crystal_widom_targets
 
     torch.set_num_threads(1)
     name = Path(cif).stem
     start = time.perf_counter()
     try:
-        row: dict[str, object] = {"name": name, **crystal_widom_targets(load_crystal(Path(cif)), threads=1),
+        probe = CH4_BLOCK_PROBE if block else CH4_PROBE
+        row: dict[str, object] = {"name": name, **crystal_widom_targets(load_crystal(Path(cif)), probe, threads=1),
                                   "status": "ok"}
     except Exception as exc:  # noqa: BLE001  (recorded with its reason, never dropped)
         row = {"name": name, "log10_henry_mol_kg_bar": "", "qst_kj_mol": "",
@@ -51,9 +57,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--limit", type=int, default=None, help="only the first N structures not done yet")
+    parser.add_argument("--block", action="store_true", help="the ch4_widom descriptors' table (25³), not the "
+                                                             "pre-training targets (32³)")
     args = parser.parse_args()
 
-    out = widom_table_path()
+    out = widom_table_path(block=args.block)
     done: set[str] = set()
     if out.exists():
         with out.open() as f:
@@ -66,7 +74,7 @@ def main() -> int:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         if new_file:
             writer.writeheader()
-        for i, row in enumerate(pool.imap_unordered(_one, cifs, chunksize=4), 1):
+        for i, row in enumerate(pool.imap_unordered(partial(_one, block=args.block), cifs, chunksize=4), 1):
             writer.writerow(row)
             f.flush()
             if i % 200 == 0:
