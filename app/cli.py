@@ -170,8 +170,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from models.artifacts import ModelCard, Target, save_model, save_trees
     from models.datasets import read_labels
-    from models.descriptors import crystal_blocks_of
-    from models.hybrid import TREE_FEATURES
+    from models.hybrid import TREE_CRYSTAL_BLOCKS
     from models.metrics import regression_metrics
     from models.params import VoxelParams
     from models.pipeline import load_training_set
@@ -195,8 +194,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     bar, step = _training_progress(n_labels)
     with bar:
         data = load_training_set(args.data, args.labels, targets, params, args.cache, progress=step,
-                                 threads=args.threads, crystal_blocks=crystal_blocks_of(TREE_FEATURES) if args.trees
-                                 else ())
+                                 threads=args.threads, crystal_blocks=TREE_CRYSTAL_BLOCKS if args.trees else ())
     if data.failures:
         _err(f"{len(data.failures)} labelled structure(s) left out: " + "; ".join(
             f"{k}: {v}" for k, v in list(data.failures.items())[:10]) + (" ..." if len(data.failures) > 10 else ""))
@@ -365,7 +363,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from app.services.outputs import Outputs
     from models.artifacts import load_model
-    from models.descriptors import compute_crystal_blocks
+    from models.descriptors import compute_crystal_blocks, stack_crystal_blocks
     from models.pipeline import cif_sources, describe_error
     from models.structure import parse_cif
     from models.units import CM3_STP_PER_CM3, MOL_PER_KG, crystal_density_g_cm3, mol_per_kg_to_cm3_stp_per_cm3
@@ -384,16 +382,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             try:
                 crystal = parse_cif(source.read(), source.name)
                 density = crystal_density_g_cm3(crystal)
+                grid = compute_voxels(crystal, params, device="cpu", threads=args.threads)
                 # the numbers of the crystal itself that the model's trees read (none for most models)
-                blocks.append(compute_crystal_blocks(model.crystal_blocks, [crystal], threads=args.threads))
-                grids.append(compute_voxels(crystal, params, device="cpu", threads=args.threads))
+                own_blocks = compute_crystal_blocks(model.crystal_blocks, [crystal], threads=args.threads)
+                grids.append(grid)
+                blocks.append(own_blocks)
                 owners.append((len(rows), crystal.sha256))
                 rows.append({"name": source.name, "sha256": crystal.sha256, "error": "", "density": density})
             except Exception as exc:
                 rows.append({"name": source.name, "sha256": "", "error": describe_error(exc)})
             bar.update(1)
     densities = [rows[i]["density"] for i, _ in owners]
-    crystal_blocks = {b: np.concatenate([one[b] for one in blocks]) for b in model.crystal_blocks} if grids else {}
+    crystal_blocks = stack_crystal_blocks(model.crystal_blocks, blocks)
     detailed = (model.predict_detailed(np.stack(grids), densities_g_cm3=densities, crystal_blocks=crystal_blocks)
                 if grids else None)
     outputs = Outputs.of(model.card.model_dump(mode="json"))

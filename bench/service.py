@@ -234,7 +234,7 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
     from app.db.tables import ModelVersion, Structure
     from app.storage import crystal_block_key, decode_block, decode_grid, store_from_uri
     from models.artifacts import load_model
-    from models.descriptors import CRYSTAL_BLOCKS
+    from models.descriptors import CRYSTAL_BLOCKS, crystal_block_tag
     from models.params import VoxelParams
     from models.structure import parse_cif
     from models.voxels import compute_voxels, warm_up
@@ -248,16 +248,20 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
     model = load_model(folder, device="cpu")
     keys = [k for k in store.list(f"voxels/{params_hash}/") if k.endswith(".npy.gz")]
     grids = np.stack([decode_grid(store.get(k)) for k in keys]).astype(np.float32)
+    shas = [k.rsplit("/", 1)[-1].split("_", 1)[0] for k in keys]  # a grid's key starts with its structure hash
     densities = None
-    if model.needs_density:  # the crystal densities the service keeps per structure (the grid key is its hash)
-        shas = [k.rsplit("/", 1)[-1].split("_", 1)[0] for k in keys]
+    if model.needs_density:  # the crystal densities the service keeps per structure
         with session_scope(settings.db_url) as session:
             known = dict(session.query(Structure.sha256, Structure.density_g_cm3)
                          .filter(Structure.sha256.in_(shas)).all())
         densities = np.array([known[sha] for sha in shas], dtype=np.float64)
-    shas = [k.rsplit("/", 1)[-1].split("_", 1)[0] for k in keys]  # the crystal blocks the service stored per structure
-    blocks = {b: np.stack([decode_block(store.get(crystal_block_key(sha, b)), CRYSTAL_BLOCKS[b]) for sha in shas])
-              for b in model.crystal_blocks}
+    # the crystal blocks the service stored per structure (a grid made for another model may have none: left out)
+    stored = [all(store.exists(crystal_block_key(sha, crystal_block_tag(b))) for b in model.crystal_blocks)
+              for sha in shas]
+    grids, shas = grids[stored], [sha for sha, ok in zip(shas, stored, strict=True) if ok]
+    densities = None if densities is None else densities[stored]
+    blocks = {b: np.stack([decode_block(store.get(crystal_block_key(sha, crystal_block_tag(b))), CRYSTAL_BLOCKS[b])
+                           for sha in shas]).reshape(len(shas), CRYSTAL_BLOCKS[b]) for b in model.crystal_blocks}
     model.predict(grids[:batch], batch_size=batch, densities_g_cm3=None if densities is None else densities[:batch],
                   crystal_blocks={b: v[:batch] for b, v in blocks.items()})
     runs = []

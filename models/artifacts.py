@@ -32,7 +32,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.descriptors import DESCRIPTOR_WIDTHS, DescriptorSpec, card_reads_density, crystal_blocks_of
+from models.descriptors import DESCRIPTOR_WIDTHS, DescriptorSpec, card_crystal_blocks, card_reads_density
 from models.hybrid import TREES_FILE, HybridTrees
 from models.isotherm import IsothermEnsemble
 from models.params import VoxelParams
@@ -243,7 +243,7 @@ class ModelCard(BaseModel):
     @property
     def crystal_blocks(self) -> tuple[str, ...]:
         """The crystal blocks its trees read (:data:`models.descriptors.CRYSTAL_BLOCKS`; the caller supplies them)."""
-        return crystal_blocks_of(self.trees["features"]) if self.trees is not None else ()
+        return card_crystal_blocks(self.model_dump(include={"trees"}))
 
     @property
     def descriptor_spec(self) -> DescriptorSpec | None:
@@ -519,7 +519,7 @@ class LoadedModel:
 
         σ and the domain are ``None`` for a model whose card has no calibration or which ships no domain file.
         ``densities_g_cm3``, ``crystal_blocks`` and ``network_only`` as in :meth:`predict` (a hybrid's network
-        alone: its members' mean, σ from their spread).
+        alone: its members' mean, and no σ: the calibration is the blend's).
         """
         members, fingerprints = member_outputs_grids(self.model, self.standardizer, self._grids(grids),
                                                      batch_size=batch_size,
@@ -531,7 +531,8 @@ class LoadedModel:
             values, spread = self._blend(members, grids, densities_g_cm3, crystal_blocks)
         in_domain, neighbours = (None, None) if self.domain is None else self.domain.assess(fingerprints)
         sigma = None
-        if self.calibration is not None:
+        # a hybrid's σ is calibrated on the blend's spread (members and trees): its network alone has none
+        if self.calibration is not None and not (network_only and self.trees is not None):
             score = None if neighbours is None else np.array([np.mean([n.distance for n in row]) for row in neighbours])
             sigma = self.calibration.sigma(spread, score)
         return DetailedPredictions(values, sigma, in_domain, neighbours, fingerprints)

@@ -139,6 +139,9 @@ def coremof_crystal_blocks(names: list[str], blocks: tuple[str, ...] | list[str]
 
     if not crystal_blocks_of(blocks):
         return {}
+    unknown = sorted(set(crystal_blocks_of(blocks)) - {"ch4_widom"})
+    if unknown:
+        raise ValueError(f"no CoRE MOF table for the crystal blocks {unknown}")
     columns = ["log10_henry_mol_kg_bar", "qst_kj_mol"]
     path = widom_table_path(block=True)
     table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["name", "status", *columns])

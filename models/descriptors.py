@@ -118,15 +118,35 @@ def crystal_blocks_of(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(n for n in names if n in CRYSTAL_BLOCKS)
 
 
+def card_crystal_blocks(card: Mapping[str, Any]) -> tuple[str, ...]:
+    """The crystal blocks a model card (as a dict) reads: its trees' (a network reads none)."""
+    return crystal_blocks_of((card.get("trees") or {}).get("features") or [])
+
+
+def crystal_block_tag(name: str) -> str:
+    """A crystal block's name and the hash of what computes it (its probe's voxel parameters), for the stored
+    copies: a block computed another way is never read as this one."""
+    from models.widom import CH4_BLOCK_PROBE
+
+    computed_by = {"ch4_widom": CH4_BLOCK_PROBE.params_hash()[:12]}
+    return f"{name}-{computed_by[name]}"
+
+
+def stack_crystal_blocks(names: Sequence[str], rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-structure crystal blocks (each row {block: (width,) or (1, width)}) stacked into {block: float64
+    (N, width)}; N may be 0."""
+    return {b: np.asarray([np.ravel(r[b]) for r in rows], dtype=np.float64).reshape(len(rows), CRYSTAL_BLOCKS[b])
+            for b in crystal_blocks_of(names)}
+
+
 def compute_crystal_blocks(names: Sequence[str], crystals: Sequence[Crystal], *, threads: int | None = 1
                            ) -> dict[str, np.ndarray]:
     """The crystal blocks among descriptor blocks ``names`` of each crystal: {block: float64 (N, width)}."""
     from models.widom import ch4_widom_descriptors
 
     computers = {"ch4_widom": ch4_widom_descriptors}
-    return {name: np.array([computers[name](c, threads=threads) for c in crystals],
-                           dtype=np.float64).reshape(len(crystals), CRYSTAL_BLOCKS[name])
-            for name in crystal_blocks_of(names)}
+    names = crystal_blocks_of(names)
+    return stack_crystal_blocks(names, [{n: computers[n](c, threads=threads) for n in names} for c in crystals])
 
 
 def descriptor_matrix(names: Sequence[str], grids: np.ndarray, densities_g_cm3: Sequence[float | None] | np.ndarray

@@ -36,6 +36,8 @@ from models.trees import TreeArrays
 #: cross-validation inside the training + validation structures: trees +0.01–0.02 R² at 50–all labels). A card
 #: names its own, so older hybrids load as made.
 TREE_FEATURES = ("energy_histogram", "log_density", "gravimetric_grid", "ch4_widom")
+#: The crystal blocks among them: what training data for new trees must carry besides grids and densities.
+TREE_CRYSTAL_BLOCKS = crystal_blocks_of(TREE_FEATURES)
 #: Trees file inside a model folder.
 TREES_FILE = "trees.npz"
 #: Extra Trees settings: 200 trees of at least 2 structures per leaf (2.5 MB fitted on 1,046 structures, 4.1 MB

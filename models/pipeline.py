@@ -297,7 +297,7 @@ def load_training_set(
         No labelled structure could be voxelized.
     """
     from models.datasets import labels_sha256, read_labels
-    from models.descriptors import compute_crystal_blocks
+    from models.descriptors import compute_crystal_blocks, stack_crystal_blocks
     from models.units import crystal_density_g_cm3
 
     target_names = [targets] if isinstance(targets, str) else list(targets)
@@ -315,7 +315,13 @@ def load_training_set(
     crystals: dict[str, Crystal] = {}
     grids = voxelize_paths([sources[n] for n in labelled], params, cache_dir, on_error=record, progress=progress,
                            threads=threads, crystals=crystals)
-    names = [n for n in labelled if n in grids]
+    blocks: dict[str, dict[str, np.ndarray]] = {}
+    for name in [n for n in labelled if n in grids]:
+        try:
+            blocks[name] = compute_crystal_blocks(crystal_blocks, [crystals[name]], threads=threads)
+        except Exception as exc:  # noqa: BLE001  (recorded like any failure of one structure)
+            record(name, exc)
+    names = [n for n in labelled if n in grids and n in blocks]
     if not names:
         raise ValueError(f"no labelled structure could be voxelized ({len(failures)} failure(s), e.g. "
                          f"{next(iter(failures.items()), ('-', '-'))})")
@@ -332,5 +338,5 @@ def load_training_set(
         labels_sha256=labels_sha256(used.reset_index(drop=True), target_names),
         unlabelled=len(set(sources) - set(table["name"].astype(str))),
         densities=np.array([crystal_density_g_cm3(crystals[k]) for k in names], dtype=np.float64),
-        crystal_blocks=compute_crystal_blocks(crystal_blocks, [crystals[k] for k in names], threads=threads),
+        crystal_blocks=stack_crystal_blocks(crystal_blocks, [blocks[k] for k in names]),
     )

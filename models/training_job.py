@@ -211,7 +211,7 @@ def load_dataset(
     KeyError
         A target column is missing from the CSV.
     """
-    from models.descriptors import compute_crystal_blocks
+    from models.descriptors import compute_crystal_blocks, stack_crystal_blocks
     from models.errors import StructureError
     from models.structure import parse_cif
     from models.units import crystal_density_g_cm3
@@ -257,7 +257,7 @@ def load_dataset(
                            targets=list(targets), skipped=skipped,
                            vibrated=np.asarray(vibrated, dtype=np.float32) if vibration_copies > 0 else None,
                            densities=np.asarray(densities, dtype=np.float64),
-                           crystal_blocks={b: np.concatenate([one[b] for one in blocks]) for b in crystal_blocks})
+                           crystal_blocks=stack_crystal_blocks(crystal_blocks, blocks))
 
 
 def train_config(params: Mapping[str, Any], device: str | None = None) -> Any:

@@ -14,7 +14,8 @@ read and fill the grids of ``RETNET_DATA_DIR``'s store and the other way round.
 
 A structure's *crystal blocks* (descriptors computed from the crystal rather than from the grid, e.g. its
 ``ch4_widom`` numbers, :data:`models.descriptors.CRYSTAL_BLOCKS`) are cached beside its grids, under
-``crystal-blocks/<block>/<sha[:2]>/<sha>_<block>.npy`` as a float64 ``.npy`` (:func:`encode_block`).
+``crystal-blocks/<tag>/<sha[:2]>/<sha>_<tag>.npy`` as a float64 ``.npy`` (:func:`encode_block`), where ``<tag>``
+is :func:`models.descriptors.crystal_block_tag` (the block and a hash of what computes it).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def decode_grid(data: bytes) -> np.ndarray:
 
 
 def crystal_block_key(structure_sha256: str, block: str) -> str:
-    """Key of a structure's cached crystal block ``block`` (e.g. ``ch4_widom``)."""
+    """Key of a structure's cached crystal block ``block`` (its tag, :func:`models.descriptors.crystal_block_tag`)."""
     return f"crystal-blocks/{block}/{structure_sha256[:2]}/{structure_sha256}_{block}.npy"
 
 

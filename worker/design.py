@@ -128,5 +128,5 @@ def _scorer_note(loaded: Any) -> str:
 
     if loaded.trees is None or landscape_trees(loaded) is not None:
         return ""
-    return (f"; scored by {loaded.ref}'s network alone: its trees read {', '.join(loaded.trees.crystal_blocks)} of "
-            "the crystal, which a landscape does not have")
+    return (f"; scored by {loaded.ref}'s network alone, without σ (it is calibrated on the blend): its trees read "
+            f"{', '.join(loaded.trees.crystal_blocks)} of the crystal, which a landscape does not have")

@@ -44,6 +44,7 @@ from app.storage import (
     encode_grid,
     voxel_key,
 )
+from models.descriptors import card_crystal_blocks
 from worker.runtime import WorkerContext
 
 if TYPE_CHECKING:
@@ -125,12 +126,11 @@ def _heartbeat(ctx: WorkerContext, ids: list[str], owner: str) -> leases.Heartbe
                             lambda s: leases.renew_items(s, ids, owner=owner, lease_s=lease_s))
 
 
-def _blocks_needed(card: dict[str, Any]) -> tuple[str, ...]:
-    """The crystal blocks a model's trees read (:data:`models.descriptors.CRYSTAL_BLOCKS`): computed from the
-    crystal when its grid is, and stored beside it."""
-    from models.descriptors import crystal_blocks_of
+def _block_key(sha: str, block: str) -> str:
+    """Where a structure's crystal block is stored (named with what computes it)."""
+    from models.descriptors import crystal_block_tag
 
-    return crystal_blocks_of((card.get("trees") or {}).get("features") or [])
+    return crystal_block_key(sha, crystal_block_tag(block))
 
 
 def _store_blocks(ctx: WorkerContext, crystal: Any, blocks: Sequence[str]) -> None:
@@ -138,9 +138,9 @@ def _store_blocks(ctx: WorkerContext, crystal: Any, blocks: Sequence[str]) -> No
     crystal's own fault, e.g. too large)."""
     from models.descriptors import compute_crystal_blocks
 
-    missing = [b for b in blocks if not ctx.store.exists(crystal_block_key(crystal.sha256, b))]
+    missing = [b for b in blocks if not ctx.store.exists(_block_key(crystal.sha256, b))]
     for block, rows in compute_crystal_blocks(missing, [crystal], threads=ctx.voxel_threads).items():
-        ctx.store.put(crystal_block_key(crystal.sha256, block), encode_block(rows[0]))
+        ctx.store.put(_block_key(crystal.sha256, block), encode_block(rows[0]))
 
 
 def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, card: dict[str, Any],
@@ -156,9 +156,9 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
     from worker.parsing import parse_limited
 
     store = ctx.store
-    blocks = _blocks_needed(card)
+    blocks = card_crystal_blocks(card)  # what the model's trees read of the crystal itself, stored beside its grid
     if sha is not None and store.exists(voxel_key(sha, params_hash)) and all(
-            store.exists(crystal_block_key(sha, b)) for b in blocks):
+            store.exists(_block_key(sha, b)) for b in blocks):
         return _VoxelOutcome(sha, {"cache_hit": True, "voxelize_ms": 0.0})
     try:
         raw = store.get(raw_key)
@@ -326,7 +326,7 @@ def _read_blocks(ctx: WorkerContext, sha: str, blocks: Sequence[str]) -> dict[st
 
     out = {}
     for block in blocks:
-        key = crystal_block_key(sha, block)
+        key = _block_key(sha, block)
         try:
             out[block] = decode_block(ctx.store.get(key), CRYSTAL_BLOCKS[block])
         except ObjectNotFoundError:
@@ -342,10 +342,14 @@ def _with_crystal_blocks(ctx: WorkerContext, info: _ModelInfo, ready: list[tuple
                          blocks: Sequence[str], fetchers: ThreadPoolExecutor
                          ) -> tuple[list[tuple[_Item, np.ndarray, _VoxelOutcome]], dict[str, np.ndarray],
                                     list[tuple[str, str, str]]]:
-    """The crystal blocks of each ready item: stored, else rebuilt from its upload (as an evicted grid is).
+    """The crystal blocks of each ready item: stored, else rebuilt from its upload (as an evicted grid is), read
+    once per structure. A structure error fails its items; a block that cannot be read back right after it was
+    stored is a storage fault (StorageUnavailableError: the task retries).
 
     Returns (items with their blocks, {block: (N, width)} in their order, failures of the others).
     """
+    from models.descriptors import stack_crystal_blocks
+
     def read(entry: tuple[_Item, np.ndarray, _VoxelOutcome]) -> dict[str, np.ndarray] | str:
         item, _, outcome = entry
         found = _read_blocks(ctx, str(outcome.sha), blocks)
@@ -354,16 +358,24 @@ def _with_crystal_blocks(ctx: WorkerContext, info: _ModelInfo, ready: list[tuple
             if rebuilt.error is not None:
                 return rebuilt.error
             found = _read_blocks(ctx, str(rebuilt.sha), blocks)
-        return found if found is not None else f"its {', '.join(blocks)} descriptors could not be stored"
+        if found is None:
+            raise StorageUnavailableError(f"the {', '.join(blocks)} descriptors of {item.name} were stored but "
+                                          "cannot be read back")
+        return found
 
+    first = {}  # one read per structure: items of the same crystal share it (no two threads rebuild one block)
+    for entry in ready:
+        first.setdefault(entry[2].sha, entry)
+    by_sha = dict(zip(first, fetchers.map(read, first.values()), strict=True))
     kept, rows, failures = [], [], []
-    for entry, found in zip(ready, fetchers.map(read, ready), strict=True):
+    for entry in ready:
+        found = by_sha[entry[2].sha]
         if isinstance(found, str):
             failures.append((entry[0].id, found, "structure"))
         else:
             kept.append(entry)
             rows.append(found)
-    return kept, {b: np.array([r[b] for r in rows]).reshape(len(rows), -1) for b in blocks}, failures
+    return kept, stack_crystal_blocks(blocks, rows), failures
 
 
 @dataclass
@@ -393,7 +405,7 @@ def _prepare_batch(ctx: WorkerContext, ref: str, info: _ModelInfo, needs_density
         failures += [(i.id, f"{ref} needs the crystal density, and none is known for this structure", "internal")
                      for i in unknown]
     crystal_blocks = None
-    if blocks := _blocks_needed(info.card):  # trees that read numbers of the crystal itself
+    if blocks := card_crystal_blocks(info.card):  # trees that read numbers of the crystal itself
         kept, crystal_blocks, failed = _with_crystal_blocks(ctx, info, ready, blocks, fetchers)
         if densities is not None:
             kept_ids = {item.id for item, _, _ in kept}

@@ -78,8 +78,7 @@ def _grid_cache(ctx: WorkerContext, voxel_params: Any) -> Any:
 
 def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) -> None:
     """The IO around the pure steps of :mod:`models.training_job`: storage in, progress out, registry at the end."""
-    from models.descriptors import crystal_blocks_of
-    from models.hybrid import TREE_FEATURES
+    from models.hybrid import TREE_CRYSTAL_BLOCKS
     from models.training_job import build_card, load_dataset, save_job_model, train_and_evaluate, voxel_params_for
 
     store = ctx.store
@@ -101,7 +100,7 @@ def _run(ctx: WorkerContext, job_id: str, params: dict[str, Any], zip_key: str) 
                            grid_for=_grid_cache(ctx, voxel_params), progress=on_structure,
                            vibration_copies=int(params.get("vibration_copies") or 0),
                            vibration_amplitude=params.get("vibration_amplitude"),
-                           crystal_blocks=crystal_blocks_of(TREE_FEATURES) if params.get("trees") else ())
+                           crystal_blocks=TREE_CRYSTAL_BLOCKS if params.get("trees") else ())
     skipped = dataset.skipped
     log.info("job %s: %d structures voxelized in %.1f s (%d skipped)", job_id, len(dataset),
              time.perf_counter() - t0, len(skipped))

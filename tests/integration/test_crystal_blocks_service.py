@@ -65,6 +65,7 @@ def _expected(model_dir: Path, cif: Path) -> float:
 def test_the_crystals_widom_numbers_are_computed_stored_and_rebuilt(client, widom_model: Path, cif_dir: Path
                                                                    ) -> None:  # type: ignore[no-untyped-def]
     from app.storage import store_from_uri
+    from models.descriptors import crystal_block_tag
 
     cif = cif_dir / "KEGZOL04_clean.cif"
     expected = _expected(widom_model, cif)
@@ -81,7 +82,7 @@ def test_the_crystals_widom_numbers_are_computed_stored_and_rebuilt(client, wido
         return float(client.get(f"/jobs/{job['id']}/results").json()["items"][0]["prediction"]["value"])
 
     store = store_from_uri(client.app.state.settings.store_uri)
-    [key] = [k for k in store.list("crystal-blocks/") if k.endswith("_ch4_widom.npy")]
+    [key] = [k for k in store.list("crystal-blocks/") if k.endswith(f"_{crystal_block_tag('ch4_widom')}.npy")]
     store.delete(key)  # evicted: rebuilt from the stored CIF
     assert screen() == pytest.approx(expected, rel=1e-5) and store.exists(key)
     store.put(key, b"not a block")  # unreadable: recomputed, not served and not a failure
@@ -91,20 +92,24 @@ def test_the_crystals_widom_numbers_are_computed_stored_and_rebuilt(client, wido
 
 def test_a_screening_with_a_crystal_block_model_keeps_bad_files_apart(client, cif_dir: Path
                                                                       ) -> None:  # type: ignore[no-untyped-def]
-    names = ["BUKRUW01_clean.cif", "SAYTUJ_clean.cif"]
+    # FIGXAU_deuterated is FIGXAU_clean from other bytes: one crystal, its block read once for both items
+    names = ["BUKRUW01_clean.cif", "FIGXAU_clean.cif", "FIGXAU_deuterated.cif", "SAYTUJ_clean.cif"]
     files = [("files", (n, (cif_dir / n).read_bytes())) for n in names]
     files.append(("files", ("broken.cif", b"data_x\n_cell_length_a 10\n")))
     r = client.post("/screenings", files=files, data={"name": "widom", "model": NAME})
     assert r.status_code == 202, r.text
     job = wait_job(client, r.json()["job_id"], 120)
-    assert job["progress"] == {"done": 2, "failed": 1, "total": 3}, job
+    assert job["progress"] == {"done": 4, "failed": 1, "total": 5}, job
     items = client.get(f"/jobs/{job['id']}/results").json()["items"]
     assert sorted(i["name"] for i in items if i["prediction"] is not None) == names
+    values = {i["name"]: i["prediction"]["value"] for i in items if i["prediction"] is not None}
+    assert values["FIGXAU_clean.cif"] == pytest.approx(values["FIGXAU_deuterated.cif"])
 
 
 def test_a_training_job_with_trees_fits_them_on_the_crystals_widom_numbers_and_serves_them(
         client, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    from app.storage import store_from_uri
+    from app.storage import crystal_block_key, store_from_uri
+    from models.descriptors import crystal_block_tag
     from models.hybrid import TREE_FEATURES
     from tests.integration.helpers import training_zip
 
@@ -124,5 +129,4 @@ def test_a_training_job_with_trees_fits_them_on_the_crystals_widom_numbers_and_s
     assert pred.status_code == 200 and pred.json()["status"] == "succeeded", pred.text
     assert np.isfinite(pred.json()["prediction"]["value"])
     store = store_from_uri(client.app.state.settings.store_uri)
-    assert store.exists(f"crystal-blocks/ch4_widom/{pred.json()['structure']['sha256'][:2]}/"
-                        f"{pred.json()['structure']['sha256']}_ch4_widom.npy")
+    assert store.exists(crystal_block_key(pred.json()["structure"]["sha256"], crystal_block_tag("ch4_widom")))

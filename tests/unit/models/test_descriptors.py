@@ -18,6 +18,7 @@ from models.descriptors import (
     descriptor_matrix,
     energy_histogram,
     gravimetric_grid,
+    stack_crystal_blocks,
     with_copy_descriptors,
 )
 from models.retnet import RetNet, RetNetEnsemble
@@ -104,6 +105,9 @@ def test_compute_crystal_blocks_computes_only_the_named_blocks() -> None:
     assert list(blocks) == ["ch4_widom"] and blocks["ch4_widom"].shape == (2, 2)
     np.testing.assert_allclose(blocks["ch4_widom"], [ch4_widom_descriptors(c) for c in crystals])
     assert compute_crystal_blocks(("ch4_widom",), [])["ch4_widom"].shape == (0, 2)
+    assert stack_crystal_blocks(("ch4_widom", "log_density"), [])["ch4_widom"].shape == (0, 2)  # an empty batch
+    stacked = stack_crystal_blocks(("ch4_widom",), [{"ch4_widom": np.array([[1.0, 2.0]])}, {"ch4_widom": [3.0, 4.0]}])
+    assert stacked["ch4_widom"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
 def test_spec_standardizes_with_the_training_statistics_and_round_trips() -> None:

@@ -289,7 +289,8 @@ def test_shipped_ensemble_fused_equals_legacy() -> None:
     rng = np.random.default_rng(0)
     grids = np.exp(-rng.normal(700.0, 700.0, size=(3, 25, 25, 25)) / 298.0).astype(np.float32)
     densities = [0.5, 1.0, 1.5]  # g/cm³, for a model that reads the crystal density
-    fused = loaded.predict(grids, densities_g_cm3=densities)
+    blocks = {b: np.array([[-1.0, 12.0], [-0.5, 15.0], [0.2, 20.0]]) for b in loaded.crystal_blocks}  # ch4_widom
+    fused = loaded.predict(grids, densities_g_cm3=densities, crystal_blocks=blocks)
     loaded.model.fused = False
-    legacy = loaded.predict(grids, densities_g_cm3=densities)
+    legacy = loaded.predict(grids, densities_g_cm3=densities, crystal_blocks=blocks)
     np.testing.assert_allclose(fused, legacy, rtol=0, atol=1e-5)

@@ -89,9 +89,12 @@ def test_shipped_model_reports_sigma_and_domain() -> None:
     rng = np.random.default_rng(5)
     grids = rng.uniform(0, 1, size=(3, 25, 25, 25)).astype(np.float32)
     densities = [0.6, 1.0, 1.4]  # g/cm³ (read by a descriptor model, ignored by a grid-only one)
-    out = model.predict_detailed(grids, densities_g_cm3=densities)
+    # log10 K_H (mol/(kg·bar)) and Q_st⁰ (kJ/mol), for trees that read the crystal's ch4_widom numbers
+    blocks = {b: np.array([[-1.0, 12.0], [-0.5, 15.0], [0.2, 20.0]]) for b in model.crystal_blocks}
+    out = model.predict_detailed(grids, densities_g_cm3=densities, crystal_blocks=blocks)
     assert out.values.shape == (3, 1) and out.sigma.shape == (3, 1) and (out.sigma > 0).all()
-    assert np.allclose(out.values, model.predict(grids, densities_g_cm3=densities), atol=1e-5)  # the plain path's mean
+    plain = model.predict(grids, densities_g_cm3=densities, crystal_blocks=blocks)
+    assert np.allclose(out.values, plain, atol=1e-5)  # the plain path's mean
     assert len(out.neighbours[0]) == 5
 
 
@@ -99,6 +102,7 @@ def test_shipped_model_reports_sigma_and_domain() -> None:
 def test_dense_framework_is_out_of_domain(cif: Path) -> None:
     """A dense, non-porous crystal (α-quartz, rock salt) is nothing like the MOFs the model learned from."""
     from models.artifacts import load_model, shipped_model_dir
+    from models.descriptors import compute_crystal_blocks
     from models.structure import parse_cif
     from models.units import crystal_density_g_cm3
     from models.voxels import compute_voxels
@@ -106,7 +110,8 @@ def test_dense_framework_is_out_of_domain(cif: Path) -> None:
     model = load_model(shipped_model_dir(), device="cpu")
     crystal = parse_cif(cif.read_bytes(), cif.stem)
     out = model.predict_detailed(compute_voxels(crystal, model.voxel_params),
-                                 densities_g_cm3=[crystal_density_g_cm3(crystal)])
+                                 densities_g_cm3=[crystal_density_g_cm3(crystal)],
+                                 crystal_blocks=compute_crystal_blocks(model.crystal_blocks, [crystal]))
     assert out.in_domain is not None and not bool(out.in_domain[0])
 
 
@@ -114,6 +119,7 @@ def test_a_training_structure_is_in_domain() -> None:
     """A structure the shipped model trained on lies in its domain (its nearest neighbour is itself)."""
     from models.artifacts import load_model, shipped_model_dir
     from models.datasets import coremof_cif_dir
+    from models.descriptors import compute_crystal_blocks
     from models.structure import parse_cif
     from models.units import crystal_density_g_cm3
     from models.voxels import compute_voxels
@@ -123,7 +129,8 @@ def test_a_training_structure_is_in_domain() -> None:
     cif = next(coremof_cif_dir().glob(f"{name}.cif"))
     crystal = parse_cif(cif.read_bytes(), name)
     out = model.predict_detailed(compute_voxels(crystal, model.voxel_params),
-                                 densities_g_cm3=[crystal_density_g_cm3(crystal)])
+                                 densities_g_cm3=[crystal_density_g_cm3(crystal)],
+                                 crystal_blocks=compute_crystal_blocks(model.crystal_blocks, [crystal]))
     assert bool(out.in_domain[0])
     assert out.neighbours[0][0].name == name and out.neighbours[0][0].distance < 1e-3
 
