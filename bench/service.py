@@ -4,8 +4,8 @@ In one run, on the same machine and the same CoRE MOF 2019-ASR CIFs:
 
 1. the service: a cold screening (empty voxel cache) and three warm ones (same files again: grids cached);
 2. the model alone: ``LoadedModel.predict`` on the screening's own grids at batch 64 (the inference rate), and
-   ``parse_cif`` + ``compute_voxels`` over the same CIFs one after the other with every core, as
-   ``retnet voxelize`` does (the voxelization rate);
+   ``parse_cif`` + ``compute_voxels`` (+ the crystal blocks its trees read, if any) over the same CIFs one after
+   the other with every core, as ``retnet predict`` does (the voxelization rate);
 3. ``POST /predict`` latency of a structure already predicted (answered from the prediction cache), and 20
    concurrent clients on cached structures (sustained requests/s, errors).
 
@@ -234,7 +234,7 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
     from app.db.tables import ModelVersion, Structure
     from app.storage import crystal_block_key, decode_block, decode_grid, store_from_uri
     from models.artifacts import load_model
-    from models.descriptors import CRYSTAL_BLOCKS, crystal_block_tag
+    from models.descriptors import CRYSTAL_BLOCKS, compute_crystal_blocks, crystal_block_tag
     from models.params import VoxelParams
     from models.structure import parse_cif
     from models.voxels import compute_voxels, warm_up
@@ -276,7 +276,9 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
     ok = 0
     for path in files:
         try:
-            compute_voxels(parse_cif(path.read_bytes(), name=path.stem), params)
+            crystal = parse_cif(path.read_bytes(), name=path.stem)
+            compute_voxels(crystal, params)
+            compute_crystal_blocks(model.crystal_blocks, [crystal])  # what its trees read of the crystal itself
             ok += 1
         except Exception:  # noqa: BLE001  (a refused structure costs its parse, like in the service)
             pass

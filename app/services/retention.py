@@ -10,8 +10,9 @@ What goes, in this order:
 2. **structures** that no remaining job item or prediction uses, created before the cut-off.
 3. **raw uploads** (``uploads/``) written before the cut-off that no remaining job item, structure or job
    (training zip, labels CSV) references. Younger uploads always stay: a request may be storing one right now.
-4. **cached voxel grids** (``voxels/``) written before the cut-off (local store: file mtime; S3:
-   ``LastModified``) whose structure no remaining job item uses.
+4. **cached voxel grids** (``voxels/``) and **crystal blocks** (``crystal-blocks/``, the numbers of a crystal that
+   hybrid trees read) written before the cut-off (local store: file mtime; S3: ``LastModified``) whose structure
+   no remaining job item uses.
 
 ``models/`` is never listed. ``dry_run`` computes the same report and deletes nothing.
 """
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Rows deleted per statement (keeps ``IN (...)`` lists within every database's parameter limit).
 BATCH = 500
-UPLOADS_PREFIX, VOXELS_PREFIX = "uploads/", "voxels/"
-_GRID_SHA = re.compile(r"^voxels/[^/]+/[0-9a-f]{2}/([0-9a-f]{64})_")
+UPLOADS_PREFIX, VOXELS_PREFIX, BLOCKS_PREFIX = "uploads/", "voxels/", "crystal-blocks/"
+_GRID_SHA = re.compile(r"^(?:voxels|crystal-blocks)/[^/]+/[0-9a-f]{2}/([0-9a-f]{64})_")
 
 
 @dataclass
@@ -56,8 +57,8 @@ class PurgeReport:
         """One line for logs and the CLI."""
         verb = "would delete" if self.dry_run else "deleted"
         return (f"{verb} {len(self.jobs)} job(s) ({self.items} item(s), {self.predictions} prediction(s)), "
-                f"{self.structures} structure(s), {len(self.uploads)} upload(s) and {len(self.grids)} voxel "
-                f"grid(s) older than {self.cutoff:%Y-%m-%d %H:%M:%S} UTC")
+                f"{self.structures} structure(s), {len(self.uploads)} upload(s) and {len(self.grids)} cached "
+                f"grid(s) or crystal block(s) older than {self.cutoff:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def _batches(values: Sequence[str], size: int = BATCH) -> Iterable[list[str]]:
@@ -115,7 +116,8 @@ def _structures_in_use(session: Session, cutoff: datetime) -> set[str]:
 
 
 def grid_structure(key: str) -> str | None:
-    """The structure sha256 in a voxel-grid key (``voxels/<params>/<aa>/<sha>_<params>.npy.gz``), else None."""
+    """The structure sha256 in a voxel-grid key (``voxels/<params>/<aa>/<sha>_<params>.npy.gz``) or a crystal-block
+    key (``crystal-blocks/<tag>/<aa>/<sha>_<tag>.npy``), else None."""
     match = _GRID_SHA.match(key)
     return match.group(1) if match else None
 
@@ -153,7 +155,8 @@ def purge(settings: object, store: ObjectStore, *, older_than_days: float, dry_r
     finally:
         session.close()
     report.uploads = [k for k in _old_objects(store, UPLOADS_PREFIX, report.cutoff) if k not in referenced]
-    report.grids = [k for k in _old_objects(store, VOXELS_PREFIX, report.cutoff) if grid_structure(k) not in in_use]
+    report.grids = [k for prefix in (VOXELS_PREFIX, BLOCKS_PREFIX) for k in _old_objects(store, prefix, report.cutoff)
+                    if grid_structure(k) not in in_use]
     if not dry_run:
         _delete_objects(store, report.uploads + report.grids)
     log.info("retention: %s", report.summary())

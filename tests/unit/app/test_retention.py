@@ -45,7 +45,7 @@ def world(settings) -> World:  # type: ignore[no-untyped-def]
     """Old, young, active and training jobs, their uploads and grids, a model trained by the old training job."""
     from app.db.session import session_scope
     from app.db.tables import Job, JobItem, ModelVersion, Prediction, Structure, utcnow
-    from app.storage import cached_store, voxel_key
+    from app.storage import cached_store, crystal_block_key, voxel_key
 
     store = cached_store(settings.store_uri)
     now = utcnow()
@@ -60,6 +60,8 @@ def world(settings) -> World:  # type: ignore[no-untyped-def]
         "grid_young": _put(store, voxel_key(sha_young, "p1"), 40),  # old file, used by a young job
         "grid_shared": _put(store, voxel_key(sha_shared, "p1"), 40),  # used by the old and the young job
         "grid_orphan_new": _put(store, voxel_key("d" * 64, "p1"), 2),
+        "block_old": _put(store, crystal_block_key(sha_old, "ch4_widom-h"), 40),  # goes with its structure's grid
+        "block_shared": _put(store, crystal_block_key(sha_shared, "ch4_widom-h"), 40),
         "model_weights": _put(store, "models/m/1/weights.pt", 400),
     }
     with session_scope(settings.db_url) as session:
@@ -125,11 +127,11 @@ def test_old_job_goes_with_its_uploads_and_grids(settings, world: World) -> None
     assert rows["jobs"] == {world.young_job, world.active_job}, "young and active jobs stay"
     assert report.items == 2 and report.predictions == 2 and len(rows["items"]) == 3
     assert rows["structures"] == {"b" * 64, "c" * 64} and report.structures == 1
-    gone = {k["upload_old"], k["upload_orphan_old"], k["zip_old"], k["labels_old"], k["grid_old"]}
+    gone = {k["upload_old"], k["upload_orphan_old"], k["zip_old"], k["labels_old"], k["grid_old"], k["block_old"]}
     assert set(report.uploads) | set(report.grids) == gone
     assert not gone & objects
     assert {k["upload_young"], k["upload_orphan_new"], k["grid_young"], k["grid_shared"], k["grid_orphan_new"],
-            k["model_weights"]} <= objects
+            k["block_shared"], k["model_weights"]} <= objects
     assert rows["models"] == {"m:1:None"}, "the model stays; only its link to the deleted training job goes"
 
 
