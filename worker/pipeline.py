@@ -363,7 +363,8 @@ def _with_crystal_blocks(ctx: WorkerContext, info: _ModelInfo, ready: list[tuple
                                           "cannot be read back")
         return found
 
-    first = {}  # one read per structure: items of the same crystal share it (no two threads rebuild one block)
+    # one read per structure: items of the same crystal share it (no two threads rebuild one block)
+    first: dict[str | None, tuple[_Item, np.ndarray, _VoxelOutcome]] = {}
     for entry in ready:
         first.setdefault(entry[2].sha, entry)
     by_sha = dict(zip(first, fetchers.map(read, first.values()), strict=True))
