@@ -121,6 +121,10 @@ def coremof_structures(names: list[str], jobs: int = 1, dataset: str = DEFAULT_D
                         ).set_index("name")
 
 
+#: Columns of the Widom tables (:func:`widom_table_path`): log10 K_H (mol/(kg·bar)) and Q_st⁰ (kJ/mol).
+WIDOM_COLUMNS = ("log10_henry_mol_kg_bar", "qst_kj_mol")
+
+
 def widom_table_path(block: bool = False) -> Path:
     """The resumable table of CH4 Widom values of CoRE MOFs (``scripts/widom_targets.py``; generated data in the
     cache folder, not committed): ``name,log10_henry_mol_kg_bar,qst_kj_mol,seconds,status``. The pre-training
@@ -129,11 +133,21 @@ def widom_table_path(block: bool = False) -> Path:
     return default_cache_dir() / ("ch4_widom_block_298K.csv" if block else "widom_ch4_298K.csv")
 
 
+def read_widom_table(block: bool = False) -> pd.DataFrame:
+    """The ``ok`` rows of :func:`widom_table_path` (the last row of a structure counts), its
+    :data:`WIDOM_COLUMNS` as numbers, indexed by name; a closed framework keeps its −inf / NaN. Empty when the
+    table does not exist yet."""
+    path = widom_table_path(block)
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["name", *WIDOM_COLUMNS, "status"])
+    table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
+    return table[list(WIDOM_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+
+
 def coremof_crystal_blocks(names: list[str], blocks: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
     """The crystal blocks ``blocks`` (:data:`models.descriptors.CRYSTAL_BLOCKS`) of CoRE MOF structures, in the
-    order of ``names``: ``ch4_widom`` from :func:`widom_table_path` (``block=True``: computed as serving computes
+    order of ``names``: ``ch4_widom`` from :func:`read_widom_table` (``block=True``: computed as serving computes
     it), the structures it lacks computed here from their CIFs."""
-    from models.descriptors import crystal_blocks_of
+    from models.descriptors import crystal_blocks_of, stack_crystal_blocks
     from models.structure import load_crystal
     from models.widom import CH4_BLOCK_PROBE, crystal_widom_targets, descriptor_row
 
@@ -142,14 +156,11 @@ def coremof_crystal_blocks(names: list[str], blocks: tuple[str, ...] | list[str]
     unknown = sorted(set(crystal_blocks_of(blocks)) - {"ch4_widom"})
     if unknown:
         raise ValueError(f"no CoRE MOF table for the crystal blocks {unknown}")
-    columns = ["log10_henry_mol_kg_bar", "qst_kj_mol"]
-    path = widom_table_path(block=True)
-    table = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["name", "status", *columns])
-    table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
-    known = table[columns].apply(pd.to_numeric, errors="coerce")
-    rows = [descriptor_row(dict(known.loc[n]) if n in known.index else
-                           crystal_widom_targets(load_crystal(coremof_cif(n)), CH4_BLOCK_PROBE)) for n in names]
-    return {"ch4_widom": np.array(rows, dtype=np.float64).reshape(len(names), 2)}
+    known = read_widom_table(block=True)
+    rows = [{"ch4_widom": descriptor_row(dict(known.loc[n]) if n in known.index else
+                                         crystal_widom_targets(load_crystal(coremof_cif(n)), CH4_BLOCK_PROBE))}
+            for n in names]
+    return stack_crystal_blocks(("ch4_widom",), rows)
 
 
 def coremof_properties(dataset: str = DEFAULT_DATASET) -> pd.DataFrame:

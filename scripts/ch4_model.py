@@ -45,6 +45,7 @@ from models.datasets import (  # noqa: E402
     CH4_EXTRA_LABELS,
     CH4_LABELS,
     GEOMETRIC_DESCRIPTORS,
+    WIDOM_COLUMNS,
     coremof_properties,
     default_cache_dir,
     hash_split,
@@ -299,16 +300,16 @@ def _descriptor_tag(args: argparse.Namespace) -> str:
 
 
 #: Physics pre-training targets of scripts/widom_targets.py (TraPPE CH4, 298 K, infinite dilution).
-WIDOM_TARGETS = ("log10_henry_mol_kg_bar", "qst_kj_mol")
+WIDOM_TARGETS = WIDOM_COLUMNS
 
 
 def widom_targets_table() -> pd.DataFrame:
     """The finite Widom targets of every structure ``scripts/widom_targets.py`` computed, indexed by name."""
-    from models.datasets import widom_table_path
+    from models.datasets import read_widom_table, widom_table_path
 
-    table = pd.read_csv(widom_table_path())
-    table = table[table["status"] == "ok"].drop_duplicates("name", keep="last").set_index("name")
-    values = table[list(WIDOM_TARGETS)].apply(pd.to_numeric, errors="coerce")
+    if not widom_table_path().exists():
+        raise FileNotFoundError(f"{widom_table_path()}: run scripts/widom_targets.py first")
+    values = read_widom_table()
     return values[np.isfinite(values).all(axis=1)]
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.datasets import coremof_cif_dir, widom_table_path  # noqa: E402
+from models.datasets import WIDOM_COLUMNS, coremof_cif_dir, widom_table_path  # noqa: E402
 
-COLUMNS = ["name", "log10_henry_mol_kg_bar", "qst_kj_mol", "seconds", "status"]
+COLUMNS = ["name", *WIDOM_COLUMNS, "seconds", "status"]
 
 
 def _one(cif: str, block: bool = False) -> dict[str, object]:
