@@ -32,6 +32,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.curve_trees import CurveTrees
 from models.descriptors import DESCRIPTOR_WIDTHS, DescriptorSpec, card_crystal_blocks, card_reads_density
 from models.hybrid import TREES_FILE, HybridTrees
 from models.isotherm import IsothermEnsemble
@@ -233,6 +234,9 @@ class ModelCard(BaseModel):
             if not isinstance(features, list) or not features or any(f not in DESCRIPTOR_WIDTHS for f in features):
                 raise ValueError(f"trees read a list of known descriptors ({sorted(DESCRIPTOR_WIDTHS)}), "
                                  f"got {features!r}")
+            if ("anchor" in value) != ("outputs" in value) or any(
+                    not isinstance(value.get(key, 0), int) or value.get(key, 0) < 0 for key in ("anchor", "outputs")):
+                raise ValueError("a curve's trees need both `outputs` and `anchor` (integers ≥ 0)")
         return value
 
     @property
@@ -263,8 +267,14 @@ class ModelCard(BaseModel):
             raise ValueError(f"n_outputs={self.n_outputs} but {len(self.targets)} target(s) are described")
         if self.voxel_params.grid_size != INPUT_SIZE:
             raise ValueError(f"RetNet needs grid_size={INPUT_SIZE}, card has {self.voxel_params.grid_size}")
-        if self.trees is not None and (self.n_outputs != 1 or self.architecture != "RetNet"):
-            raise ValueError("only a one-output RetNet can be blended with trees")
+        if self.trees is not None:
+            curve = self.trees.get("outputs")
+            if curve is None and (self.n_outputs != 1 or self.architecture != "RetNet"):
+                raise ValueError("only a one-output RetNet can be blended with one output's trees")
+            if curve is not None and (self.architecture != "RetNetIsotherm" or curve != self.n_outputs
+                                      or self.trees["anchor"] != self.primary_output):
+                raise ValueError("a curve's trees blend with a RetNetIsotherm of as many outputs, anchored at its "
+                                 "primary output")
         if self.primary_output >= self.n_outputs:
             raise ValueError(f"primary_output={self.primary_output} but the model has {self.n_outputs} output(s)")
         if self.architecture == "RetNetIsotherm":
@@ -540,7 +550,7 @@ class LoadedModel:
     def _blend(self, members: np.ndarray, grids: np.ndarray | torch.Tensor,
                densities_g_cm3: Sequence[float | None] | np.ndarray | None,
                crystal_blocks: Mapping[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        """A hybrid model's (values, spread) from its members' outputs (n, N, 1) and the trees' rows."""
+        """A hybrid model's (values, spread) from its members' outputs (n, N, k) and the trees' rows."""
         assert self.trees is not None
         raw = grids.cpu().numpy() if isinstance(grids, torch.Tensor) else np.asarray(grids)
         return self.trees.combine(members, self.trees.features_of(self._grids(raw), densities_g_cm3, crystal_blocks))
@@ -675,7 +685,10 @@ def _read_trees(folder: Path, card: ModelCard) -> HybridTrees | None:
     if _sha256(path) != card.trees["sha256"]:
         raise CorruptModelError(f"{path}: sha256 does not match the card's trees.sha256")
     try:
-        hybrid = HybridTrees(TreeArrays.load(path), float(card.trees["weight"]), tuple(card.trees["features"]))
+        trees = CurveTrees.load(path) if "outputs" in card.trees else TreeArrays.load(path)
+        hybrid = HybridTrees(trees, float(card.trees["weight"]), tuple(card.trees["features"]))
+        if hybrid.n_outputs != card.n_outputs or getattr(trees, "anchor", card.primary_output) != card.primary_output:
+            raise ValueError(f"the trees predict {hybrid.n_outputs} output(s); the card describes {card.n_outputs}")
         _check_tree_width(hybrid)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
         raise CorruptModelError(f"unreadable trees {path}: {err}") from err
@@ -695,7 +708,7 @@ def save_trees(folder: str | Path, hybrid: HybridTrees, **extra: Any) -> ModelCa
     _check_tree_width(hybrid)
     hybrid.trees.save(folder / TREES_FILE)
     entry = hybrid.card_entry(_sha256(folder / TREES_FILE), **extra)
-    try:  # validated as a whole: trees only on a one-output RetNet
+    try:  # validated as a whole: one output's trees on a one-output RetNet, a curve's on an isotherm model
         card = ModelCard.model_validate({**card.model_dump(mode="json"), "trees": entry})
     except pydantic.ValidationError:
         (folder / TREES_FILE).unlink()

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from models.curve_trees import CurveTrees
 from models.descriptors import NEEDS_DENSITY, crystal_blocks_of, descriptor_matrix
-from models.trees import TreeArrays
+from models.trees import TreeArrays, fit_trees
 
 #: Descriptor blocks the trees read: the 14-number energy histogram of the model's grid, ln ρ (g/cm³), the
 #: grid's 4 per-mass quantities (``gravimetric_grid``; since retnet-ch4:9, chosen on the validation split: trees
@@ -40,10 +41,6 @@ TREE_FEATURES = ("energy_histogram", "log_density", "gravimetric_grid", "ch4_wid
 TREE_CRYSTAL_BLOCKS = crystal_blocks_of(TREE_FEATURES)
 #: Trees file inside a model folder.
 TREES_FILE = "trees.npz"
-#: Extra Trees settings: 200 trees of at least 2 structures per leaf (2.5 MB fitted on 1,046 structures, 4.1 MB
-#: on 1,677; as accurate as 500 unpruned trees on v7's validation split, 5× smaller).
-N_TREES = 200
-MIN_SAMPLES_LEAF = 2
 #: Fewest validation structures to choose the blend's weight on (else 0.5).
 MIN_VALIDATION = 5
 #: Network weights tried by :func:`choose_weight`.
@@ -56,19 +53,6 @@ def tree_features(grids: np.ndarray, densities_g_cm3: Sequence[float | None] | n
     """The trees' input rows, float64 (N, width): raw descriptors of raw grids (Boltzmann factors), densities and
     the crystal blocks among ``names`` (:func:`models.descriptors.descriptor_matrix`)."""
     return descriptor_matrix(tuple(names), np.asarray(grids), densities_g_cm3, crystal_blocks)
-
-
-def fit_trees(x: np.ndarray, y: np.ndarray, *, n_trees: int = N_TREES, min_samples_leaf: int = MIN_SAMPLES_LEAF,
-              seed: int = 0, jobs: int = 1) -> TreeArrays:
-    """Fit Extra Trees on rows ``x`` (N, m) and labels ``y`` (N,), frozen into :class:`TreeArrays`."""
-    from sklearn.ensemble import ExtraTreesRegressor
-
-    y = np.asarray(y, dtype=np.float64).reshape(len(x), -1)
-    if y.shape[1] != 1:
-        raise ValueError("trees are fitted to one output; this label table has several")
-    forest = ExtraTreesRegressor(n_estimators=n_trees, min_samples_leaf=min_samples_leaf, random_state=seed,
-                                 n_jobs=jobs).fit(np.asarray(x, dtype=np.float64), y[:, 0])
-    return TreeArrays.from_sklearn(forest)
 
 
 def fit_hybrid(rows: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -91,11 +75,23 @@ def fit_hybrid(rows: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: 
             f"lowest squared error of the blend on the validation split ({len(val_idx)})")
 
 
-def choose_weight(y_true: np.ndarray, network: np.ndarray, trees: np.ndarray) -> float:
+def choose_weight(y_true: np.ndarray, network: np.ndarray, trees: np.ndarray,
+                  scales: np.ndarray | None = None) -> float:
     """The network's weight in [0, 1] (:data:`WEIGHT_GRID`) minimising the squared error of the blend on
-    held-out labels (ties: the larger weight, the network)."""
-    y, net, tree = (np.asarray(a, dtype=np.float64).ravel() for a in (y_true, network, trees))
-    errors = [float(np.mean((w * net + (1 - w) * tree - y) ** 2)) for w in WEIGHT_GRID]
+    held-out labels (ties: the larger weight, the network).
+
+    ``y_true``, ``network`` and ``trees`` are (N,) or, for a curve, (N, k) with NaN where a label is missing
+    (ignored); each output's error is divided by its ``scales`` entry (k,) when given (as the isotherm heads'
+    loss, so that high pressures' larger uptakes do not drown the others). One weight serves every output: a
+    convex blend of two monotone curves is monotone.
+    """
+    y, net, tree = (np.asarray(a, dtype=np.float64).reshape(len(np.asarray(y_true)), -1)
+                    for a in (y_true, network, trees))
+    scale = np.ones(y.shape[1]) if scales is None else np.asarray(scales, dtype=np.float64).reshape(-1)
+    labelled = np.isfinite(y)
+    if not labelled.any():
+        raise ValueError("no held-out label to choose the weight on")
+    errors = [float(np.mean((((w * net + (1 - w) * tree - y) / scale)[labelled]) ** 2)) for w in WEIGHT_GRID]
     best = min(errors)
     return float(max(w for w, e in zip(WEIGHT_GRID, errors, strict=True) if e <= best * (1 + 1e-12)))
 
@@ -106,20 +102,30 @@ class HybridTrees:
 
     Attributes
     ----------
-    trees : TreeArrays
+    trees : TreeArrays or CurveTrees
+        One output's ensemble, or a whole isotherm's (:class:`models.curve_trees.CurveTrees`, monotone).
     weight : float
         The network's weight w: value = w · network mean + (1 − w) · trees.
     features : tuple of str
         The descriptor blocks the trees read (:data:`TREE_FEATURES`).
     """
 
-    trees: TreeArrays
+    trees: TreeArrays | CurveTrees
     weight: float
     features: tuple[str, ...] = TREE_FEATURES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"the network's weight must lie in [0, 1], got {self.weight}")
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs the trees predict (k pressures for a curve, else 1)."""
+        return self.trees.n_outputs if isinstance(self.trees, CurveTrees) else 1
+
+    def predict_trees(self, rows: np.ndarray) -> np.ndarray:
+        """The trees alone for rows (N, m) → (N, :attr:`n_outputs`)."""
+        return self.trees.predict(rows).reshape(len(rows), self.n_outputs)
 
     @property
     def needs_density(self) -> bool:
@@ -137,26 +143,28 @@ class HybridTrees:
         return tree_features(grids, densities_g_cm3, self.features, crystal_blocks)
 
     def combine(self, members: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(values (N, 1), spread (N, 1)) from the network members' outputs (n, N, 1) and the trees' rows.
+        """(values (N, k), spread (N, k)) from the network members' outputs (n, N, k) and the trees' rows.
 
         The spread is the standard deviation of the members' outputs and the trees' prediction together: it
         grows where the networks disagree with each other and where the network disagrees with the trees.
         """
         members = np.asarray(members, dtype=np.float64)
-        if members.ndim != 3 or members.shape[2] != 1:
-            raise ValueError(f"a hybrid model has one output; members have shape {members.shape}")
-        tree = self.trees.predict(rows)[None, :, None]
+        if members.ndim != 3 or members.shape[2] != self.n_outputs:
+            raise ValueError(f"these trees predict {self.n_outputs} output(s); members have shape {members.shape}")
+        tree = self.predict_trees(rows)[None]
         values = self.blend(members.mean(axis=0), rows)
         spread = np.concatenate([members, tree]).std(axis=0, ddof=1)
         return values, spread
 
     def blend(self, network: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """w · ``network`` + (1 − w) · the trees' predictions for ``rows``; ``network`` (N,) or (N, 1), shape kept."""
+        """w · ``network`` + (1 − w) · the trees' predictions for ``rows``; ``network`` (N,) or (N, k), shape kept."""
         network = np.asarray(network, dtype=np.float64)
-        by_trees = self.trees.predict(rows).reshape(network.shape)
+        by_trees = self.predict_trees(rows).reshape(network.shape)
         return self.weight * network + (1.0 - self.weight) * by_trees
 
     def card_entry(self, sha256: str, **extra: Any) -> dict[str, Any]:
         """The model card's ``trees`` field."""
+        curve = ({"outputs": self.n_outputs, "anchor": self.trees.anchor}
+                 if isinstance(self.trees, CurveTrees) else {})
         return {"file": TREES_FILE, "sha256": sha256, "weight": self.weight, "features": list(self.features),
-                "n_trees": self.trees.n_trees, "n_features": self.trees.n_features, **extra}
+                "n_trees": self.trees.n_trees, "n_features": self.trees.n_features, **curve, **extra}

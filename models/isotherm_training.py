@@ -170,6 +170,13 @@ def fit_heads(
     return result
 
 
+def fold_assignment(n: int, folds: int, seed: int = 0) -> np.ndarray:
+    """The fold (0 … folds − 1) of each of n structures: a seeded permutation, as even as n allows."""
+    if n < folds:
+        raise ValueError(f"need at least {folds} structures for {folds} folds, got {n}")
+    return np.random.default_rng(seed).permutation(n) % folds
+
+
 def out_of_fold_curves(
     template: IsothermEnsemble,
     fingerprints: np.ndarray,
@@ -184,13 +191,12 @@ def out_of_fold_curves(
 
     Each fold's heads are fitted on the other folds for exactly ``epochs`` steps (no early stopping: the
     held-out fold chooses nothing), so the residuals are honest material for calibrating σ when the
-    validation split alone holds too few complete curves. ``template`` is copied, never modified.
+    validation split alone holds too few complete curves. ``template`` is copied, never modified. The folds are
+    :func:`fold_assignment`'s, so other out-of-fold predictions (e.g. a hybrid's trees) can share them.
     """
     config = config or HeadFitConfig()
     n = labels.shape[0]
-    if n < folds:
-        raise ValueError(f"need at least {folds} structures for {folds} folds, got {n}")
-    assignment = np.random.default_rng(seed).permutation(n) % folds
+    assignment = fold_assignment(n, folds, seed)
     out = np.full((len(template.heads), n, template.n_outputs), np.nan)
     for fold in range(folds):
         held, kept = assignment == fold, assignment != fold
@@ -206,5 +212,5 @@ def out_of_fold_curves(
     return out
 
 
-__all__ = ["HeadFitConfig", "HeadFitResult", "fit_heads", "masked_loss", "mean_curve", "out_of_fold_curves",
-           "pressure_scales"]
+__all__ = ["HeadFitConfig", "HeadFitResult", "fit_heads", "fold_assignment", "masked_loss", "mean_curve",
+           "out_of_fold_curves", "pressure_scales"]

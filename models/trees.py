@@ -28,6 +28,10 @@ from typing import Any
 
 import numpy as np
 
+#: Extra Trees settings: 200 trees of at least 2 structures per leaf (2.5 MB fitted on 1,046 structures, 4.1 MB
+#: on 1,677; as accurate as 500 unpruned trees on v7's validation split, 5× smaller).
+N_TREES = 200
+MIN_SAMPLES_LEAF = 2
 _FIELDS = ("feature", "threshold", "left", "right", "value", "roots")
 
 
@@ -128,18 +132,20 @@ class TreeArrays:
         """The ensemble's mean prediction for rows ``x`` (N, n_features) → float64 (N,)."""
         return self.per_tree(x).mean(axis=0)
 
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The node arrays and ``n_features`` by name (each name prefixed), as :meth:`save` writes them."""
+        return {f"{prefix}n_features": np.int64(self.n_features), **{prefix + f: getattr(self, f) for f in _FIELDS}}
+
     def save(self, path: str | Path) -> None:
         """Write an ``.npz`` (no pickled objects)."""
         with Path(path).open("wb") as handle:
-            np.savez_compressed(handle, n_features=np.int64(self.n_features),
-                                **{f: getattr(self, f) for f in _FIELDS})
+            np.savez_compressed(handle, **self.arrays())
 
     @classmethod
-    def load(cls, path: str | Path) -> TreeArrays:
-        """Read a file written by :meth:`save` (ValueError or KeyError when it is not one)."""
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {f: data[f] for f in _FIELDS}
-            n_features = data["n_features"]
+    def from_arrays(cls, data: Any, prefix: str = "") -> TreeArrays:
+        """Rebuild from a mapping of arrays written by :meth:`arrays` (ValueError or KeyError when it holds none)."""
+        arrays = {f: np.asarray(data[prefix + f]) for f in _FIELDS}
+        n_features = np.asarray(data[f"{prefix}n_features"])
         if n_features.shape != () or not np.issubdtype(n_features.dtype, np.integer):
             raise ValueError("n_features must be one integer")
         for f in ("feature", "left", "right", "roots"):
@@ -151,3 +157,22 @@ class TreeArrays:
                    left=arrays["left"].astype(np.int32), right=arrays["right"].astype(np.int32),
                    value=arrays["value"].astype(np.float64), roots=arrays["roots"].astype(np.int32),
                    n_features=int(n_features))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TreeArrays:
+        """Read a file written by :meth:`save` (ValueError or KeyError when it is not one)."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls.from_arrays(data)
+
+
+def fit_trees(x: np.ndarray, y: np.ndarray, *, n_trees: int = N_TREES, min_samples_leaf: int = MIN_SAMPLES_LEAF,
+              seed: int = 0, jobs: int = 1) -> TreeArrays:
+    """Fit Extra Trees on rows ``x`` (N, m) and labels ``y`` (N,), frozen into :class:`TreeArrays`."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    y = np.asarray(y, dtype=np.float64).reshape(len(x), -1)
+    if y.shape[1] != 1:
+        raise ValueError("trees are fitted to one output; this label table has several")
+    forest = ExtraTreesRegressor(n_estimators=n_trees, min_samples_leaf=min_samples_leaf, random_state=seed,
+                                 n_jobs=jobs).fit(np.asarray(x, dtype=np.float64), y[:, 0])
+    return TreeArrays.from_sklearn(forest)

@@ -621,9 +621,10 @@ def cmd_hybrid(args: argparse.Namespace) -> None:
     import tempfile
 
     from models.artifacts import CARD_FILE, load_model, save_trees
-    from models.hybrid import MIN_SAMPLES_LEAF, N_TREES, fit_hybrid, tree_features
+    from models.hybrid import fit_hybrid, tree_features
     from models.plots import parity_plot
     from models.training import member_outputs_grids
+    from models.trees import MIN_SAMPLES_LEAF, N_TREES
 
     loaded = load_model(args.model, device="cpu")
     card = loaded.card

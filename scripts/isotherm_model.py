@@ -3,14 +3,18 @@
 Usage::
 
     python scripts/voxelize_coremof.py --labelled                   # grids of the labelled structures
-    python scripts/isotherm_model.py train --version 3 --base models/shipped/retnet-ch4   # fit, evaluate, ship
+    python scripts/widom_targets.py --block --jobs 2                # the ch4_widom crystal blocks the trees read
+    python scripts/isotherm_model.py train --version 4 --base models/shipped/retnet-ch4 --trees   # fit, evaluate, ship
     python scripts/voxelize_coremof.py --all                        # grids of every CoRE MOF 2019 structure
     python scripts/design_library.py --model models/shipped/retnet-ch4-isotherm   # its library (POST /design)
 
 The model is the shipped ``retnet-ch4`` ensemble (frozen: its convolutions and fingerprint heads) with one
 monotone isotherm head per member (:class:`models.isotherm.IsothermEnsemble`), fitted on a masked loss to every
 labelled point of ``models/data/ch4_isotherms_raspa2.csv`` (1, 5.8, 35, 65 bar, 298 K) and to the 5.8 bar labels
-of the structures whose curve is not simulated yet.
+of the structures whose curve is not simulated yet. With ``--trees`` (since v4) the heads' curve is averaged with
+monotone curve trees (:class:`models.curve_trees.CurveTrees`: Extra Trees on the 5.8 bar uptake, the 1 bar
+fraction of it and the steps to 35 and 65 bar, on :data:`models.hybrid.TREE_FEATURES`), at one network weight
+chosen on the 5-fold out-of-fold curves of the training + validation structures.
 
 Split: the one of ``scripts/ch4_model.py`` on all current labels (20 % test, 10 % validation, by seeded
 permutation / name hash), minus any test structure the backbone was trained on (the backbone's own split,
@@ -18,7 +22,8 @@ re-derived from its card). The test split chooses nothing. σ is calibrated per 
 curves of the training and validation structures (the validation split alone holds too few complete curves); at
 5.8 bar only on structures the backbone did not train on (its own training labels' errors are optimistic).
 Baselines: one Random Forest per pressure (energy histogram + Zeo++ geometry + density, 500 trees) trained on
-the same training + validation structures. 95 % CIs: 10,000 bootstrap resamples of the test structures.
+the same training + validation structures. 95 % CIs: 10,000 bootstrap resamples of the test structures; the
+model minus the RFs (and minus ``--compare``) by paired bootstrap on the same resamples.
 Writes ``bench/results/isotherm_model_v<version>.json`` and the model folder.
 """
 
@@ -76,15 +81,47 @@ def _metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
     return {"n": int(ok.sum()), **{k: ch4_model._metric_json(m[k]) for k in ("r2", "mae", "rmse") if k in m}}
 
 
+def out_of_fold_trees(rows: np.ndarray, labels: np.ndarray, anchor: int, *, folds: int = 5,
+                      jobs: int = 1) -> np.ndarray:
+    """Curves (N, k) of every structure from curve trees that never saw it, on the heads' folds
+    (:func:`models.isotherm_training.fold_assignment`): material for calibrating the blend's σ."""
+    from models.curve_trees import CurveTrees
+    from models.isotherm_training import fold_assignment
+    from models.trees import MIN_SAMPLES_LEAF, N_TREES
+
+    assignment = fold_assignment(len(labels), folds)
+    out = np.full(labels.shape, np.nan)
+    for fold in range(folds):
+        held, kept = assignment == fold, assignment != fold
+        trees = CurveTrees.fit(rows[kept], labels[kept], anchor, n_trees=N_TREES, min_samples_leaf=MIN_SAMPLES_LEAF,
+                               jobs=jobs)
+        out[held] = trees.predict(rows[held])
+    return out
+
+
+def _paired(y: np.ndarray, pred: np.ndarray, baseline: np.ndarray) -> dict[str, Any] | None:
+    """R² and MAE of ``pred`` minus those of ``baseline`` on the labelled structures, paired bootstrap 95 % CI."""
+    from models.metrics import paired_difference
+
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return None
+    d = paired_difference(y[ok], pred[ok][None], baseline[ok][None], n_boot=10000, seed=0)
+    return {k: ch4_model._metric_json(d[k]) for k in ("r2", "mae")}
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
     from sklearn.ensemble import RandomForestRegressor
 
-    from models.artifacts import ModelCard, Target, library_versions, load_model, save_model
+    from models.artifacts import ModelCard, Target, library_versions, load_model, save_model, save_trees
+    from models.curve_trees import CurveTrees
+    from models.hybrid import TREE_FEATURES, HybridTrees, choose_weight, tree_features
     from models.isotherm import IsothermEnsemble, deliverable_capacity
-    from models.isotherm_training import HeadFitConfig, fit_heads, out_of_fold_curves
+    from models.isotherm_training import HeadFitConfig, fit_heads, out_of_fold_curves, pressure_scales
     from models.plots import isotherm_plot
     from models.training import member_outputs_grids
+    from models.trees import MIN_SAMPLES_LEAF, N_TREES
     from models.uncertainty import DOMAIN_FILE, calibrate_spread, coverage, fit_domain
 
     base = load_model(args.base, device="cpu")
@@ -116,12 +153,32 @@ def cmd_train(args: argparse.Namespace) -> None:
     # 5.8 bar are optimistic (σ came out too small: 83 % test coverage), so that point is calibrated on the others.
     calibration_labels = labels[fit_rows].copy()
     calibration_labels[[names[i] in backbone_train for i in fit_rows], at_58] = np.nan
-    spread = calibrate_spread(calibration_labels, oof.mean(axis=0), oof.std(axis=0, ddof=1))
     model.eval()
     with torch.no_grad():
         members = model.curves_from_fingerprints(torch.as_tensor(fps, dtype=torch.float32)).double().numpy()
-    mean, member_std = members.mean(axis=0), members.std(axis=0, ddof=1)
-    sigma = spread.sigma(member_std)
+    network = members.mean(axis=0)
+    hybrid = by_trees = None
+    if args.trees:  # monotone curve trees beside the heads, blended at one weight chosen out of fold
+        rows = tree_features(data["grids"], data["density"], TREE_FEATURES,
+                             ch4_model.crystal_blocks(data, TREE_FEATURES))
+        # the validation split holds too few complete curves to choose the weight on (as for σ): the heads' and
+        # the trees' out-of-fold curves of the training + validation structures choose it, on the same points σ
+        # is calibrated on; the trees then learn from all those structures, as their out-of-fold folds did
+        oof_trees = out_of_fold_trees(rows[fit_rows], labels[fit_rows], at_58, jobs=args.jobs)
+        weight = choose_weight(calibration_labels, oof.mean(axis=0), oof_trees,
+                               scales=pressure_scales(labels[fit_rows]))
+        curve_trees = CurveTrees.fit(rows[fit_rows], labels[fit_rows], at_58, n_trees=N_TREES,
+                                     min_samples_leaf=MIN_SAMPLES_LEAF, jobs=args.jobs)
+        hybrid = HybridTrees(curve_trees, weight, TREE_FEATURES)
+        by_trees = hybrid.predict_trees(rows)
+        mean, spread_now = hybrid.combine(members, rows)
+        oof_mean = weight * oof.mean(axis=0) + (1 - weight) * oof_trees
+        oof_spread = np.concatenate([oof, oof_trees[None]]).std(axis=0, ddof=1)
+    else:
+        mean, spread_now = network, members.std(axis=0, ddof=1)
+        oof_mean, oof_spread = oof.mean(axis=0), oof.std(axis=0, ddof=1)
+    spread = calibrate_spread(calibration_labels, oof_mean, oof_spread)
+    sigma = spread.sigma(spread_now)
     domain = fit_domain(flat[train], [names[i] for i in train], labels[train, at_58], flat[val])
     inside, _ = domain.assess(flat[test])
 
@@ -142,12 +199,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         per_pressure.append({"pressure_bar": p, "n_train": int(np.isfinite(labels[fit_rows, j]).sum()),
                              "retnet": _metrics(y_test[:, j], mean[test, j]),
                              "rf": _metrics(y_test[:, j], rf_pred[test, j]),
-                             "coverage": coverage(y_test[:, j], mean[test, j], sigma[test, j])[0]})
+                             "coverage": coverage(y_test[:, j], mean[test, j], sigma[test, j])[0],
+                             "minus_rf": _paired(y_test[:, j], mean[test, j], rf_pred[test, j]),
+                             **({"network": _metrics(y_test[:, j], network[test, j]),
+                                 "trees": _metrics(y_test[:, j], by_trees[test, j])} if by_trees is not None else {})})
     if args.compare is not None:  # an earlier model on exactly these test structures
         earlier = load_model(args.compare, device="cpu")
         before = earlier.predict(data["grids"][test], densities_g_cm3=data["density"][test])
         for j, row in enumerate(per_pressure):
             row["earlier"] = _metrics(y_test[:, j], before[:, j])
+            row["minus_earlier"] = _paired(y_test[:, j], mean[test, j], before[:, j])
     dc_sigma = np.sqrt(sigma[test, pressures.index(65.0)] ** 2 + sigma[test, at_58] ** 2)
     result = {
         "model": f"{MODEL_NAME}:{args.version}", "backbone": base.card.ref, "n_test_structures": int(len(test)),
@@ -157,13 +218,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         "per_pressure": per_pressure,
         "deliverable_capacity": {"retnet": _metrics(dc_true, deliverable_capacity(mean[test], pressures)),
                                  "rf": _metrics(dc_true, deliverable_capacity(rf_pred[test], pressures)),
+                                 "minus_rf": _paired(dc_true, deliverable_capacity(mean[test], pressures),
+                                                     deliverable_capacity(rf_pred[test], pressures)),
                                  "coverage": coverage(dc_true, deliverable_capacity(mean[test], pressures),
                                                       dc_sigma)[0],
+                                 **({"network": _metrics(dc_true, deliverable_capacity(network[test], pressures)),
+                                     "trees": _metrics(dc_true, deliverable_capacity(by_trees[test], pressures))}
+                                    if by_trees is not None else {}),
                                  **({"earlier": _metrics(dc_true, deliverable_capacity(before, pressures))}
                                     if args.compare is not None else {})},
         "earlier_model": None if args.compare is None else earlier.ref,
         "in_domain_test": float(inside.mean()) if len(test) else None,
         "head_fit": {"best_epochs": fit.best_epochs, "oof_epochs": epochs},
+        "trees": None if hybrid is None else {"features": list(TREE_FEATURES), "network_weight": hybrid.weight,
+                                              "fitted_on": f"training + validation ({len(fit_rows)} structures)"},
         "calibration": spread.to_dict(),
     }
     ch4_model.save_json(ROOT / "bench" / "results" / f"isotherm_model_v{args.version}.json", result)
@@ -175,14 +243,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         voxel_params=base.card.voxel_params, standardization=base.card.standardization,
         descriptors=base.card.descriptors,
         preliminary=result["complete_curves"]["train"] < 200,
-        description=(f"CH4 isotherm (1, 5.8, 35, 65 bar, 298 K) from the frozen {base.card.ref} ensemble with one "
-                     "monotone head per member (uptake non-decreasing in pressure by construction); "
-                     "deliverable capacity = 65 bar - 5.8 bar uptake"),
+        description=(f"CH4 isotherm (1, 5.8, 35, 65 bar, 298 K) from the frozen {base.card.ref} networks with one "
+                     "monotone head per member (uptake non-decreasing in pressure by construction)"
+                     + ("" if hybrid is None else f", averaged with monotone curve trees on {' + '.join(TREE_FEATURES)}"
+                        f" (network weight {hybrid.weight:.2f}; models/curve_trees.py)")
+                     + "; deliverable capacity = 65 bar - 5.8 bar uptake"),
         training_data={"source": "CoRE MOF 2019-ASR; RASPA2 GCMC labels, DESIGN.md §6 at four pressures "
                                  "(models/data/ch4_isotherms_raspa2.csv) and 5.8 bar (ch4_coremof2019_raspa2*.csv)",
                        "backbone": base.card.ref, "n_train": int(len(train)), "n_val": int(len(val)),
                        "extra_label_rows": args.extra_rows, "isotherm_label_rows": args.isotherm_rows,
                        "n_test": int(len(test)), "complete_curves": result["complete_curves"],
+                       "trees": hybrid is not None,
                        "split": "scripts/ch4_model.py's split on all current labels, minus test structures the "
                                 "backbone trained on", "test_names": [names[i] for i in test]},
         metrics={"test": {"per_pressure": per_pressure, "deliverable_capacity": result["deliverable_capacity"]}},
@@ -203,6 +274,11 @@ def cmd_train(args: argparse.Namespace) -> None:
                       title=f"{MODEL_NAME}:{args.version}, test structures with a simulated curve")
         save_model(staged, model, card, extra_files={"isotherms.png": plot})
         domain.save(staged / DOMAIN_FILE)
+        if hybrid is not None:
+            save_trees(staged, hybrid, n_trees=N_TREES, min_samples_leaf=MIN_SAMPLES_LEAF,
+                       fitted_on=f"the training + validation structures ({len(fit_rows)})",
+                       weight_selection="lowest standardized squared error of the blend's 5-fold out-of-fold curves "
+                                        "of the training + validation structures (the points σ is calibrated on)")
         load_model(staged, device="cpu")  # verifies the folder
         if args.out.exists():
             shutil.rmtree(args.out)
@@ -226,6 +302,9 @@ def main() -> int:
                    help="an earlier isotherm model folder, scored on the same test structures")
     p.add_argument("--epochs", type=int, default=4000)
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--trees", action="store_true",
+                   help="blend the heads with monotone curve trees (models/curve_trees.py) on the hybrid tree "
+                        "features, fitted on training + validation, one network weight chosen on out-of-fold curves")
     p.set_defaults(func=cmd_train)
     args = parser.parse_args()
     args.func(args)

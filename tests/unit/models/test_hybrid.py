@@ -94,7 +94,7 @@ def test_the_blend_and_its_spread() -> None:
     np.testing.assert_allclose(values[:, 0], 0.25 * 2.0 + 0.75 * by_trees)
     np.testing.assert_allclose(spread[:, 0], [np.std([1.0, 3.0, t], ddof=1) for t in by_trees])
     assert hybrid.needs_density and not HybridTrees(trees, 0.5, ("energy_histogram",)).needs_density
-    with pytest.raises(ValueError, match="one output"):
+    with pytest.raises(ValueError, match="predict 1 output"):
         hybrid.combine(np.zeros((2, 3, 4)), x[:3])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         HybridTrees(trees, weight=1.5)
