@@ -194,7 +194,8 @@ class ModelCard(BaseModel):
                           "(models.descriptors.DescriptorSpec.to_dict); None: a grid-only RetNet")
     trees: dict[str, Any] | None = Field(
         None, description="a hybrid model's Extra Trees (models.hybrid.HybridTrees.card_entry: file, sha256, the "
-                          "network's weight in the blend, features); None: the network alone")
+                          "network's weight in the blend, features; a curve's trees also `outputs` and `anchor`, "
+                          "models.curve_trees.CurveTrees); None: the network alone")
 
     @field_validator("created_at")
     @classmethod
@@ -229,14 +230,19 @@ class ModelCard(BaseModel):
             if missing:
                 raise ValueError(f"trees need {sorted(missing)}")
             weight, features = value["weight"], value["features"]
-            if value["file"] != TREES_FILE or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+            if (value["file"] != TREES_FILE or isinstance(weight, bool) or not isinstance(weight, int | float)
+                    or not 0.0 <= weight <= 1.0):
                 raise ValueError(f"trees must be in {TREES_FILE} with a network weight in [0, 1]")
             if not isinstance(features, list) or not features or any(f not in DESCRIPTOR_WIDTHS for f in features):
                 raise ValueError(f"trees read a list of known descriptors ({sorted(DESCRIPTOR_WIDTHS)}), "
                                  f"got {features!r}")
-            if ("anchor" in value) != ("outputs" in value) or any(
-                    not isinstance(value.get(key, 0), int) or value.get(key, 0) < 0 for key in ("anchor", "outputs")):
-                raise ValueError("a curve's trees need both `outputs` and `anchor` (integers ≥ 0)")
+            if ("anchor" in value) != ("outputs" in value):
+                raise ValueError("a curve's trees need both `outputs` and `anchor`")
+            if "outputs" in value:
+                outputs, anchor = value["outputs"], value["anchor"]
+                if type(outputs) is not int or type(anchor) is not int or outputs < 2 or not 0 <= anchor < outputs:
+                    raise ValueError(f"a curve's trees need integers outputs ≥ 2 and 0 ≤ anchor < outputs, got "
+                                     f"{outputs!r} and {anchor!r}")
         return value
 
     @property
@@ -687,8 +693,11 @@ def _read_trees(folder: Path, card: ModelCard) -> HybridTrees | None:
     try:
         trees = CurveTrees.load(path) if "outputs" in card.trees else TreeArrays.load(path)
         hybrid = HybridTrees(trees, float(card.trees["weight"]), tuple(card.trees["features"]))
-        if hybrid.n_outputs != card.n_outputs or getattr(trees, "anchor", card.primary_output) != card.primary_output:
+        if hybrid.n_outputs != card.n_outputs:
             raise ValueError(f"the trees predict {hybrid.n_outputs} output(s); the card describes {card.n_outputs}")
+        if isinstance(trees, CurveTrees) and trees.anchor != card.primary_output:
+            raise ValueError(f"the curve's trees are anchored at output {trees.anchor}; the card's primary output is "
+                             f"{card.primary_output}")
         _check_tree_width(hybrid)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
         raise CorruptModelError(f"unreadable trees {path}: {err}") from err
@@ -702,17 +711,23 @@ def _check_tree_width(hybrid: HybridTrees) -> None:
 
 
 def save_trees(folder: str | Path, hybrid: HybridTrees, **extra: Any) -> ModelCard:
-    """Write a hybrid model's trees into a model folder and record them (and ``extra``) in its card."""
+    """Write a hybrid model's trees into a model folder and record them (and ``extra``) in its card.
+
+    The trees are written beside the folder's files first and replace its ``trees.npz`` only once the card
+    with them validates: refused trees leave the folder as it was.
+    """
     folder = Path(folder)
     card = _read_card(folder)
     _check_tree_width(hybrid)
-    hybrid.trees.save(folder / TREES_FILE)
-    entry = hybrid.card_entry(_sha256(folder / TREES_FILE), **extra)
-    try:  # validated as a whole: one output's trees on a one-output RetNet, a curve's on an isotherm model
+    staged = folder / f".{TREES_FILE}.new"
+    try:
+        hybrid.trees.save(staged)
+        entry = hybrid.card_entry(_sha256(staged), **extra)
+        # validated as a whole: one output's trees on a one-output RetNet, a curve's on an isotherm model
         card = ModelCard.model_validate({**card.model_dump(mode="json"), "trees": entry})
-    except pydantic.ValidationError:
-        (folder / TREES_FILE).unlink()
-        raise
+        staged.replace(folder / TREES_FILE)
+    finally:
+        staged.unlink(missing_ok=True)
     (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return card
 

@@ -61,7 +61,8 @@ def curve_components(curves: np.ndarray, anchor: int) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         for i in range(anchor):
             upper = u[:, i + 1]
-            out[:, i] = np.where(upper > 0, np.clip(u[:, i] / np.where(upper > 0, upper, 1.0), 0.0, 1.0), np.nan)
+            usable = np.isfinite(upper) & (upper > 0)
+            out[:, i] = np.where(usable, np.clip(u[:, i] / np.where(usable, upper, 1.0), 0.0, 1.0), np.nan)
             out[~np.isfinite(u[:, i]), i] = np.nan
         for i in range(anchor + 1, u.shape[1]):
             out[:, i] = np.clip(u[:, i] - u[:, i - 1], 0.0, None)
@@ -103,11 +104,17 @@ class CurveTrees:
     anchor: int
 
     def __post_init__(self) -> None:
+        """Refuse components whose leaves could rebuild a curve that decreases or goes below zero."""
         if not self.components:
             raise ValueError("a curve needs at least one component")
         _check_anchor(len(self.components), self.anchor)
-        if len({c.n_features for c in self.components}) != 1:
-            raise ValueError("every component's trees must read the same rows")
+        if len({c.n_features for c in self.components}) != 1 or len({c.n_trees for c in self.components}) != 1:
+            raise ValueError("every component's trees must read the same rows and be as many")
+        for j, trees in enumerate(self.components):  # a mean of leaves in range stays in range
+            high = 1.0 if j < self.anchor else np.inf
+            if trees.value.min() < 0.0 or trees.value.max() > high:
+                kind = "a fraction in [0, 1]" if j < self.anchor else "an uptake or step ≥ 0"
+                raise ValueError(f"component {j} of a curve anchored at {self.anchor} must predict {kind}")
 
     @property
     def n_outputs(self) -> int:
@@ -121,11 +128,11 @@ class CurveTrees:
 
     @property
     def n_trees(self) -> int:
-        """Trees per component."""
+        """Trees per component (every component has as many)."""
         return self.components[0].n_trees
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Uptake curves (N, k), ≥ 0 and non-decreasing, for rows (N, n_features)."""
+        """Uptake curves (N, k), in the labels' unit (mol/kg), ≥ 0 and non-decreasing, for rows (N, n_features)."""
         parts = np.column_stack([trees.predict(rows) for trees in self.components])
         return curve_from_components(parts, self.anchor)
 
@@ -133,6 +140,8 @@ class CurveTrees:
     def fit(cls, rows: np.ndarray, curves: np.ndarray, anchor: int, *, n_trees: int, min_samples_leaf: int,
             seed: int = 0, jobs: int = 1) -> CurveTrees:
         """Fit each component's Extra Trees on the rows (N, m) whose curves (N, k) label that component.
+
+        ``curves`` are uptakes (mol/kg) at increasing pressures, NaN where not labelled (:func:`curve_components`).
 
         Raises
         ------
@@ -176,4 +185,25 @@ class CurveTrees:
         return cls(tuple(TreeArrays.from_arrays(data, prefix=f"c{j}_") for j in range(n)), anchor)
 
 
-__all__ = ["MIN_COMPONENT_LABELS", "CurveTrees", "curve_components", "curve_from_components"]
+def out_of_fold_curve_trees(rows: np.ndarray, curves: np.ndarray, anchor: int, assignment: np.ndarray, *,
+                            n_trees: int, min_samples_leaf: int, jobs: int = 1) -> np.ndarray:
+    """Curves (N, k), mol/kg, of every structure from curve trees fitted on the other folds only.
+
+    ``assignment`` (N,) is each structure's fold (e.g. :func:`models.isotherm_training.fold_assignment`, the
+    same the network heads' out-of-fold curves use, so the two can be blended fold by fold).
+    """
+    assignment = np.asarray(assignment)
+    if assignment.shape != (len(curves),) or len(rows) != len(curves):
+        raise ValueError(f"need one fold per structure: {assignment.shape} folds, {len(rows)} rows, "
+                         f"{len(curves)} curves")
+    out = np.full(np.shape(curves), np.nan)
+    for fold in np.unique(assignment):
+        held = assignment == fold
+        trees = CurveTrees.fit(rows[~held], curves[~held], anchor, n_trees=n_trees,
+                               min_samples_leaf=min_samples_leaf, seed=0, jobs=jobs)
+        out[held] = trees.predict(rows[held])
+    return out
+
+
+__all__ = ["MIN_COMPONENT_LABELS", "CurveTrees", "curve_components", "curve_from_components",
+           "out_of_fold_curve_trees"]

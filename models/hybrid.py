@@ -3,9 +3,11 @@
 The network reads the energy image (and the crystal density); a tree ensemble reads the energy histogram of the
 same grid, the crystal density and the grid's per-mass quantities (:data:`TREE_FEATURES`, computed by
 :func:`models.descriptors.descriptor_matrix`: nothing beyond what serving already has). Their errors differ,
-so their weighted mean beats either alone (README, Model). The weight is chosen on the validation split
-(:func:`choose_weight`), the trees are fitted on the training split only (:func:`fit_trees`), and σ is
-calibrated on the blend (:meth:`HybridTrees.combine`).
+so their weighted mean beats either alone (README, Model). The weight is chosen on held-out labels
+(:func:`choose_weight`: the validation split, or out-of-fold curves for the isotherm model), the trees never see
+those labels (:func:`fit_trees`), and σ is calibrated on the blend (:meth:`HybridTrees.combine`). An isotherm
+model's trees predict its whole curve (:class:`models.curve_trees.CurveTrees`), blended at one weight for every
+pressure, so the blend stays non-decreasing in pressure.
 
 Examples
 --------
@@ -82,15 +84,24 @@ def choose_weight(y_true: np.ndarray, network: np.ndarray, trees: np.ndarray,
 
     ``y_true``, ``network`` and ``trees`` are (N,) or, for a curve, (N, k) with NaN where a label is missing
     (ignored); each output's error is divided by its ``scales`` entry (k,) when given (as the isotherm heads'
-    loss, so that high pressures' larger uptakes do not drown the others). One weight serves every output: a
-    convex blend of two monotone curves is monotone.
+    loss, so that high pressures' larger uptakes do not drown the others; the labels' unit). One weight serves
+    every output: a convex blend of two monotone curves is monotone. The mean runs over every labelled point, so
+    an output labelled for more structures weighs more.
     """
-    y, net, tree = (np.asarray(a, dtype=np.float64).reshape(len(np.asarray(y_true)), -1)
-                    for a in (y_true, network, trees))
+    y, net, tree = (np.asarray(a, dtype=np.float64) for a in (y_true, network, trees))
+    if y.ndim == 1:
+        y = y[:, None]
+    net, tree = (a.reshape(y.shape) if a.size == y.size else a for a in (net, tree))
+    if net.shape != y.shape or tree.shape != y.shape:
+        raise ValueError(f"labels {y.shape}, network {net.shape} and trees {tree.shape} must have one shape")
     scale = np.ones(y.shape[1]) if scales is None else np.asarray(scales, dtype=np.float64).reshape(-1)
+    if scale.shape != (y.shape[1],) or not np.all(scale > 0):
+        raise ValueError(f"need one positive scale per output ({y.shape[1]}), got {scale}")
     labelled = np.isfinite(y)
     if not labelled.any():
         raise ValueError("no held-out label to choose the weight on")
+    if not (np.isfinite(net[labelled]).all() and np.isfinite(tree[labelled]).all()):
+        raise ValueError("the network's and the trees' predictions must be finite where a label is")
     errors = [float(np.mean((((w * net + (1 - w) * tree - y) / scale)[labelled]) ** 2)) for w in WEIGHT_GRID]
     best = min(errors)
     return float(max(w for w, e in zip(WEIGHT_GRID, errors, strict=True) if e <= best * (1 + 1e-12)))
@@ -121,10 +132,10 @@ class HybridTrees:
     @property
     def n_outputs(self) -> int:
         """Outputs the trees predict (k pressures for a curve, else 1)."""
-        return self.trees.n_outputs if isinstance(self.trees, CurveTrees) else 1
+        return self.trees.n_outputs
 
     def predict_trees(self, rows: np.ndarray) -> np.ndarray:
-        """The trees alone for rows (N, m) → (N, :attr:`n_outputs`)."""
+        """The trees alone for rows (N, m) → (N, :attr:`n_outputs`), the labels' unit."""
         return self.trees.predict(rows).reshape(len(rows), self.n_outputs)
 
     @property
@@ -148,11 +159,15 @@ class HybridTrees:
         The spread is the standard deviation of the members' outputs and the trees' prediction together: it
         grows where the networks disagree with each other and where the network disagrees with the trees.
         """
+        return self.combine_predictions(members, self.predict_trees(rows))
+
+    def combine_predictions(self, members: np.ndarray, by_trees: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`combine` from the trees' predictions (N, k) instead of their rows (e.g. out-of-fold trees)."""
         members = np.asarray(members, dtype=np.float64)
         if members.ndim != 3 or members.shape[2] != self.n_outputs:
             raise ValueError(f"these trees predict {self.n_outputs} output(s); members have shape {members.shape}")
-        tree = self.predict_trees(rows)[None]
-        values = self.blend(members.mean(axis=0), rows)
+        tree = np.asarray(by_trees, dtype=np.float64).reshape(1, *members.shape[1:])
+        values = self.weight * members.mean(axis=0) + (1.0 - self.weight) * tree[0]
         spread = np.concatenate([members, tree]).std(axis=0, ddof=1)
         return values, spread
 
@@ -166,5 +181,5 @@ class HybridTrees:
         """The model card's ``trees`` field."""
         curve = ({"outputs": self.n_outputs, "anchor": self.trees.anchor}
                  if isinstance(self.trees, CurveTrees) else {})
-        return {"file": TREES_FILE, "sha256": sha256, "weight": self.weight, "features": list(self.features),
-                "n_trees": self.trees.n_trees, "n_features": self.trees.n_features, **curve, **extra}
+        return {**extra, "file": TREES_FILE, "sha256": sha256, "weight": self.weight, "features": list(self.features),
+                "n_trees": self.trees.n_trees, "n_features": self.trees.n_features, **curve}

@@ -139,7 +139,7 @@ def design_landscapes(vae: GridVAE, predictor: torch.nn.Module, standardizer: ob
                 outputs = members.mean(dim=0)
                 score = domain.score(fingerprints.permute(1, 0, 2).reshape(len(z), -1).double().numpy())
                 outside = np.maximum(score / domain.threshold - DOMAIN_MARGIN, 0.0) ** 2
-            if trees is not None:  # the blend serving reports (one output)
+            if trees is not None:  # the blend serving reports
                 rows = trees.features_of(raw[:, 0].numpy(), rho)
                 outputs = torch.as_tensor(trees.blend(outputs.double().numpy(), rows), dtype=outputs.dtype)
             q = outputs @ weights

@@ -186,19 +186,23 @@ def out_of_fold_curves(
     epochs: int,
     config: HeadFitConfig | None = None,
     seed: int = 0,
+    assignment: np.ndarray | None = None,
 ) -> np.ndarray:
     """Member curves (n_members, N, k) of every structure from heads that never saw it (k-fold, seeded).
 
     Each fold's heads are fitted on the other folds for exactly ``epochs`` steps (no early stopping: the
     held-out fold chooses nothing), so the residuals are honest material for calibrating σ when the
     validation split alone holds too few complete curves. ``template`` is copied, never modified. The folds are
-    :func:`fold_assignment`'s, so other out-of-fold predictions (e.g. a hybrid's trees) can share them.
+    ``assignment`` (N,) when given (so other out-of-fold predictions, e.g. a hybrid's trees, can share them),
+    else :func:`fold_assignment` (``folds``, ``seed``).
     """
     config = config or HeadFitConfig()
     n = labels.shape[0]
-    assignment = fold_assignment(n, folds, seed)
+    assignment = fold_assignment(n, folds, seed) if assignment is None else np.asarray(assignment)
+    if assignment.shape != (n,):
+        raise ValueError(f"need one fold per structure ({n}), got {assignment.shape}")
     out = np.full((len(template.heads), n, template.n_outputs), np.nan)
-    for fold in range(folds):
+    for fold in np.unique(assignment):
         held, kept = assignment == fold, assignment != fold
         model = copy.deepcopy(template)
         fold_config = HeadFitConfig(epochs=epochs, lr=config.lr, weight_decay=config.weight_decay,

@@ -92,6 +92,11 @@ class TreeArrays:
         """Number of trees."""
         return len(self.roots)
 
+    @property
+    def n_outputs(self) -> int:
+        """Outputs predicted: one (a curve's trees are :class:`models.curve_trees.CurveTrees`)."""
+        return 1
+
     @classmethod
     def from_sklearn(cls, forest: Any) -> TreeArrays:
         """Freeze a fitted scikit-learn single-output tree ensemble (``estimators_`` of regression trees)."""

@@ -53,6 +53,8 @@ from models.gcmc import ISOTHERM_PRESSURES_BAR, LABEL_STATUSES  # noqa: E402
 ISOTHERM_LABELS = ROOT / "models" / "data" / "ch4_isotherms_raspa2.csv"
 MODEL_NAME = "retnet-ch4-isotherm"
 OUT_DIR = ROOT / "models" / "shipped" / MODEL_NAME
+#: Folds of the out-of-fold curves that calibrate σ (and choose a hybrid's weight).
+OUT_OF_FOLD_FOLDS = 5
 
 
 def isotherm_matrix(names: list[str], pressures: tuple[float, ...] = ISOTHERM_PRESSURES_BAR,
@@ -81,29 +83,11 @@ def _metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None:
     return {"n": int(ok.sum()), **{k: ch4_model._metric_json(m[k]) for k in ("r2", "mae", "rmse") if k in m}}
 
 
-def out_of_fold_trees(rows: np.ndarray, labels: np.ndarray, anchor: int, *, folds: int = 5,
-                      jobs: int = 1) -> np.ndarray:
-    """Curves (N, k) of every structure from curve trees that never saw it, on the heads' folds
-    (:func:`models.isotherm_training.fold_assignment`): material for calibrating the blend's σ."""
-    from models.curve_trees import CurveTrees
-    from models.isotherm_training import fold_assignment
-    from models.trees import MIN_SAMPLES_LEAF, N_TREES
-
-    assignment = fold_assignment(len(labels), folds)
-    out = np.full(labels.shape, np.nan)
-    for fold in range(folds):
-        held, kept = assignment == fold, assignment != fold
-        trees = CurveTrees.fit(rows[kept], labels[kept], anchor, n_trees=N_TREES, min_samples_leaf=MIN_SAMPLES_LEAF,
-                               jobs=jobs)
-        out[held] = trees.predict(rows[held])
-    return out
-
-
 def _paired(y: np.ndarray, pred: np.ndarray, baseline: np.ndarray) -> dict[str, Any] | None:
     """R² and MAE of ``pred`` minus those of ``baseline`` on the labelled structures, paired bootstrap 95 % CI."""
     from models.metrics import paired_difference
 
-    ok = np.isfinite(y)
+    ok = np.isfinite(y) & np.isfinite(pred) & np.isfinite(baseline)
     if ok.sum() < 3:
         return None
     d = paired_difference(y[ok], pred[ok][None], baseline[ok][None], n_boot=10000, seed=0)
@@ -115,10 +99,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     from sklearn.ensemble import RandomForestRegressor
 
     from models.artifacts import ModelCard, Target, library_versions, load_model, save_model, save_trees
-    from models.curve_trees import CurveTrees
+    from models.curve_trees import CurveTrees, out_of_fold_curve_trees
     from models.hybrid import TREE_FEATURES, HybridTrees, choose_weight, tree_features
     from models.isotherm import IsothermEnsemble, deliverable_capacity
-    from models.isotherm_training import HeadFitConfig, fit_heads, out_of_fold_curves, pressure_scales
+    from models.isotherm_training import (
+        HeadFitConfig,
+        fit_heads,
+        fold_assignment,
+        out_of_fold_curves,
+        pressure_scales,
+    )
     from models.plots import isotherm_plot
     from models.training import member_outputs_grids
     from models.trees import MIN_SAMPLES_LEAF, N_TREES
@@ -148,7 +138,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     fit = fit_heads(model, fps[:, train], labels[train], fps[:, val], labels[val], config)
     epochs = int(np.median(fit.best_epochs))
     fit_rows = np.concatenate([train, val])
-    oof = out_of_fold_curves(model, fps[:, fit_rows], labels[fit_rows], folds=5, epochs=epochs, config=config)
+    folds = fold_assignment(len(fit_rows), OUT_OF_FOLD_FOLDS)  # the heads' and the trees' out-of-fold folds
+    oof = out_of_fold_curves(model, fps[:, fit_rows], labels[fit_rows], epochs=epochs, config=config,
+                             assignment=folds)
     # The backbone was fitted to the 5.8 bar labels of its own training structures: their out-of-fold errors at
     # 5.8 bar are optimistic (σ came out too small: 83 % test coverage), so that point is calibrated on the others.
     calibration_labels = labels[fit_rows].copy()
@@ -159,21 +151,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     network = members.mean(axis=0)
     hybrid = by_trees = None
     if args.trees:  # monotone curve trees beside the heads, blended at one weight chosen out of fold
-        rows = tree_features(data["grids"], data["density"], TREE_FEATURES,
-                             ch4_model.crystal_blocks(data, TREE_FEATURES))
+        tree_rows = tree_features(data["grids"], data["density"], TREE_FEATURES,
+                                  ch4_model.crystal_blocks(data, TREE_FEATURES))
         # the validation split holds too few complete curves to choose the weight on (as for σ): the heads' and
         # the trees' out-of-fold curves of the training + validation structures choose it, on the same points σ
         # is calibrated on; the trees then learn from all those structures, as their out-of-fold folds did
-        oof_trees = out_of_fold_trees(rows[fit_rows], labels[fit_rows], at_58, jobs=args.jobs)
+        oof_trees = out_of_fold_curve_trees(tree_rows[fit_rows], labels[fit_rows], at_58, folds, n_trees=N_TREES,
+                                            min_samples_leaf=MIN_SAMPLES_LEAF, jobs=args.jobs)
         weight = choose_weight(calibration_labels, oof.mean(axis=0), oof_trees,
                                scales=pressure_scales(labels[fit_rows]))
-        curve_trees = CurveTrees.fit(rows[fit_rows], labels[fit_rows], at_58, n_trees=N_TREES,
+        curve_trees = CurveTrees.fit(tree_rows[fit_rows], labels[fit_rows], at_58, n_trees=N_TREES,
                                      min_samples_leaf=MIN_SAMPLES_LEAF, jobs=args.jobs)
         hybrid = HybridTrees(curve_trees, weight, TREE_FEATURES)
-        by_trees = hybrid.predict_trees(rows)
-        mean, spread_now = hybrid.combine(members, rows)
-        oof_mean = weight * oof.mean(axis=0) + (1 - weight) * oof_trees
-        oof_spread = np.concatenate([oof, oof_trees[None]]).std(axis=0, ddof=1)
+        by_trees = hybrid.predict_trees(tree_rows)
+        mean, spread_now = hybrid.combine_predictions(members, by_trees)
+        oof_mean, oof_spread = hybrid.combine_predictions(oof, oof_trees)
     else:
         mean, spread_now = network, members.std(axis=0, ddof=1)
         oof_mean, oof_spread = oof.mean(axis=0), oof.std(axis=0, ddof=1)
@@ -220,6 +212,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                                  "rf": _metrics(dc_true, deliverable_capacity(rf_pred[test], pressures)),
                                  "minus_rf": _paired(dc_true, deliverable_capacity(mean[test], pressures),
                                                      deliverable_capacity(rf_pred[test], pressures)),
+                                 **({"minus_earlier": _paired(dc_true, deliverable_capacity(mean[test], pressures),
+                                                              deliverable_capacity(before, pressures))}
+                                    if args.compare is not None else {}),
                                  "coverage": coverage(dc_true, deliverable_capacity(mean[test], pressures),
                                                       dc_sigma)[0],
                                  **({"network": _metrics(dc_true, deliverable_capacity(network[test], pressures)),

@@ -156,7 +156,8 @@ class ModelPublic(BaseModel):
                                    "beside the energy grid (log_density: from the CIF; energy_histogram: of the "
                                    "grid); empty: the grid only")
     trees: dict[str, Any] | None = Field(None, description="a hybrid model's Extra Trees: the network's weight in "
-                                         "the blend and the descriptors the trees read; null: the network alone")
+                                         "the blend, the descriptors the trees read (and, for a curve's trees, "
+                                         "`outputs` and the `anchor` output); null: the network alone")
 
 
 class ModelList(BaseModel):

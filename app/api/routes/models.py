@@ -13,6 +13,10 @@ from app.services.errors import ServiceError
 router = APIRouter(prefix="/models", tags=["models"])
 
 
+#: What a model card says of its trees that clients see (a curve's trees: also its outputs and anchor output).
+PUBLIC_TREE_FIELDS = ("weight", "features", "n_trees", "outputs", "anchor")
+
+
 def model_public(row: ModelVersion) -> ModelPublic:
     """ORM → API."""
     card = row.card or {}
@@ -22,7 +26,7 @@ def model_public(row: ModelVersion) -> ModelPublic:
         training_data=dict(card.get("training_data") or {}), metrics=dict(card.get("metrics") or {}),
         preliminary=bool(card.get("preliminary", False)), shipped=row.shipped, created_at=row.created_at,
         descriptors=list((card.get("descriptors") or {}).get("names") or []),
-        trees=None if not card.get("trees") else {k: card["trees"][k] for k in ("weight", "features", "n_trees")
+        trees=None if not card.get("trees") else {k: card["trees"][k] for k in PUBLIC_TREE_FIELDS
                                                    if k in card["trees"]},
     )
 

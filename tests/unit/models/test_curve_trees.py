@@ -112,6 +112,12 @@ def test_one_weight_for_a_curve_is_chosen_on_the_labelled_points_only() -> None:
                                                                   network, trees)
     with pytest.raises(ValueError, match="no held-out label"):
         choose_weight(np.full((3, 4), np.nan), network[:3], trees[:3])
+    with pytest.raises(ValueError, match="one shape"):  # one pressure's predictions never broadcast over a curve
+        choose_weight(labels, network[:, :1], trees)
+    with pytest.raises(ValueError, match="finite"):
+        choose_weight(labels, np.where(np.isnan(labels), 0.0, np.nan), trees)
+    with pytest.raises(ValueError, match="scale"):
+        choose_weight(labels, network, trees, scales=np.ones(3))
 
 
 def test_an_isotherm_model_with_curve_trees_saves_loads_and_predicts_the_blend(tmp_path: Path) -> None:
@@ -141,11 +147,61 @@ def test_an_isotherm_model_with_curve_trees_saves_loads_and_predicts_the_blend(t
     assert blend.shape == (40, 4) and (np.diff(blend, axis=1) >= 0).all()
     assert loaded.predict_detailed(grids, densities_g_cm3=density).values.shape == (40, 4)
     # a curve's trees anchored elsewhere than the primary output, or one output's trees on a curve, are refused
+    # and leave the folder as it was
     with pytest.raises(ValueError, match="anchored at its primary output"):
         save_trees(folder, HybridTrees(CurveTrees(trees.components, 0), 0.5, features))
     with pytest.raises(ValueError, match="one-output RetNet"):
         save_trees(folder, HybridTrees(trees.components[0], 0.5, features))
+    assert sorted(f.name for f in folder.iterdir() if f.name.startswith("."))  == []
+    np.testing.assert_array_equal(load_model(folder, device="cpu").predict(grids, densities_g_cm3=density), blend)
     card_file = folder / "card.json"
-    card_file.write_text(card_file.read_text().replace('"outputs": 4', '"outputs": 3'))
-    with pytest.raises(CorruptModelError):
+    card_text = card_file.read_text()
+    for bad in ('"outputs": 3', '"outputs": true', '"outputs": 1'):
+        card_file.write_text(card_text.replace('"outputs": 4', bad))
+        with pytest.raises(CorruptModelError):
+            load_model(folder, device="cpu")
+    # a file whose trees disagree with the card (its sha256 updated) is refused on loading too
+    import hashlib
+    import json
+
+    CurveTrees(trees.components, 0).save(folder / "trees.npz")
+    entry = json.loads(card_text)
+    entry["trees"]["sha256"] = hashlib.sha256((folder / "trees.npz").read_bytes()).hexdigest()
+    card_file.write_text(json.dumps(entry))
+    with pytest.raises(CorruptModelError, match="anchored at output 0"):
         load_model(folder, device="cpu")
+
+
+def test_components_whose_leaves_could_break_the_curve_are_refused() -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.random((100, 3))
+    trees = CurveTrees.fit(rows, _langmuir(rows), ANCHOR, n_trees=5, min_samples_leaf=2)
+    anchor_trees = trees.components[ANCHOR]  # uptakes up to ~8 mol/kg: not a fraction
+    with pytest.raises(ValueError, match="fraction in \\[0, 1\\]"):
+        CurveTrees((trees.components[0], anchor_trees, anchor_trees, trees.components[3]), 2)
+    negative = type(anchor_trees)(**{**anchor_trees.__dict__, "value": anchor_trees.value - 100.0})
+    with pytest.raises(ValueError, match="≥ 0"):
+        CurveTrees((trees.components[0], negative, *trees.components[2:]), ANCHOR)
+    fewer = CurveTrees.fit(rows, _langmuir(rows), ANCHOR, n_trees=3, min_samples_leaf=2)
+    with pytest.raises(ValueError, match="as many"):
+        CurveTrees((fewer.components[0], *trees.components[1:]), ANCHOR)
+
+
+def test_out_of_fold_curve_trees_never_predict_a_structure_they_saw() -> None:
+    from models.curve_trees import out_of_fold_curve_trees
+    from models.isotherm_training import fold_assignment
+
+    rng = np.random.default_rng(4)
+    rows = rng.random((120, 3))
+    curves = _langmuir(rows)
+    folds = fold_assignment(120, 4)
+    oof = out_of_fold_curve_trees(rows, curves, ANCHOR, folds, n_trees=20, min_samples_leaf=1)
+    seen = CurveTrees.fit(rows, curves, ANCHOR, n_trees=20, min_samples_leaf=1).predict(rows)
+    assert oof.shape == (120, 4) and (np.diff(oof, axis=1) >= 0).all()
+    # trees with one structure per leaf reproduce what they saw almost exactly, and miss what they did not
+    assert np.abs(seen - curves).mean() < 0.5 * np.abs(oof - curves).mean()
+    held = folds == 0
+    fold_trees = CurveTrees.fit(rows[~held], curves[~held], ANCHOR, n_trees=20, min_samples_leaf=1, seed=0)
+    np.testing.assert_allclose(oof[held], fold_trees.predict(rows[held]))
+    with pytest.raises(ValueError, match="one fold per structure"):
+        out_of_fold_curve_trees(rows, curves, ANCHOR, folds[:-1], n_trees=2, min_samples_leaf=1)
