@@ -234,7 +234,7 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
     from app.db.tables import ModelVersion, Structure
     from app.storage import crystal_block_key, decode_block, decode_grid, store_from_uri
     from models.artifacts import load_model
-    from models.descriptors import CRYSTAL_BLOCKS, compute_crystal_blocks, crystal_block_tag
+    from models.descriptors import CRYSTAL_BLOCKS, compute_crystal_blocks
     from models.params import VoxelParams
     from models.structure import parse_cif
     from models.voxels import compute_voxels, warm_up
@@ -256,11 +256,11 @@ def model_rates(settings: Any, model_ref: str, files: list[Path], *, batch: int 
                          .filter(Structure.sha256.in_(shas)).all())
         densities = np.array([known[sha] for sha in shas], dtype=np.float64)
     # the crystal blocks the service stored per structure (a grid made for another model may have none: left out)
-    stored = [all(store.exists(crystal_block_key(sha, crystal_block_tag(b))) for b in model.crystal_blocks)
+    stored = [all(store.exists(crystal_block_key(sha, b)) for b in model.crystal_blocks)
               for sha in shas]
     grids, shas = grids[stored], [sha for sha, ok in zip(shas, stored, strict=True) if ok]
     densities = None if densities is None else densities[stored]
-    blocks = {b: np.stack([decode_block(store.get(crystal_block_key(sha, crystal_block_tag(b))), CRYSTAL_BLOCKS[b])
+    blocks = {b: np.stack([decode_block(store.get(crystal_block_key(sha, b)), CRYSTAL_BLOCKS[b])
                            for sha in shas]).reshape(len(shas), CRYSTAL_BLOCKS[b]) for b in model.crystal_blocks}
     model.predict(grids[:batch], batch_size=batch, densities_g_cm3=None if densities is None else densities[:batch],
                   crystal_blocks={b: v[:batch] for b, v in blocks.items()})

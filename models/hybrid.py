@@ -167,14 +167,16 @@ class HybridTrees:
         if members.ndim != 3 or members.shape[2] != self.n_outputs:
             raise ValueError(f"these trees predict {self.n_outputs} output(s); members have shape {members.shape}")
         tree = np.asarray(by_trees, dtype=np.float64).reshape(1, *members.shape[1:])
-        values = self.weight * members.mean(axis=0) + (1.0 - self.weight) * tree[0]
         spread = np.concatenate([members, tree]).std(axis=0, ddof=1)
-        return values, spread
+        return self._mix(members.mean(axis=0), tree[0]), spread
 
     def blend(self, network: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """w · ``network`` + (1 − w) · the trees' predictions for ``rows``; ``network`` (N,) or (N, k), shape kept."""
         network = np.asarray(network, dtype=np.float64)
-        by_trees = self.predict_trees(rows).reshape(network.shape)
+        return self._mix(network, self.predict_trees(rows).reshape(network.shape))
+
+    def _mix(self, network: np.ndarray, by_trees: np.ndarray) -> np.ndarray:
+        """w · network + (1 − w) · trees, element by element (same shapes)."""
         return self.weight * network + (1.0 - self.weight) * by_trees
 
     def card_entry(self, sha256: str, **extra: Any) -> dict[str, Any]:

@@ -25,6 +25,8 @@ import io
 
 import numpy as np
 
+from models.descriptors import crystal_block_tag
+
 #: Suffix of a cached grid (gzip-compressed ``.npy``).
 GRID_SUFFIX = ".npy.gz"
 
@@ -55,8 +57,10 @@ def decode_grid(data: bytes) -> np.ndarray:
 
 
 def crystal_block_key(structure_sha256: str, block: str) -> str:
-    """Key of a structure's cached crystal block ``block`` (its tag, :func:`models.descriptors.crystal_block_tag`)."""
-    return f"crystal-blocks/{block}/{structure_sha256[:2]}/{structure_sha256}_{block}.npy"
+    """Key of a structure's cached crystal block ``block`` (e.g. ``ch4_widom``), named by its tag
+    (:func:`models.descriptors.crystal_block_tag`: a block computed another way is never read as this one)."""
+    tag = crystal_block_tag(block)
+    return f"crystal-blocks/{tag}/{structure_sha256[:2]}/{structure_sha256}_{tag}.npy"
 
 
 def encode_block(row: np.ndarray) -> bytes:

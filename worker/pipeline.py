@@ -42,6 +42,7 @@ from app.storage import (
     decode_grid,
     encode_block,
     encode_grid,
+    inputs_stored,
     voxel_key,
 )
 from models.descriptors import card_crystal_blocks
@@ -126,21 +127,14 @@ def _heartbeat(ctx: WorkerContext, ids: list[str], owner: str) -> leases.Heartbe
                             lambda s: leases.renew_items(s, ids, owner=owner, lease_s=lease_s))
 
 
-def _block_key(sha: str, block: str) -> str:
-    """Where a structure's crystal block is stored (named with what computes it)."""
-    from models.descriptors import crystal_block_tag
-
-    return crystal_block_key(sha, crystal_block_tag(block))
-
-
 def _store_blocks(ctx: WorkerContext, crystal: Any, blocks: Sequence[str]) -> None:
     """Compute and store the crystal blocks ``blocks`` of ``crystal`` that storage lacks (StructureError: the
     crystal's own fault, e.g. too large)."""
     from models.descriptors import compute_crystal_blocks
 
-    missing = [b for b in blocks if not ctx.store.exists(_block_key(crystal.sha256, b))]
+    missing = [b for b in blocks if not ctx.store.exists(crystal_block_key(crystal.sha256, b))]
     for block, rows in compute_crystal_blocks(missing, [crystal], threads=ctx.voxel_threads).items():
-        ctx.store.put(_block_key(crystal.sha256, block), encode_block(rows[0]))
+        ctx.store.put(crystal_block_key(crystal.sha256, block), encode_block(rows[0]))
 
 
 def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, card: dict[str, Any],
@@ -157,8 +151,7 @@ def _ensure_grid(ctx: WorkerContext, raw_key: str, name: str, sha: str | None, c
 
     store = ctx.store
     blocks = card_crystal_blocks(card)  # what the model's trees read of the crystal itself, stored beside its grid
-    if sha is not None and store.exists(voxel_key(sha, params_hash)) and all(
-            store.exists(_block_key(sha, b)) for b in blocks):
+    if sha is not None and inputs_stored(store, sha, params_hash, blocks):
         return _VoxelOutcome(sha, {"cache_hit": True, "voxelize_ms": 0.0})
     try:
         raw = store.get(raw_key)
@@ -326,7 +319,7 @@ def _read_blocks(ctx: WorkerContext, sha: str, blocks: Sequence[str]) -> dict[st
 
     out = {}
     for block in blocks:
-        key = _block_key(sha, block)
+        key = crystal_block_key(sha, block)
         try:
             out[block] = decode_block(ctx.store.get(key), CRYSTAL_BLOCKS[block])
         except ObjectNotFoundError:

@@ -25,8 +25,8 @@ from app.services.errors import ConflictError, TooManyRequestsError, Unprocessab
 from app.services.keys import LOCAL, Caller
 from app.services.registry import registry_name, resolve_model
 from app.services.uploads import FileUpload, StoredUpload, stem, store_file, training_zip_contents
-from app.storage import ObjectStore, crystal_block_key, raw_key, voxel_key
-from models.descriptors import card_crystal_blocks, crystal_block_tag
+from app.storage import ObjectStore, inputs_stored, raw_key
+from models.descriptors import card_crystal_blocks
 from models.units import CM3_STP_PER_CM3, MOL_PER_KG
 
 log = logging.getLogger(__name__)
@@ -201,9 +201,8 @@ def submit_prediction(session: Session, settings: Settings, store: ObjectStore, 
     if (found := existing_job(session, idempotency_key, fingerprint)) is not None:
         return found
     store_raw(store, upload)
-    grid_cached = sha is not None and (cached_values is not None or (
-        store.exists(voxel_key(sha, model.params_hash))  # and what its trees read of the crystal, if anything
-        and all(store.exists(crystal_block_key(sha, crystal_block_tag(b))) for b in card_crystal_blocks(model.card))))
+    grid_cached = sha is not None and (cached_values is not None
+                                       or inputs_stored(store, sha, model.params_hash, card_crystal_blocks(model.card)))
     parse_ms = 0.0 if sha is not None else None  # known bytes: nothing to parse; else the worker measures it
 
     def build(s: Session) -> str:

@@ -6,6 +6,7 @@ endpoint_url=...)`` → :class:`S3Store`. Keys are ``/``-separated relative path
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -103,3 +104,10 @@ def raw_key(content_sha256: str, filename: str) -> str:
     suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
     suffix = "".join(c for c in suffix if c.isalnum())[:8] or "bin"
     return f"uploads/{content_sha256[:2]}/{content_sha256}.{suffix}"
+
+
+def inputs_stored(store: ObjectStore, structure_sha256: str, params_hash: str, blocks: Sequence[str] = ()) -> bool:
+    """Whether a structure's grid (voxel parameters ``params_hash``) and its crystal blocks ``blocks`` (what a
+    model's trees read of the crystal itself) are all stored: then a prediction needs no parse and no voxelization."""
+    return store.exists(voxel_key(structure_sha256, params_hash)) and all(
+        store.exists(crystal_block_key(structure_sha256, b)) for b in blocks)

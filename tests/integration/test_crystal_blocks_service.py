@@ -109,7 +109,6 @@ def test_a_screening_with_a_crystal_block_model_keeps_bad_files_apart(client, ci
 def test_a_training_job_with_trees_fits_them_on_the_crystals_widom_numbers_and_serves_them(
         client, cif_dir: Path) -> None:  # type: ignore[no-untyped-def]
     from app.storage import crystal_block_key, store_from_uri
-    from models.descriptors import crystal_block_tag
     from models.hybrid import TREE_FEATURES
     from tests.integration.helpers import training_zip
 
@@ -129,4 +128,4 @@ def test_a_training_job_with_trees_fits_them_on_the_crystals_widom_numbers_and_s
     assert pred.status_code == 200 and pred.json()["status"] == "succeeded", pred.text
     assert np.isfinite(pred.json()["prediction"]["value"])
     store = store_from_uri(client.app.state.settings.store_uri)
-    assert store.exists(crystal_block_key(pred.json()["structure"]["sha256"], crystal_block_tag("ch4_widom")))
+    assert store.exists(crystal_block_key(pred.json()["structure"]["sha256"], "ch4_widom"))

@@ -60,8 +60,8 @@ def world(settings) -> World:  # type: ignore[no-untyped-def]
         "grid_young": _put(store, voxel_key(sha_young, "p1"), 40),  # old file, used by a young job
         "grid_shared": _put(store, voxel_key(sha_shared, "p1"), 40),  # used by the old and the young job
         "grid_orphan_new": _put(store, voxel_key("d" * 64, "p1"), 2),
-        "block_old": _put(store, crystal_block_key(sha_old, "ch4_widom-h"), 40),  # goes with its structure's grid
-        "block_shared": _put(store, crystal_block_key(sha_shared, "ch4_widom-h"), 40),
+        "block_old": _put(store, crystal_block_key(sha_old, "ch4_widom"), 40),  # goes with its structure's grid
+        "block_shared": _put(store, crystal_block_key(sha_shared, "ch4_widom"), 40),
         "model_weights": _put(store, "models/m/1/weights.pt", 400),
     }
     with session_scope(settings.db_url) as session:
